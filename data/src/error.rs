@@ -1,0 +1,40 @@
+//! One error type for the data crate; every variant names the file (and line or key) at fault so
+//! the CLI can print a single actionable line.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Jsonl { path: PathBuf, line: usize, msg: String },
+    #[error("{path}: {msg}")]
+    Parquet { path: PathBuf, msg: String },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl DataError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io { path: path.into(), source }
+    }
+    pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        DataError::Invalid { path: path.into(), msg: msg.into() }
+    }
+    pub fn parquet(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
+        DataError::Parquet { path: path.into(), msg: msg.to_string() }
+    }
+}

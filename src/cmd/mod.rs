@@ -1,0 +1,7 @@
+pub mod data;
+pub mod tokenizer;
+
+/// The command line as typed, recorded in manifests so every artifact says how it was made.
+pub fn command_line() -> Vec<String> {
+    std::env::args().collect()
+}

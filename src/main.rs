@@ -1,0 +1,52 @@
+//! `anvil`: one binary that prepares data, trains, evaluates and serves code models. This file is
+//! only the command line; each stage's work lives in its library crate.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "anvil",
+    version,
+    about = "Train, fine-tune and evaluate code models end to end",
+    long_about = "Anvil trains, fine-tunes and evaluates code models end to end: an AST-parsed corpus \
+pipeline, a byte-level BPE tokenizer, Burn models and trainers, a sandboxed pass@k evaluator and \
+compact inference, in one binary.",
+    after_help = "Start with:\n  anvil data pipeline recipes/quickstart.toml\n\nEach command has --help with examples."
+)]
+struct Cli {
+    /// Hide progress bars (they are also hidden when stderr is not a terminal).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build training data: prepare a corpus, tokenize it, generate synthetic tasks.
+    #[command(subcommand)]
+    Data(cmd::data::DataCommand),
+    /// Train a byte-level BPE tokenizer with FIM and mask tokens.
+    #[command(subcommand)]
+    Tokenizer(cmd::tokenizer::TokenizerCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    anvil_data::progress::set_quiet(cli.quiet);
+    let res = match cli.command {
+        Command::Data(c) => cmd::data::run(c),
+        Command::Tokenizer(c) => cmd::tokenizer::run(c),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
