@@ -41,8 +41,10 @@ pub fn normalize_expression(s: &str) -> Option<String> {
     for req in e.requirements() {
         let (start, end) = (req.span.start as usize, req.span.end as usize);
         out.push_str(&orig[at..start]);
-        out.push_str(&req.req.to_string());
-        at = end;
+        let canon = req.req.to_string();
+        out.push_str(&canon);
+        // the span stops before a trailing `+`, which the canonical id already spells out
+        at = if orig[end..].starts_with('+') && !canon.ends_with('+') { end + 1 } else { end };
     }
     out.push_str(&orig[at..]);
     Some(out)

@@ -128,7 +128,8 @@ fn walk_dir(root: &Path, idx: usize, langs: &[Lang], c: &mut Collected) -> Resul
     let is_stdlib = python_stdlib().ok().as_deref() == Some(root);
     let walker = ignore::WalkBuilder::new(root)
         .require_git(false)
-        .follow_links(false)
+        // Linked files are part of the tree a user points at; the walker guards against loops.
+        .follow_links(true)
         .sort_by_file_name(|a, b| a.cmp(b))
         .filter_entry(move |e| !(is_stdlib && e.file_name() == "site-packages"))
         .build();
