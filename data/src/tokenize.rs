@@ -1,0 +1,805 @@
+//! `anvil data tokenize`: a prepared corpus in, packed fixed-length training sequences out.
+//!
+//! Every document is encoded as plain text (special-token strings in files stay ordinary bytes),
+//! optionally rearranged for fill-in-the-middle (Bavarian et al. 2022, PSM and SPM orders), and
+//! followed by `<|endoftext|>`. Documents are concatenated in corpus order (shards sorted, rows in
+//! order) and the stream is cut into rows of exactly `seq_len` tokens, documents spanning row
+//! boundaries (GPT-style packing). Per token we also store:
+//!
+//! * `segment_ids` (u16): the 1-based index of the token's document within its row (a document
+//!   continued from the previous row is 1 again), 0 only for the `<|pad|>` tail of the very last
+//!   row. Attend only where segment ids are equal and non-zero; mask the loss where they are 0.
+//! * with `--ast`: `ast_depth` (u16) and `ast_path` (`ast_max_path` u16 per token, row-major,
+//!   padded with [`NO_LEVEL`]): the tree-sitter facts at the token's first byte in the original
+//!   file. Special tokens, padding and files that fail to parse get depth 0 and an empty path.
+//!
+//! Output: `{split}-{i:05}-of-{n:05}.parquet` shards (one row per sequence; columns are
+//! `List<UInt32>` / `List<UInt16>`), a copy of `tokenizer.json`, and `tokens.json`, written last:
+//! a directory without it is an unfinished run and readers refuse it. Output is deterministic: the
+//! same corpus, tokenizer and config give byte-identical shards, whatever the thread count.
+
+use crate::atomic;
+use crate::error::{DataError, Result};
+use crate::parse::{AstLocator, parse};
+use crate::shard::{self, Record, Split};
+use crate::tokenizer::{self, encode_text};
+use arrow_array::builder::OffsetBufferBuilder;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{ArrowPrimitiveType, UInt16Type, UInt32Type};
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, UInt16Array, UInt32Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokenizers::Tokenizer;
+
+/// The manifest, written last.
+pub const MANIFEST: &str = "tokens.json";
+/// The copy of the tokenizer the shards were encoded with.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// `ast_path` filler for "no node at this level".
+pub const NO_LEVEL: u16 = u16::MAX;
+/// Documents encoded in parallel per batch: bounds memory while keeping both cores busy.
+const DOC_BATCH: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizeConfig {
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Share of documents turned into fill-in-the-middle examples.
+    pub fim_rate: f64,
+    /// Share of FIM documents in SPM order (the rest are PSM).
+    pub fim_spm_rate: f64,
+    /// Store per-token AST facts (`ast_depth`, `ast_path`).
+    pub ast: bool,
+    /// Levels of the child-index path kept per token.
+    pub ast_max_path: usize,
+    /// Seeds the per-document FIM decisions (mixed with each document's content hash).
+    pub seed: u64,
+    /// Rows per output shard.
+    pub rows_per_shard: usize,
+}
+
+impl Default for TokenizeConfig {
+    fn default() -> Self {
+        TokenizeConfig {
+            seq_len: 1024,
+            fim_rate: 0.0,
+            fim_spm_rate: 0.5,
+            ast: false,
+            ast_max_path: 8,
+            seed: 0,
+            rows_per_shard: 8192,
+        }
+    }
+}
+
+impl TokenizeConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(DataError::Config(m));
+        // Segment ids are u16 and a row holds at most seq_len documents.
+        if !(8..=u16::MAX as usize).contains(&self.seq_len) {
+            return bad(format!(
+                "--seq-len {} must be between 8 and {}",
+                self.seq_len,
+                u16::MAX
+            ));
+        }
+        for (flag, v) in [
+            ("--fim-rate", self.fim_rate),
+            ("--fim-spm-rate", self.fim_spm_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(format!("{flag} {v} must be between 0 and 1"));
+            }
+        }
+        if self.ast && !(1..=64).contains(&self.ast_max_path) {
+            return bad(format!(
+                "--ast-max-path {} must be between 1 and 64",
+                self.ast_max_path
+            ));
+        }
+        if self.rows_per_shard == 0 {
+            return bad("--rows-per-shard must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// The special token ids, spelled out for readers of `tokens.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecialIds {
+    pub eot: u32,
+    pub pad: u32,
+    pub mask: u32,
+    pub fim_prefix: u32,
+    pub fim_suffix: u32,
+    pub fim_middle: u32,
+    pub file_sep: u32,
+}
+
+impl Default for SpecialIds {
+    fn default() -> Self {
+        use tokenizer::*;
+        SpecialIds {
+            eot: EOT_ID,
+            pad: PAD_ID,
+            mask: MASK_ID,
+            fim_prefix: FIM_PREFIX_ID,
+            fim_suffix: FIM_SUFFIX_ID,
+            fim_middle: FIM_MIDDLE_ID,
+            file_sep: FILE_SEP_ID,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SplitStats {
+    pub n_docs: u64,
+    /// Bytes of document content.
+    pub n_bytes: u64,
+    /// Real (non-pad) tokens, the inserted special tokens included.
+    pub n_tokens: u64,
+    pub n_rows: u64,
+    pub n_pad: u64,
+    pub n_fim_psm: u64,
+    pub n_fim_spm: u64,
+    /// Shard file names, in order.
+    pub shards: Vec<String>,
+}
+
+/// `tokens.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizeManifest {
+    pub anvil_version: String,
+    pub seq_len: usize,
+    /// Including the special tokens.
+    pub vocab_size: usize,
+    pub special_tokens: SpecialIds,
+    /// File name of the tokenizer copy in this directory.
+    pub tokenizer: String,
+    /// xxh3-128 (hex) of that file's bytes.
+    pub tokenizer_xxh3: String,
+    /// Set when the shards carry AST columns.
+    pub ast_max_path: Option<usize>,
+    pub columns: Vec<String>,
+    pub train: SplitStats,
+    pub val: SplitStats,
+    pub config: TokenizeConfig,
+}
+
+impl TokenizeManifest {
+    pub fn split(&self, split: Split) -> &SplitStats {
+        match split {
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+        }
+    }
+}
+
+/// Tokenize both splits of `corpus_dir` into `out_dir` (see the module docs for the format).
+pub fn tokenize_corpus(
+    corpus_dir: &Path,
+    tokenizer_path: &Path,
+    out_dir: &Path,
+    cfg: &TokenizeConfig,
+    overwrite: bool,
+) -> Result<TokenizeManifest> {
+    cfg.validate()?;
+    // Everything that can fail on bad inputs is checked before `out_dir` is (re)created, and the
+    // tokenizer is held in memory: `--overwrite` may delete the directory it lives in.
+    let tok_bytes = std::fs::read(tokenizer_path).map_err(|e| DataError::io(tokenizer_path, e))?;
+    let tok = tokenizer::from_bytes(&tok_bytes, tokenizer_path)?;
+    let train_in = shard::list_shards(corpus_dir, Split::Train)?;
+    let val_in = shard::list_shards(corpus_dir, Split::Val)?;
+    refuse_overlap(corpus_dir, out_dir)?;
+    let mut n_docs = 0;
+    for p in train_in.iter().chain(&val_in) {
+        n_docs += shard_num_rows(p)?;
+    }
+
+    atomic::create_out_dir(out_dir, overwrite)?;
+    atomic::write(&out_dir.join(TOKENIZER_FILE), &tok_bytes)?;
+    let pb = crate::progress::bar(n_docs, "tokenize", false);
+    let train = tokenize_split(&tok, &train_in, Split::Train, out_dir, cfg, &pb)?;
+    let val = tokenize_split(&tok, &val_in, Split::Val, out_dir, cfg, &pb)?;
+    pb.finish_and_clear();
+
+    let mut columns = vec!["input_ids".to_string(), "segment_ids".to_string()];
+    if cfg.ast {
+        columns.extend(["ast_depth".to_string(), "ast_path".to_string()]);
+    }
+    let manifest = TokenizeManifest {
+        anvil_version: env!("CARGO_PKG_VERSION").to_string(),
+        seq_len: cfg.seq_len,
+        vocab_size: tok.get_vocab_size(true),
+        special_tokens: SpecialIds::default(),
+        tokenizer: TOKENIZER_FILE.to_string(),
+        tokenizer_xxh3: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&tok_bytes)),
+        ast_max_path: cfg.ast.then_some(cfg.ast_max_path),
+        columns,
+        train,
+        val,
+        config: cfg.clone(),
+    };
+    atomic::write_json(&out_dir.join(MANIFEST), &manifest)?;
+    Ok(manifest)
+}
+
+/// `--overwrite` empties `out_dir`; it must not hold (or be) the corpus.
+fn refuse_overlap(corpus_dir: &Path, out_dir: &Path) -> Result<()> {
+    let (Ok(corpus), Ok(out)) = (corpus_dir.canonicalize(), out_dir.canonicalize()) else {
+        return Ok(()); // out_dir does not exist yet
+    };
+    if corpus.starts_with(&out) {
+        return Err(DataError::Config(format!(
+            "--out {} contains the corpus {}: choose another output directory",
+            out_dir.display(),
+            corpus_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn shard_num_rows(path: &Path) -> Result<u64> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let b =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| DataError::parquet(path, e))?;
+    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+fn tokenize_split(
+    tok: &Tokenizer,
+    inputs: &[PathBuf],
+    split: Split,
+    out_dir: &Path,
+    cfg: &TokenizeConfig,
+    pb: &indicatif::ProgressBar,
+) -> Result<SplitStats> {
+    let mut stats = SplitStats::default();
+    let mut packer = Packer::new(cfg, ShardSink::new(out_dir, split, cfg));
+    for path in inputs {
+        let records = shard::read_shard(path)?;
+        for batch in records.chunks(DOC_BATCH) {
+            // Parallel encode, in-order collect: the packed stream never depends on scheduling.
+            let docs: Vec<DocTokens> = batch
+                .par_iter()
+                .map(|r| {
+                    encode_doc(tok, r, cfg)
+                        .map_err(|e| DataError::invalid(path, format!("{}: {e}", r.path)))
+                })
+                .collect::<Result<_>>()?;
+            for (rec, doc) in batch.iter().zip(&docs) {
+                stats.n_docs += 1;
+                stats.n_bytes += rec.content.len() as u64;
+                match doc.kind {
+                    DocKind::Plain => {}
+                    DocKind::Psm => stats.n_fim_psm += 1,
+                    DocKind::Spm => stats.n_fim_spm += 1,
+                }
+                packer.push(doc)?;
+            }
+            pb.inc(batch.len() as u64);
+        }
+    }
+    let (n_tokens, n_pad, rows, tmp_files) = packer.finish()?;
+    stats.n_tokens = n_tokens;
+    stats.n_pad = n_pad;
+    stats.n_rows = rows;
+    // Only now is the shard count known: give the temp files their final names.
+    let n = tmp_files.len();
+    for (i, tmp) in tmp_files.iter().enumerate() {
+        let name = shard::shard_name(split, i, n);
+        let dest = out_dir.join(&name);
+        std::fs::rename(tmp, &dest).map_err(|e| DataError::io(&dest, e))?;
+        stats.shards.push(name);
+    }
+    Ok(stats)
+}
+
+// ---------------------------------------------------------------------------------------------
+// One document
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum DocKind {
+    #[default]
+    Plain,
+    Psm,
+    Spm,
+}
+
+/// One document's tokens (EOT included) and, with `--ast`, their facts.
+#[derive(Default)]
+struct DocTokens {
+    kind: DocKind,
+    ids: Vec<u32>,
+    /// One per token (empty without `--ast`).
+    depth: Vec<u16>,
+    /// `ast_max_path` per token (empty without `--ast`).
+    path: Vec<u16>,
+}
+
+/// Byte offset of the `k`-th char boundary (`k == n_chars` is the end).
+fn char_boundary(text: &str, k: usize) -> usize {
+    text.char_indices().nth(k).map_or(text.len(), |(i, _)| i)
+}
+
+fn encode_doc(tok: &Tokenizer, rec: &Record, cfg: &TokenizeConfig) -> Result<DocTokens> {
+    use tokenizer::{EOT_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID};
+    let text = rec.content.as_str();
+    // The document's own RNG, from `seed` and its content hash: its FIM decisions do not depend
+    // on its position, the thread that encodes it or what else is in the corpus.
+    let doc_seed = xxhash_rust::xxh3::xxh3_64_with_seed(rec.content_hash.as_bytes(), cfg.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(doc_seed);
+    let kind = if cfg.fim_rate > 0.0 && rng.random_bool(cfg.fim_rate) {
+        if rng.random_bool(cfg.fim_spm_rate) {
+            DocKind::Spm
+        } else {
+            DocKind::Psm
+        }
+    } else {
+        DocKind::Plain
+    };
+    // Parse only when the facts are wanted; `parse` reuses this thread's parser.
+    let tree = if cfg.ast {
+        parse(rec.lang, &rec.path, text.as_bytes())
+    } else {
+        None
+    };
+    let mut b = DocBuilder {
+        tok,
+        loc: tree.as_ref().map(|t| AstLocator::new(t, cfg.ast_max_path)),
+        max_path: cfg.ast.then_some(cfg.ast_max_path),
+        out: DocTokens {
+            kind,
+            ..Default::default()
+        },
+    };
+    if kind == DocKind::Plain {
+        b.text(text, 0)?;
+    } else {
+        // Two uniform cut points over char positions 0..=n_chars (Bavarian et al. 2022).
+        let n_chars = text.chars().count();
+        let (c1, c2) = (rng.random_range(0..=n_chars), rng.random_range(0..=n_chars));
+        let (a, z) = (
+            char_boundary(text, c1.min(c2)),
+            char_boundary(text, c1.max(c2)),
+        );
+        let (prefix, middle, suffix) = (&text[..a], &text[a..z], &text[z..]);
+        // Parts are encoded separately (tokens never straddle a cut); `base` maps each part's
+        // offsets back into the original file for the AST facts.
+        if kind == DocKind::Psm {
+            b.special(FIM_PREFIX_ID);
+            b.text(prefix, 0)?;
+            b.special(FIM_SUFFIX_ID);
+            b.text(suffix, z)?;
+            b.special(FIM_MIDDLE_ID);
+            b.text(middle, a)?;
+        } else {
+            // SPM as in the paper: `<PRE> <SUF> suffix <MID> prefix middle`.
+            b.special(FIM_PREFIX_ID);
+            b.special(FIM_SUFFIX_ID);
+            b.text(suffix, z)?;
+            b.special(FIM_MIDDLE_ID);
+            b.text(prefix, 0)?;
+            b.text(middle, a)?;
+        }
+    }
+    b.special(EOT_ID);
+    Ok(b.out)
+}
+
+struct DocBuilder<'a> {
+    tok: &'a Tokenizer,
+    loc: Option<AstLocator<'a>>,
+    /// `Some` with `--ast`.
+    max_path: Option<usize>,
+    out: DocTokens,
+}
+
+impl DocBuilder<'_> {
+    fn special(&mut self, id: u32) {
+        self.out.ids.push(id);
+        if let Some(m) = self.max_path {
+            self.out.depth.push(0);
+            self.out.path.extend(std::iter::repeat_n(NO_LEVEL, m));
+        }
+    }
+
+    /// Append `part`, which starts at byte `base` of the original file.
+    fn text(&mut self, part: &str, base: usize) -> Result<()> {
+        let enc = encode_text(self.tok, part)?;
+        if let Some(m) = self.max_path {
+            for &(start, _) in &enc.offsets {
+                let (depth, path) = match &self.loc {
+                    Some(loc) => {
+                        let f = loc.at(base + start);
+                        (f.depth, f.path)
+                    }
+                    None => (0, Vec::new()),
+                };
+                self.out.depth.push(depth);
+                let n = path.len().min(m);
+                self.out.path.extend_from_slice(&path[..n]);
+                self.out.path.extend(std::iter::repeat_n(NO_LEVEL, m - n));
+            }
+        }
+        self.out.ids.extend_from_slice(&enc.ids);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing and writing
+
+/// Rows of one output shard, flat and row-major (`path` has `ast_max_path` values per token;
+/// `depth` and `path` stay empty without `--ast`).
+#[derive(Default)]
+struct Rows {
+    ids: Vec<u32>,
+    seg: Vec<u16>,
+    depth: Vec<u16>,
+    path: Vec<u16>,
+}
+
+/// Packs documents into rows of `seq_len` tokens. The row being filled is the tail of `rows`
+/// past the last multiple of `seq_len`; full shards go to the sink.
+struct Packer<'a> {
+    seq_len: usize,
+    max_path: Option<usize>,
+    rows_per_shard: usize,
+    rows: Rows,
+    n_tokens: u64,
+    n_rows: u64,
+    sink: ShardSink<'a>,
+}
+
+impl<'a> Packer<'a> {
+    fn new(cfg: &TokenizeConfig, sink: ShardSink<'a>) -> Self {
+        let max_path = cfg.ast.then_some(cfg.ast_max_path);
+        let (seq_len, rows_per_shard) = (cfg.seq_len, cfg.rows_per_shard);
+        let rows = Rows::default();
+        Packer {
+            seq_len,
+            max_path,
+            rows_per_shard,
+            rows,
+            n_tokens: 0,
+            n_rows: 0,
+            sink,
+        }
+    }
+
+    fn push(&mut self, doc: &DocTokens) -> Result<()> {
+        let (n, rows) = (doc.ids.len(), &mut self.rows);
+        let mut pos = 0;
+        while pos < n {
+            let in_row = rows.ids.len() % self.seq_len;
+            let take = (self.seq_len - in_row).min(n - pos);
+            // A document gets the next id in its row; one that continues into a new row, or
+            // starts one, gets 1. Only the first chunk of a document can land mid-row.
+            let seg = if in_row == 0 {
+                1
+            } else {
+                rows.seg.last().map_or(1, |s| s + 1)
+            };
+            rows.ids.extend_from_slice(&doc.ids[pos..pos + take]);
+            rows.seg.extend(std::iter::repeat_n(seg, take));
+            if let Some(m) = self.max_path {
+                rows.depth.extend_from_slice(&doc.depth[pos..pos + take]);
+                rows.path
+                    .extend_from_slice(&doc.path[pos * m..(pos + take) * m]);
+            }
+            pos += take;
+            if rows.ids.len() == self.rows_per_shard * self.seq_len {
+                self.n_rows += self.rows_per_shard as u64;
+                self.sink.write(rows)?;
+                *rows = Rows::default();
+            }
+        }
+        self.n_tokens += n as u64;
+        Ok(())
+    }
+
+    /// Pad the last row and write what is left. Returns (n_tokens, n_pad, n_rows, temp files).
+    fn finish(mut self) -> Result<(u64, u64, u64, Vec<PathBuf>)> {
+        let rows = &mut self.rows;
+        let rem = rows.ids.len() % self.seq_len;
+        let n_pad = if rem == 0 { 0 } else { self.seq_len - rem };
+        rows.ids
+            .extend(std::iter::repeat_n(tokenizer::PAD_ID, n_pad));
+        rows.seg.extend(std::iter::repeat_n(0, n_pad));
+        if let Some(m) = self.max_path {
+            rows.depth.extend(std::iter::repeat_n(0, n_pad));
+            rows.path.extend(std::iter::repeat_n(NO_LEVEL, n_pad * m));
+        }
+        if !rows.ids.is_empty() {
+            self.n_rows += (rows.ids.len() / self.seq_len) as u64;
+            self.sink.write(rows)?;
+        }
+        Ok((self.n_tokens, n_pad as u64, self.n_rows, self.sink.files))
+    }
+}
+
+fn list_field(name: &str, item: DataType) -> Field {
+    Field::new(
+        name,
+        DataType::List(Arc::new(Field::new("item", item, false))),
+        false,
+    )
+}
+
+fn token_schema(ast: bool) -> SchemaRef {
+    let mut fields = vec![
+        list_field("input_ids", DataType::UInt32),
+        list_field("segment_ids", DataType::UInt16),
+    ];
+    if ast {
+        fields.push(list_field("ast_depth", DataType::UInt16));
+        fields.push(list_field("ast_path", DataType::UInt16));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// `n_rows` lists of `width` values each.
+fn list_array(values: ArrayRef, n_rows: usize, width: usize) -> ArrayRef {
+    let mut offsets = OffsetBufferBuilder::<i32>::new(n_rows);
+    for _ in 0..n_rows {
+        offsets.push_length(width);
+    }
+    let item = Arc::new(Field::new("item", values.data_type().clone(), false));
+    Arc::new(ListArray::new(item, offsets.finish(), values, None))
+}
+
+/// Writes each full buffer of rows as one Parquet file under a temp name in `out_dir`.
+struct ShardSink<'a> {
+    out_dir: &'a Path,
+    split: Split,
+    seq_len: usize,
+    max_path: Option<usize>,
+    files: Vec<PathBuf>,
+}
+
+impl<'a> ShardSink<'a> {
+    fn new(out_dir: &'a Path, split: Split, cfg: &TokenizeConfig) -> Self {
+        let max_path = cfg.ast.then_some(cfg.ast_max_path);
+        ShardSink {
+            out_dir,
+            split,
+            seq_len: cfg.seq_len,
+            max_path,
+            files: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, rows: &Rows) -> Result<()> {
+        let (l, m) = (self.seq_len, self.max_path.unwrap_or(0));
+        let n_rows = rows.ids.len() / l;
+        // Batches small enough that i32 list offsets cannot overflow (the widest column is
+        // ast_path at l*m values per row).
+        let batch_rows = (i32::MAX as usize / (l * m.max(1))).clamp(1, 1024);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(batch_rows))
+            .set_created_by(format!("anvil {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let i = self.files.len();
+        let dest = self
+            .out_dir
+            .join(format!("{}-{i:05}.parquet", self.split.name()));
+        let tmp = atomic::tmp_path(&dest);
+        let schema = token_schema(self.max_path.is_some());
+        let res = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
+            let mut w = ArrowWriter::try_new(File::create(&tmp)?, schema.clone(), Some(props))?;
+            for r0 in (0..n_rows).step_by(batch_rows) {
+                let r1 = (r0 + batch_rows).min(n_rows);
+                let (tok, n) = (r0 * l..r1 * l, r1 - r0);
+                let ids = UInt32Array::from(rows.ids[tok.clone()].to_vec());
+                let seg = UInt16Array::from(rows.seg[tok.clone()].to_vec());
+                let mut cols = vec![
+                    list_array(Arc::new(ids), n, l),
+                    list_array(Arc::new(seg), n, l),
+                ];
+                if m > 0 {
+                    let d = UInt16Array::from(rows.depth[tok].to_vec());
+                    let p = UInt16Array::from(rows.path[r0 * l * m..r1 * l * m].to_vec());
+                    cols.push(list_array(Arc::new(d), n, l));
+                    cols.push(list_array(Arc::new(p), n, l * m));
+                }
+                w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+            }
+            w.into_inner()?.sync_all()?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(DataError::parquet(&dest, e));
+        }
+        self.files.push(tmp);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading (for the trainer)
+
+/// One token shard, row-major: row `r` is `input_ids[r * seq_len..(r + 1) * seq_len]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenShard {
+    pub seq_len: usize,
+    pub input_ids: Vec<u32>,
+    pub segment_ids: Vec<u16>,
+    pub ast_depth: Option<Vec<u16>>,
+    /// `ast_max_path` values per token.
+    pub ast_path: Option<Vec<u16>>,
+    /// 0 without AST columns.
+    pub ast_max_path: usize,
+}
+
+impl TokenShard {
+    pub fn n_rows(&self) -> usize {
+        self.input_ids.len() / self.seq_len.max(1)
+    }
+}
+
+/// Reads list columns of one record batch into flat row-major vectors.
+struct ListReader<'a> {
+    batch: &'a RecordBatch,
+    path: &'a Path,
+    /// Index of the batch's first row in the file, for messages.
+    first_row: usize,
+}
+
+impl ListReader<'_> {
+    /// Append every row of column `name` to `out`, checking that each has `width` values
+    /// (`width` is taken from the first row when `None`).
+    fn read<T: ArrowPrimitiveType>(
+        &self,
+        name: &str,
+        width: &mut Option<usize>,
+        out: &mut Vec<T::Native>,
+    ) -> Result<()> {
+        let err = |m: String| DataError::parquet(self.path, m);
+        let list = self
+            .batch
+            .column_by_name(name)
+            .and_then(|c| c.as_list_opt::<i32>());
+        let values = list.and_then(|l| l.values().as_primitive_opt::<T>());
+        let (Some(list), Some(values)) = (list, values) else {
+            return Err(err(format!("column `{name}` has the wrong type")));
+        };
+        if list.null_count() > 0 || values.null_count() > 0 {
+            return Err(err(format!("column `{name}` has nulls")));
+        }
+        let offsets = list.value_offsets();
+        for r in 0..list.len() {
+            let (s, e) = (offsets[r] as usize, offsets[r + 1] as usize);
+            let w = *width.get_or_insert(e - s);
+            if e - s != w {
+                let row = self.first_row + r;
+                let msg = format!(
+                    "ragged rows: `{name}` row {row} has {} values, not {w}",
+                    e - s
+                );
+                return Err(err(msg));
+            }
+            out.extend_from_slice(&values.values()[s..e]);
+        }
+        Ok(())
+    }
+}
+
+/// Read a whole token shard. Other Parquet (a corpus shard, say), ragged rows or a shard without
+/// rows are errors naming the file.
+pub fn read_token_shard(path: &Path) -> Result<TokenShard> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| DataError::parquet(path, e))?;
+    let schema = builder.schema();
+    let item = |n: &str| match schema.field_with_name(n).map(|f| f.data_type()) {
+        Ok(DataType::List(f)) => Some(f.data_type().clone()),
+        Ok(_) => Some(DataType::Null), // present, but not a list
+        Err(_) => None,
+    };
+    let wrong = |n: &str, t: &str| {
+        let msg = format!("not an Anvil token shard: column `{n}` missing or not a list of {t}");
+        Err(DataError::parquet(path, msg))
+    };
+    for (n, t) in [
+        ("input_ids", DataType::UInt32),
+        ("segment_ids", DataType::UInt16),
+    ] {
+        if item(n) != Some(t.clone()) {
+            return wrong(n, &t.to_string());
+        }
+    }
+    let ast = match (item("ast_depth"), item("ast_path")) {
+        (None, None) => false,
+        (Some(DataType::UInt16), Some(DataType::UInt16)) => true,
+        (Some(DataType::UInt16), _) => return wrong("ast_path", "UInt16"),
+        _ => return wrong("ast_depth", "UInt16"),
+    };
+    let reader = builder
+        .with_batch_size(1024)
+        .build()
+        .map_err(|e| DataError::parquet(path, e))?;
+    let (mut seq_len, mut path_width) = (None, None);
+    let mut out = TokenShard {
+        seq_len: 0,
+        input_ids: Vec::new(),
+        segment_ids: Vec::new(),
+        ast_depth: ast.then(Vec::new),
+        ast_path: ast.then(Vec::new),
+        ast_max_path: 0,
+    };
+    let mut n_rows = 0;
+    for batch in reader {
+        let batch = batch.map_err(|e| DataError::parquet(path, e))?;
+        let rd = ListReader {
+            batch: &batch,
+            path,
+            first_row: n_rows,
+        };
+        rd.read::<UInt32Type>("input_ids", &mut seq_len, &mut out.input_ids)?;
+        rd.read::<UInt16Type>("segment_ids", &mut seq_len, &mut out.segment_ids)?;
+        if let (Some(d), Some(p)) = (out.ast_depth.as_mut(), out.ast_path.as_mut()) {
+            rd.read::<UInt16Type>("ast_depth", &mut seq_len, d)?;
+            rd.read::<UInt16Type>("ast_path", &mut path_width, p)?;
+        }
+        n_rows += batch.num_rows();
+    }
+    out.seq_len = match seq_len {
+        Some(l) if l > 0 => l,
+        _ => return Err(DataError::parquet(path, "token shard has no rows")),
+    };
+    if let Some(w) = path_width {
+        if w == 0 || w % out.seq_len != 0 {
+            return Err(DataError::parquet(
+                path,
+                format!(
+                    "ast_path rows have {w} values, not a multiple of seq_len {}",
+                    out.seq_len
+                ),
+            ));
+        }
+        out.ast_max_path = w / out.seq_len;
+    }
+    Ok(out)
+}
+
+/// Read `tokens.json` of a tokenized directory.
+pub fn read_manifest(dir: &Path) -> Result<TokenizeManifest> {
+    let path = dir.join(MANIFEST);
+    if !path.is_file() {
+        return Err(DataError::invalid(
+            dir,
+            "no tokens.json: not a tokenized dataset, or its `anvil data tokenize` did not finish",
+        ));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| DataError::invalid(&path, format!("invalid tokens.json: {e}")))
+}
+
+/// The shards of `split`, in order, as listed in `tokens.json` (a directory without it is refused).
+pub fn list_token_shards(dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
+    let manifest = read_manifest(dir)?;
+    let mut out = Vec::new();
+    for name in &manifest.split(split).shards {
+        let p = dir.join(name);
+        if !p.is_file() {
+            return Err(DataError::invalid(&p, "listed in tokens.json but missing"));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
