@@ -35,6 +35,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools when the reader of our output goes away (`anvil … | head`):
+    // exit quietly on SIGPIPE instead of panicking on a failed print.
+    // SAFETY: setting a signal disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     anvil_data::progress::set_quiet(cli.quiet);
     let res = match cli.command {

@@ -25,14 +25,24 @@ pub struct DedupConfig {
 
 impl Default for DedupConfig {
     fn default() -> Self {
-        DedupConfig { exact: true, near: true, jaccard_threshold: 0.85, ngram: 5, bands: 16, rows: 16 }
+        DedupConfig {
+            exact: true,
+            near: true,
+            jaccard_threshold: 0.85,
+            ngram: 5,
+            bands: 16,
+            rows: 16,
+        }
     }
 }
 
 impl DedupConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.jaccard_threshold) {
-            return Err(format!("jaccard_threshold must be in [0, 1], got {}", self.jaccard_threshold));
+            return Err(format!(
+                "jaccard_threshold must be in [0, 1], got {}",
+                self.jaccard_threshold
+            ));
         }
         if self.ngram == 0 || self.bands == 0 || self.rows == 0 {
             return Err("ngram, bands and rows must be positive".into());
@@ -51,7 +61,8 @@ pub fn content_hash(text: &str) -> String {
 
 /// Indices (into `hashes`) of the entries to drop as exact duplicates of an earlier entry.
 pub fn exact_duplicates(hashes: &[&str]) -> Vec<usize> {
-    let mut first: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(hashes.len());
+    let mut first: std::collections::HashSet<&str> =
+        std::collections::HashSet::with_capacity(hashes.len());
     let mut dups = Vec::new();
     for (i, h) in hashes.iter().enumerate() {
         // entries come in corpus order, so the one already present is the earliest
@@ -62,64 +73,68 @@ pub fn exact_duplicates(hashes: &[&str]) -> Vec<usize> {
     dups
 }
 
-const MERSENNE_61: u64 = (1 << 61) - 1;
-
-/// (a·x + b) mod 2^61−1 without a division: the universal hash family MinHash permutes with.
-#[inline]
-fn perm_hash(a: u64, b: u64, x: u64) -> u64 {
-    let prod = (a as u128) * ((x & MERSENNE_61) as u128) + b as u128;
-    let lo = (prod as u64) & MERSENNE_61;
-    let hi = (prod >> 61) as u64;
-    let mut r = lo + hi;
-    if r >= MERSENNE_61 {
-        r -= MERSENNE_61;
-    }
-    r
-}
-
 /// Words: maximal runs of alphanumerics/underscore; code's punctuation carries little identity.
 fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty())
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
 }
 
+/// MinHash with multiply-add-shift hashing, h(x) = (a·x + b) >> 32 over 32-bit shingle keys
+/// (Dietzfelbinger's 2-independent family): plain 64-bit arithmetic that the compiler vectorizes
+/// across permutations, where the classic (a·x + b) mod 2^61−1 needs 128-bit products.
 pub struct MinHasher {
-    params: Vec<(u64, u64)>,
+    a: Vec<u64>,
+    b: Vec<u64>,
     ngram: usize,
 }
 
 impl MinHasher {
     pub fn new(num_perm: usize, ngram: usize) -> Self {
         // Fixed seeds: signatures must be comparable across runs and machines.
-        let params = (0..num_perm as u64)
-            .map(|i| {
-                let a = xxh3_64_with_seed(b"anvil-minhash-a", i) % (MERSENNE_61 - 1) + 1;
-                let b = xxh3_64_with_seed(b"anvil-minhash-b", i) % MERSENNE_61;
-                (a, b)
-            })
+        let a = (0..num_perm as u64)
+            .map(|i| xxh3_64_with_seed(b"anvil-minhash-a", i) | 1)
             .collect();
-        MinHasher { params, ngram }
+        let b = (0..num_perm as u64)
+            .map(|i| xxh3_64_with_seed(b"anvil-minhash-b", i))
+            .collect();
+        MinHasher { a, b, ngram }
     }
 
-    /// The signature of `text`: per permutation, the minimum hash over its shingles. A text
-    /// shorter than one shingle is one shingle of all its words.
-    pub fn signature(&self, text: &str) -> Vec<u64> {
-        let ws: Vec<&str> = words(text).collect();
-        let mut shingles: Vec<u64> = if ws.len() < self.ngram {
-            vec![xxh3_64(ws.join(" ").as_bytes())]
-        } else {
-            ws.windows(self.ngram).map(|w| xxh3_64(w.join(" ").as_bytes())).collect()
+    /// Shingle keys: each run of `ngram` words, hashed from the words' own hashes (no joined
+    /// strings). A text shorter than one shingle is one shingle of all its words.
+    fn shingles(&self, text: &str) -> Vec<u32> {
+        let ws: Vec<u64> = words(text).map(|w| xxh3_64(w.as_bytes())).collect();
+        let combine = |win: &[u64]| {
+            let h = win.iter().fold(0x9e37_79b9_7f4a_7c15u64, |h, &w| {
+                (h.rotate_left(23) ^ w).wrapping_mul(0xff51_afd7_ed55_8ccd)
+            });
+            (h >> 32) as u32
         };
-        shingles.sort_unstable();
-        shingles.dedup();
-        self.params
-            .iter()
-            .map(|&(a, b)| shingles.iter().map(|&s| perm_hash(a, b, s)).min().unwrap_or(u64::MAX))
-            .collect()
+        let mut keys: Vec<u32> = if ws.len() < self.ngram {
+            vec![combine(&ws)]
+        } else {
+            ws.windows(self.ngram).map(combine).collect()
+        };
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// The signature of `text`: per permutation, the minimum hash over its shingles.
+    pub fn signature(&self, text: &str) -> Vec<u32> {
+        let mut sig = vec![u32::MAX; self.a.len()];
+        for x in self.shingles(text) {
+            let x = x as u64;
+            for ((m, &a), &b) in sig.iter_mut().zip(&self.a).zip(&self.b) {
+                *m = (*m).min((a.wrapping_mul(x).wrapping_add(b) >> 32) as u32);
+            }
+        }
+        sig
     }
 }
 
 /// Share of positions where two signatures agree: an unbiased estimate of Jaccard similarity.
-pub fn estimated_jaccard(a: &[u64], b: &[u64]) -> f64 {
+pub fn estimated_jaccard(a: &[u32], b: &[u32]) -> f64 {
     let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
     same as f64 / a.len().max(1) as f64
 }
@@ -136,14 +151,16 @@ fn find(parent: &mut [usize], mut x: usize) -> usize {
 /// cluster but its earliest.
 pub fn near_duplicates(texts: &[&str], cfg: &DedupConfig) -> Vec<usize> {
     let hasher = MinHasher::new(cfg.num_perm(), cfg.ngram);
-    let sigs: Vec<Vec<u64>> = texts.par_iter().map(|t| hasher.signature(t)).collect();
+    let sigs: Vec<Vec<u32>> = texts.par_iter().map(|t| hasher.signature(t)).collect();
     let mut parent: Vec<usize> = (0..texts.len()).collect();
     for band in 0..cfg.bands {
         let range = band * cfg.rows..(band + 1) * cfg.rows;
         let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, sig) in sigs.iter().enumerate() {
             let mut h = Xxh3::new();
-            sig[range.clone()].iter().for_each(|v| h.update(&v.to_le_bytes()));
+            sig[range.clone()]
+                .iter()
+                .for_each(|v| h.update(&v.to_le_bytes()));
             let key = h.digest();
             buckets.entry(key).or_default().push(i);
         }
@@ -163,5 +180,7 @@ pub fn near_duplicates(texts: &[&str], cfg: &DedupConfig) -> Vec<usize> {
             }
         }
     }
-    (0..texts.len()).filter(|&i| find(&mut parent, i) != i).collect()
+    (0..texts.len())
+        .filter(|&i| find(&mut parent, i) != i)
+        .collect()
 }

@@ -14,7 +14,11 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {msg}")]
-    Jsonl { path: PathBuf, line: usize, msg: String },
+    Jsonl {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     #[error("{path}: {msg}")]
     Parquet { path: PathBuf, msg: String },
     #[error("{path}: {msg}")]
@@ -29,12 +33,21 @@ pub enum DataError {
 
 impl DataError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DataError::Io { path: path.into(), source }
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        DataError::Invalid { path: path.into(), msg: msg.into() }
+        DataError::Invalid {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     pub fn parquet(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
-        DataError::Parquet { path: path.into(), msg: msg.to_string() }
+        DataError::Parquet {
+            path: path.into(),
+            msg: msg.to_string(),
+        }
     }
 }

@@ -96,8 +96,16 @@ pub fn text_stats(text: &str) -> TextStats {
     TextStats {
         n_lines,
         max_line_len: max_len,
-        mean_line_len: if n_lines == 0 { 0.0 } else { total_len as f64 / n_lines as f64 },
-        alnum_fraction: if chars == 0 { 0.0 } else { alnum as f64 / chars as f64 },
+        mean_line_len: if n_lines == 0 {
+            0.0
+        } else {
+            total_len as f64 / n_lines as f64
+        },
+        alnum_fraction: if chars == 0 {
+            0.0
+        } else {
+            alnum as f64 / chars as f64
+        },
     }
 }
 
@@ -154,10 +162,16 @@ impl FilterConfig {
     /// Impossible settings, named by key.
     pub fn validate(&self) -> Result<(), String> {
         if self.min_bytes > self.max_bytes {
-            return Err(format!("min_bytes ({}) > max_bytes ({})", self.min_bytes, self.max_bytes));
+            return Err(format!(
+                "min_bytes ({}) > max_bytes ({})",
+                self.min_bytes, self.max_bytes
+            ));
         }
         if !(0.0..=1.0).contains(&self.min_alnum_fraction) {
-            return Err(format!("min_alnum_fraction must be in [0, 1], got {}", self.min_alnum_fraction));
+            return Err(format!(
+                "min_alnum_fraction must be in [0, 1], got {}",
+                self.min_alnum_fraction
+            ));
         }
         if !(0.0..=1.0).contains(&self.max_parse_error_fraction) {
             return Err(format!(

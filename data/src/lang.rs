@@ -102,6 +102,10 @@ impl std::fmt::Display for Lang {
 pub fn parse_one(s: &str) -> Result<Lang, String> {
     Lang::from_name(s).ok_or_else(|| {
         let known: Vec<_> = Lang::ALL.iter().map(|l| l.name()).collect();
-        format!("unknown language `{}` (known: {})", s.trim(), known.join(", "))
+        format!(
+            "unknown language `{}` (known: {})",
+            s.trim(),
+            known.join(", ")
+        )
     })
 }

@@ -44,7 +44,11 @@ pub fn normalize_expression(s: &str) -> Option<String> {
         let canon = req.req.to_string();
         out.push_str(&canon);
         // the span stops before a trailing `+`, which the canonical id already spells out
-        at = if orig[end..].starts_with('+') && !canon.ends_with('+') { end + 1 } else { end };
+        at = if orig[end..].starts_with('+') && !canon.ends_with('+') {
+            end + 1
+        } else {
+            end
+        };
     }
     out.push_str(&orig[at..]);
     Some(out)
@@ -55,7 +59,11 @@ pub fn from_spdx_tag(text: &str) -> Option<String> {
     text.lines().take(30).find_map(|line| {
         let idx = line.find("SPDX-License-Identifier:")?;
         let rest = &line[idx + "SPDX-License-Identifier:".len()..];
-        let rest = rest.trim().trim_end_matches("*/").trim_end_matches("-->").trim();
+        let rest = rest
+            .trim()
+            .trim_end_matches("*/")
+            .trim_end_matches("-->")
+            .trim();
         normalize_expression(rest)
     })
 }
@@ -79,7 +87,9 @@ fn leading_comment(text: &str) -> String {
             t.trim_start_matches('*').trim_end_matches("*/")
         } else if t.starts_with("/*") {
             in_block = !t.contains("*/");
-            t.trim_start_matches("/*").trim_start_matches('*').trim_end_matches("*/")
+            t.trim_start_matches("/*")
+                .trim_start_matches('*')
+                .trim_end_matches("*/")
         } else if let Some(q) = ["\"\"\"", "'''"].into_iter().find(|q| t.starts_with(q)) {
             let rest = &t[3..];
             if !rest.contains(q) {
@@ -102,8 +112,13 @@ fn leading_comment(text: &str) -> String {
 /// A license header comment, matched against known license texts and headers.
 pub fn from_header(text: &str) -> Option<String> {
     let header = leading_comment(text);
+    // Matching costs a comparison with every known license: only try headers that state terms.
+    // Common headers name a license, grant redistribution, or disclaim warranty (Zlib, HPND).
     let lower = header.to_ascii_lowercase();
-    if !(lower.contains("licen") || lower.contains("copyright")) || header.len() < 100 {
+    let states_terms = ["licen", "redistribut", "warrant"]
+        .iter()
+        .any(|w| lower.contains(w));
+    if !states_terms || header.len() < 200 {
         return None;
     }
     let m = store().analyze(&TextData::new(&header));
@@ -151,7 +166,10 @@ impl LicenseDetector {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|t| from_license_text(&t));
-        self.files.lock().unwrap().insert(path.to_path_buf(), v.clone());
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_path_buf(), v.clone());
         v
     }
 

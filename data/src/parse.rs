@@ -18,7 +18,11 @@ pub struct ParseStats {
 impl ParseStats {
     /// Share of ERROR/MISSING nodes: the parse-failure filter's measure.
     pub fn error_fraction(&self) -> f64 {
-        if self.n_nodes == 0 { 0.0 } else { self.n_error_nodes as f64 / self.n_nodes as f64 }
+        if self.n_nodes == 0 {
+            0.0
+        } else {
+            self.n_error_nodes as f64 / self.n_nodes as f64
+        }
     }
 }
 
@@ -35,7 +39,8 @@ pub fn parse(lang: Lang, path: &str, src: &[u8]) -> Option<Tree> {
         let mut parsers = cell.borrow_mut();
         let parser = parsers.entry((lang, tsx)).or_insert_with(|| {
             let mut p = Parser::new();
-            p.set_language(&lang.grammar(path)).expect("grammar ABI matches tree-sitter");
+            p.set_language(&lang.grammar(path))
+                .expect("grammar ABI matches tree-sitter");
             p
         });
         parser.parse(src, None)
@@ -87,7 +92,10 @@ pub struct AstLocator<'t> {
 
 impl<'t> AstLocator<'t> {
     pub fn new(tree: &'t Tree, max_path: usize) -> Self {
-        AstLocator { root: tree.root_node(), max_path }
+        AstLocator {
+            root: tree.root_node(),
+            max_path,
+        }
     }
 
     pub fn at(&self, byte: usize) -> AstFact {

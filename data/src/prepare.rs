@@ -9,7 +9,9 @@ use crate::error::{DataError, Result};
 use crate::filter::{self, DropReason, FilterConfig};
 use crate::lang::Lang;
 use crate::license::LicenseDetector;
-use crate::manifest::{Bytes, Counts, InputSummary, LangSummary, Manifest, ManifestConfig, SplitSummary};
+use crate::manifest::{
+    Bytes, Counts, InputSummary, LangSummary, Manifest, ManifestConfig, SplitSummary,
+};
 use crate::shard::{self, Record, Split};
 use crate::source::{self, SourceFile};
 use rayon::prelude::*;
@@ -58,13 +60,20 @@ impl PrepareConfig {
             return bad("no languages selected".into());
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return bad(format!("val_fraction must be in [0, 1), got {}", self.val_fraction));
+            return bad(format!(
+                "val_fraction must be in [0, 1), got {}",
+                self.val_fraction
+            ));
         }
         if self.shard_bytes == 0 {
             return bad("shard_bytes must be positive".into());
         }
-        self.filter.validate().map_err(|m| DataError::Config(format!("filter.{m}")))?;
-        self.dedup.validate().map_err(|m| DataError::Config(format!("dedup.{m}")))?;
+        self.filter
+            .validate()
+            .map_err(|m| DataError::Config(format!("filter.{m}")))?;
+        self.dedup
+            .validate()
+            .map_err(|m| DataError::Config(format!("dedup.{m}")))?;
         Ok(())
     }
 }
@@ -82,13 +91,23 @@ fn analyze(file: SourceFile, cfg: &FilterConfig) -> std::result::Result<Candidat
     let text = filter::check_bytes(&file.bytes)?.to_string();
     let stats = filter::text_stats(&text);
     filter::check_text(&text, &stats, cfg)?;
-    let tree = crate::parse::parse(file.lang, &file.path, text.as_bytes()).ok_or(DropReason::ParseFailure)?;
+    let tree = crate::parse::parse(file.lang, &file.path, text.as_bytes())
+        .ok_or(DropReason::ParseFailure)?;
     let parse = crate::parse::stats(&tree);
     if parse.error_fraction() > cfg.max_parse_error_fraction {
         return Err(DropReason::ParseFailure);
     }
     let hash = dedup::content_hash(&text);
-    Ok(Candidate { file: SourceFile { bytes: Vec::new(), ..file }, text, stats, parse, hash })
+    Ok(Candidate {
+        file: SourceFile {
+            bytes: Vec::new(),
+            ..file
+        },
+        text,
+        stats,
+        parse,
+        hash,
+    })
 }
 
 /// Validation split by content hash and seed: identical files always land together, and the
@@ -106,9 +125,16 @@ pub struct RunOptions {
 pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Manifest> {
     cfg.validate()?;
     if out.exists() && !opts.overwrite {
-        return Err(DataError::invalid(out, "output directory exists (pass --overwrite to replace it)"));
+        return Err(DataError::invalid(
+            out,
+            "output directory exists (pass --overwrite to replace it)",
+        ));
     }
-    let resolved: Vec<PathBuf> = cfg.sources.iter().map(|s| source::resolve(s)).collect::<Result<_>>()?;
+    let resolved: Vec<PathBuf> = cfg
+        .sources
+        .iter()
+        .map(|s| source::resolve(s))
+        .collect::<Result<_>>()?;
 
     let spinner = crate::progress::spinner("reading sources");
     let collected = source::collect(&resolved, &cfg.langs)?;
@@ -117,14 +143,21 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
         let langs: Vec<_> = cfg.langs.iter().map(|l| l.name()).collect();
         return Err(DataError::invalid(
             &resolved[0],
-            format!("no source files of the selected languages ({}) found in the sources", langs.join(", ")),
+            format!(
+                "no source files of the selected languages ({}) found in the sources",
+                langs.join(", ")
+            ),
         ));
     }
     let mut inputs: Vec<InputSummary> = cfg
         .sources
         .iter()
         .zip(&resolved)
-        .map(|(s, r)| InputSummary { source: s.clone(), resolved: r.display().to_string(), files: 0 })
+        .map(|(s, r)| InputSummary {
+            source: s.clone(),
+            resolved: r.display().to_string(),
+            files: 0,
+        })
         .collect();
     for f in &collected.files {
         inputs[f.source_idx].files += 1;
@@ -136,7 +169,9 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
         ..Default::default()
     };
     let mut bytes = Bytes::default();
-    let drop = |counts: &mut Counts, r: DropReason| *counts.dropped.entry(r.name().to_string()).or_default() += 1;
+    let drop = |counts: &mut Counts, r: DropReason| {
+        *counts.dropped.entry(r.name().to_string()).or_default() += 1
+    };
 
     // Per-file filters and parsing, in parallel, results in corpus order.
     counts.candidates = collected.files.len() as u64;
@@ -180,8 +215,16 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
     let records: Vec<(Split, Record)> = cands
         .into_par_iter()
         .map(|c| {
-            let license = detector.detect(&c.text, c.file.license_file.as_deref(), c.file.license_hint.as_deref());
-            let split = if is_val(&c.hash, cfg.seed, cfg.val_fraction) { Split::Val } else { Split::Train };
+            let license = detector.detect(
+                &c.text,
+                c.file.license_file.as_deref(),
+                c.file.license_hint.as_deref(),
+            );
+            let split = if is_val(&c.hash, cfg.seed, cfg.val_fraction) {
+                Split::Val
+            } else {
+                Split::Train
+            };
             pb.inc(1);
             let record = Record {
                 path: c.file.path,
@@ -215,14 +258,26 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
     }
 
     // Build everything beside the destination, then move it into place in one rename.
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
     let staging = crate::atomic::tmp_path(out).with_extension("partial");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
-    }
+    remove_stale_staging(out);
     std::fs::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
-    let result = write_corpus(&staging, records, cfg, inputs, counts, bytes, per_language, per_license, collected.skip_examples, opts);
+    let result = write_corpus(
+        &staging,
+        records,
+        cfg,
+        inputs,
+        counts,
+        bytes,
+        per_language,
+        per_license,
+        collected.skip_examples,
+        opts,
+    );
     let manifest = match result {
         Ok(m) => m,
         Err(e) => {
@@ -235,6 +290,37 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
     }
     std::fs::rename(&staging, out).map_err(|e| DataError::io(out, e))?;
     Ok(manifest)
+}
+
+/// Staging directories of earlier runs that were killed: `<out>.<pid>.partial` whose process is
+/// gone. A live run's staging directory is left alone.
+fn remove_stale_staging(out: &Path) {
+    let (Some(dir), Some(name)) = (out.parent(), out.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let fname = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = fname
+            .strip_prefix(&format!("{name}."))
+            .and_then(|r| r.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn remove_indices<T>(v: &mut Vec<T>, sorted_idx: &[usize]) {
@@ -271,7 +357,10 @@ fn write_corpus(
         by_split.get_mut(s.name()).unwrap().1.push(r);
     }
     let mut splits = BTreeMap::new();
-    let total: u64 = by_split.values().flat_map(|(_, v)| v.iter().map(|r| r.n_bytes)).sum();
+    let total: u64 = by_split
+        .values()
+        .flat_map(|(_, v)| v.iter().map(|r| r.n_bytes))
+        .sum();
     let pb = crate::progress::bar(total, "writing", true);
     for (name, (split, recs)) in by_split {
         let groups = group_by_bytes(&recs, cfg.shard_bytes);

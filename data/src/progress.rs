@@ -26,7 +26,11 @@ pub fn bar(len: u64, msg: &str, bytes: bool) -> ProgressBar {
     } else {
         "{msg:>12} [{bar:32}] {pos}/{len} {per_sec} eta {eta}"
     };
-    pb.set_style(ProgressStyle::with_template(tmpl).unwrap().progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template(tmpl)
+            .unwrap()
+            .progress_chars("=> "),
+    );
     pb.set_message(msg.to_string());
     pb
 }

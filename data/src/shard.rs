@@ -4,9 +4,7 @@
 
 use crate::error::{DataError, Result};
 use crate::lang::Lang;
-use arrow_array::{
-    ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
-};
+use arrow_array::{ArrayRef, Float32Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -82,13 +80,27 @@ fn to_batch(records: &[Record]) -> RecordBatch {
         s(|r| r.lang.name()),
         s(|r| &r.license),
         s(|r| &r.content),
-        Arc::new(UInt64Array::from_iter_values(records.iter().map(|r| r.n_bytes))),
-        Arc::new(UInt32Array::from_iter_values(records.iter().map(|r| r.n_lines))),
-        Arc::new(UInt32Array::from_iter_values(records.iter().map(|r| r.max_line_len))),
-        Arc::new(Float32Array::from_iter_values(records.iter().map(|r| r.alnum_fraction))),
-        Arc::new(UInt64Array::from_iter_values(records.iter().map(|r| r.n_ast_nodes))),
-        Arc::new(UInt32Array::from_iter_values(records.iter().map(|r| r.ast_depth))),
-        Arc::new(Float32Array::from_iter_values(records.iter().map(|r| r.parse_error_fraction))),
+        Arc::new(UInt64Array::from_iter_values(
+            records.iter().map(|r| r.n_bytes),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            records.iter().map(|r| r.n_lines),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            records.iter().map(|r| r.max_line_len),
+        )),
+        Arc::new(Float32Array::from_iter_values(
+            records.iter().map(|r| r.alnum_fraction),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            records.iter().map(|r| r.n_ast_nodes),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            records.iter().map(|r| r.ast_depth),
+        )),
+        Arc::new(Float32Array::from_iter_values(
+            records.iter().map(|r| r.parse_error_fraction),
+        )),
         s(|r| &r.content_hash),
         s(|r| &r.source),
     ];
@@ -131,7 +143,10 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Re
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| {
-            DataError::parquet(path, format!("not an Anvil corpus shard: column `{name}` missing or of the wrong type"))
+            DataError::parquet(
+                path,
+                format!("not an Anvil corpus shard: column `{name}` missing or of the wrong type"),
+            )
         })
 }
 
@@ -208,6 +223,7 @@ pub fn list_shards(corpus_dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
 /// A quick column-count check used by input readers to tell our shards from other Parquet.
 pub fn is_corpus_schema(schema: &Schema) -> bool {
     let ours = self::schema();
-    ours.fields().iter().all(|f| schema.field_with_name(f.name()).is_ok())
+    ours.fields()
+        .iter()
+        .all(|f| schema.field_with_name(f.name()).is_ok())
 }
-

@@ -66,15 +66,25 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
 /// The standard library directory of the `python3` on PATH.
 pub fn python_stdlib() -> Result<PathBuf> {
     let out = std::process::Command::new("python3")
-        .args(["-I", "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"])
+        .args([
+            "-I",
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
+        ])
         .output()
         .map_err(|e| DataError::io("python3", e))?;
     if !out.status.success() {
-        return Err(DataError::invalid("python3", "could not locate the standard library"));
+        return Err(DataError::invalid(
+            "python3",
+            "could not locate the standard library",
+        ));
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     if !dir.is_dir() {
-        return Err(DataError::invalid(&dir, "python3 reports this stdlib path, but it is not a directory"));
+        return Err(DataError::invalid(
+            &dir,
+            "python3 reports this stdlib path, but it is not a directory",
+        ));
     }
     Ok(dir)
 }
@@ -82,7 +92,9 @@ pub fn python_stdlib() -> Result<PathBuf> {
 /// Whether a file name is a license file whose text governs its directory.
 pub fn is_license_file(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["LICENSE", "LICENCE", "COPYING", "UNLICENSE"].iter().any(|p| n.starts_with(p))
+    ["LICENSE", "LICENCE", "COPYING", "UNLICENSE"]
+        .iter()
+        .any(|p| n.starts_with(p))
 }
 
 /// Read every source in order. Sources are read in the order given and files within a directory
@@ -94,7 +106,8 @@ pub fn collect(sources: &[PathBuf], langs: &[Lang]) -> Result<Collected> {
             walk_dir(src, idx, langs, &mut c)?;
         } else {
             let name = src.to_string_lossy().to_ascii_lowercase();
-            if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") || name.ends_with(".ndjson") {
+            if name.ends_with(".jsonl") || name.ends_with(".jsonl.gz") || name.ends_with(".ndjson")
+            {
                 read_jsonl(src, idx, langs, &mut c)?;
             } else if name.ends_with(".parquet") {
                 read_parquet(src, idx, langs, &mut c)?;
@@ -165,7 +178,11 @@ fn walk_dir(root: &Path, idx: usize, langs: &[Lang], c: &mut Collected) -> Resul
         .map(|(p, l)| (std::fs::read(&p), p, l))
         .collect();
     for (res, path, lang) in read {
-        let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
         match res {
             Ok(bytes) => {
                 let license_file = path
@@ -202,7 +219,9 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn BufRead>> {
 
 /// Language of a record: an explicit `lang`/`language` field wins, else the path's extension.
 fn record_lang(path: &str, lang_field: Option<&str>) -> Option<Lang> {
-    lang_field.and_then(Lang::from_name).or_else(|| Lang::from_path(Path::new(path)))
+    lang_field
+        .and_then(Lang::from_name)
+        .or_else(|| Lang::from_path(Path::new(path)))
 }
 
 fn read_jsonl(file: &Path, idx: usize, langs: &[Lang], c: &mut Collected) -> Result<()> {
@@ -217,16 +236,25 @@ fn read_jsonl(file: &Path, idx: usize, langs: &[Lang], c: &mut Collected) -> Res
         let value: serde_json::Value = match serde_json::from_slice(&line) {
             Ok(v) => v,
             Err(e) => {
-                c.skip("malformed_record", format!("{display}:{lineno}: invalid JSON: {e}"));
+                c.skip(
+                    "malformed_record",
+                    format!("{display}:{lineno}: invalid JSON: {e}"),
+                );
                 continue;
             }
         };
         let Some(obj) = value.as_object() else {
-            c.skip("malformed_record", format!("{display}:{lineno}: expected a JSON object"));
+            c.skip(
+                "malformed_record",
+                format!("{display}:{lineno}: expected a JSON object"),
+            );
             continue;
         };
         let Some(content) = obj.get("content").and_then(|v| v.as_str()) else {
-            c.skip("malformed_record", format!("{display}:{lineno}: no string field `content`"));
+            c.skip(
+                "malformed_record",
+                format!("{display}:{lineno}: no string field `content`"),
+            );
             continue;
         };
         let path = obj
@@ -235,7 +263,10 @@ fn read_jsonl(file: &Path, idx: usize, langs: &[Lang], c: &mut Collected) -> Res
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| format!("{}:{lineno}", file.display()));
-        let lang_field = obj.get("lang").or_else(|| obj.get("language")).and_then(|v| v.as_str());
+        let lang_field = obj
+            .get("lang")
+            .or_else(|| obj.get("language"))
+            .and_then(|v| v.as_str());
         match record_lang(&path, lang_field) {
             Some(lang) if langs.contains(&lang) => c.files.push(SourceFile {
                 path,
@@ -275,10 +306,12 @@ fn string_column(batch: &RecordBatch, name: &str) -> Option<Vec<Option<String>>>
         } else if let Some(a) = any.downcast_ref::<LargeStringArray>() {
             Some(a.value(i).to_string())
         } else {
-            any.downcast_ref::<StringViewArray>().map(|a| a.value(i).to_string())
+            any.downcast_ref::<StringViewArray>()
+                .map(|a| a.value(i).to_string())
         }
     };
-    let is_string = any.is::<StringArray>() || any.is::<LargeStringArray>() || any.is::<StringViewArray>();
+    let is_string =
+        any.is::<StringArray>() || any.is::<LargeStringArray>() || any.is::<StringViewArray>();
     is_string.then(|| (0..batch.num_rows()).map(get).collect())
 }
 
@@ -299,7 +332,10 @@ fn read_parquet(file: &Path, idx: usize, langs: &[Lang], c: &mut Collected) -> R
         for (i, text) in content.into_iter().enumerate() {
             row += 1;
             let Some(text) = text else {
-                c.skip("malformed_record", format!("{}: row {row}: null content", file.display()));
+                c.skip(
+                    "malformed_record",
+                    format!("{}: row {row}: null content", file.display()),
+                );
                 continue;
             };
             let path = paths
@@ -313,7 +349,10 @@ fn read_parquet(file: &Path, idx: usize, langs: &[Lang], c: &mut Collected) -> R
                     lang,
                     bytes: text.into_bytes(),
                     source_idx: idx,
-                    license_hint: lic.as_ref().and_then(|l| l[i].clone()).filter(|s| !s.is_empty()),
+                    license_hint: lic
+                        .as_ref()
+                        .and_then(|l| l[i].clone())
+                        .filter(|s| !s.is_empty()),
                     license_file: None,
                 }),
                 _ => c.other_files += 1,

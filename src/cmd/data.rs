@@ -1,11 +1,13 @@
 //! `anvil data …`
 
-use anyhow::{Context, Result};
 use anvil_data::dedup::DedupConfig;
 use anvil_data::filter::FilterConfig;
 use anvil_data::lang::{self, Lang};
+use anvil_data::pipeline::{self, DataRecipe};
 use anvil_data::prepare::{self, PrepareConfig, RunOptions};
 use anvil_data::synth;
+use anvil_data::tokenize::{self, TokenizeConfig};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -17,6 +19,27 @@ pub enum DataCommand {
   anvil data prepare --source ~/src/repo --source stack.jsonl.gz --langs python,rust --out corpus
   anvil data prepare --source python-stdlib --val-fraction 0.05 --seed 1 --out corpus")]
     Prepare(PrepareArgs),
+    /// Pack a corpus into fixed-length token sequences (document boundaries, FIM, AST facts).
+    #[command(
+        after_help = "Output: Parquet shards with one row per sequence (`input_ids`, `segment_ids`, and with \
+--ast `ast_depth`, `ast_path`), plus tokens.json and a copy of the tokenizer.
+
+Examples:
+  anvil data tokenize --corpus corpus --tokenizer tokenizer.json --out tokens
+  anvil data tokenize --corpus corpus --tokenizer tokenizer.json --seq-len 2048 --fim-rate 0.5 --ast --out tokens"
+    )]
+    Tokenize(TokenizeArgs),
+    /// Run prepare, tokenizer training and tokenize from a recipe's [data] section, cached.
+    #[command(
+        after_help = "The result is cached under the recipe's data.cache_dir by a hash of the data settings \
+and of every input file's content: a second run with the same inputs is immediate.
+Overrides use section.key=value, as `anvil train run` does.
+
+Examples:
+  anvil data pipeline recipes/quickstart.toml
+  anvil data pipeline recipes/quickstart.toml data.tokenize.seq_len=512 data.corpus.seed=1"
+    )]
+    Pipeline(PipelineArgs),
     /// Generate verifiable Python function tasks in HumanEval's JSONL shape.
     #[command(after_help = "Examples:
   anvil data synth --out synth                         # synth/train.jsonl, synth/heldout.jsonl
@@ -63,6 +86,45 @@ pub struct PrepareArgs {
 }
 
 #[derive(Args)]
+pub struct TokenizeArgs {
+    /// A corpus directory written by `anvil data prepare`.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// tokenizer.json from `anvil tokenizer train`.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = TokenizeConfig::default().seq_len)]
+    seq_len: usize,
+    /// Share of documents turned into fill-in-the-middle examples (Bavarian et al. 2022).
+    #[arg(long, default_value_t = TokenizeConfig::default().fim_rate)]
+    fim_rate: f64,
+    /// Share of FIM examples in SPM order (the rest PSM).
+    #[arg(long, default_value_t = TokenizeConfig::default().fim_spm_rate)]
+    fim_spm_rate: f64,
+    /// Store per-token AST depth and child-index path from each file's tree-sitter parse.
+    #[arg(long)]
+    ast: bool,
+    /// Levels of the AST path kept per token.
+    #[arg(long, default_value_t = TokenizeConfig::default().ast_max_path)]
+    ast_max_path: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Args)]
+pub struct PipelineArgs {
+    /// A recipe file with a [data] section.
+    recipe: PathBuf,
+    /// Overrides, `section.key=value` (e.g. data.tokenize.seq_len=512).
+    overrides: Vec<String>,
+}
+
+#[derive(Args)]
 pub struct SynthArgs {
     #[arg(long)]
     out: PathBuf,
@@ -79,6 +141,8 @@ pub struct SynthArgs {
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Prepare(a) => prepare_cmd(a),
+        DataCommand::Tokenize(a) => tokenize_cmd(a),
+        DataCommand::Pipeline(a) => pipeline_cmd(a),
         DataCommand::Synth(a) => synth_cmd(a),
     }
 }
@@ -96,9 +160,16 @@ fn prepare_cmd(a: PrepareArgs) -> Result<()> {
             max_line_len: a.max_line_len,
             ..FilterConfig::default()
         },
-        dedup: DedupConfig { jaccard_threshold: a.jaccard_threshold, near: !a.no_near_dedup, ..DedupConfig::default() },
+        dedup: DedupConfig {
+            jaccard_threshold: a.jaccard_threshold,
+            near: !a.no_near_dedup,
+            ..DedupConfig::default()
+        },
     };
-    let opts = RunOptions { overwrite: a.overwrite, command: super::command_line() };
+    let opts = RunOptions {
+        overwrite: a.overwrite,
+        command: super::command_line(),
+    };
     let m = prepare::prepare(&cfg, &a.out, &opts).context("data prepare")?;
     let dropped: u64 = m.counts.dropped.values().sum();
     println!(
@@ -107,7 +178,12 @@ fn prepare_cmd(a: PrepareArgs) -> Result<()> {
         m.counts.candidates,
         m.bytes.kept as f64 / 1e6,
         m.bytes.candidates as f64 / 1e6,
-        m.counts.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        m.counts
+            .dropped
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     for (name, s) in &m.splits {
         println!("  {name}: {} files, {} shard(s)", s.files, s.shards.len());
@@ -116,8 +192,65 @@ fn prepare_cmd(a: PrepareArgs) -> Result<()> {
     Ok(())
 }
 
+fn tokenize_cmd(a: TokenizeArgs) -> Result<()> {
+    let cfg = TokenizeConfig {
+        seq_len: a.seq_len,
+        fim_rate: a.fim_rate,
+        fim_spm_rate: a.fim_spm_rate,
+        ast: a.ast,
+        ast_max_path: a.ast_max_path,
+        seed: a.seed,
+        ..TokenizeConfig::default()
+    };
+    let m = tokenize::tokenize_corpus(&a.corpus, &a.tokenizer, &a.out, &cfg, a.overwrite)
+        .context("data tokenize")?;
+    for (name, s) in [("train", &m.train), ("val", &m.val)] {
+        println!(
+            "  {name}: {} docs, {} tokens in {} rows of {} ({} FIM), {} shard(s)",
+            s.n_docs,
+            s.n_tokens,
+            s.n_rows,
+            m.seq_len,
+            s.n_fim_psm + s.n_fim_spm,
+            s.shards.len()
+        );
+    }
+    println!("wrote {}", a.out.join(tokenize::MANIFEST).display());
+    Ok(())
+}
+
+fn pipeline_cmd(a: PipelineArgs) -> Result<()> {
+    let recipe: DataRecipe = super::recipe::load_section(&a.recipe, "data", &a.overrides)?;
+    let t0 = std::time::Instant::now();
+    let out = pipeline::run(&recipe, &super::command_line()).context("data pipeline")?;
+    if out.built.is_empty() {
+        println!("cached: {}", out.tokens.display());
+    } else {
+        println!(
+            "built {} in {:.1}s",
+            out.built.join(", "),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(c) = &out.corpus {
+        println!("  corpus     {}", c.display());
+    }
+    println!("  tokenizer  {}", out.tokenizer.display());
+    println!("  tokens     {}", out.tokens.display());
+    let m = tokenize::read_manifest(&out.tokens)?;
+    println!(
+        "  {} train / {} val tokens in rows of {}",
+        m.train.n_tokens, m.val.n_tokens, m.seq_len
+    );
+    Ok(())
+}
+
 fn synth_cmd(a: SynthArgs) -> Result<()> {
-    let set = synth::generate(&synth::SynthConfig { n_train: a.n_train, n_heldout: a.n_heldout, seed: a.seed });
+    let set = synth::generate(&synth::SynthConfig {
+        n_train: a.n_train,
+        n_heldout: a.n_heldout,
+        seed: a.seed,
+    });
     let summary = synth::write(&set, &a.out, a.overwrite).context("data synth")?;
     println!(
         "wrote {} train and {} held-out tasks to {}",

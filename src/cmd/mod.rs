@@ -1,4 +1,5 @@
 pub mod data;
+pub mod recipe;
 pub mod tokenizer;
 
 /// The command line as typed, recorded in manifests so every artifact says how it was made.

@@ -1,0 +1,61 @@
+//! Recipe files: TOML, one section per stage, with `section.key=value` overrides from the
+//! command line applied before the section is checked against its schema.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+/// Read `path`, apply `overrides`, and deserialize the table `section` (unknown keys, wrong
+/// types and missing sections are errors that name the file and key).
+pub fn load_section<T: DeserializeOwned>(
+    path: &Path,
+    section: &str,
+    overrides: &[String],
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut doc: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+    for o in overrides {
+        apply_override(&mut doc, o)?;
+    }
+    let table = doc
+        .remove(section)
+        .ok_or_else(|| anyhow!("{}: no [{section}] section", path.display()))?;
+    T::deserialize(table).map_err(|e| {
+        anyhow!(
+            "{}: [{section}] {}",
+            path.display(),
+            one_line(&e.to_string())
+        )
+    })
+}
+
+/// `a.b.c=value`: the value is read as TOML (numbers, booleans, arrays, quoted strings), and
+/// taken as a bare string when it is not valid TOML.
+pub fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<()> {
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| anyhow!("override `{spec}`: expected section.key=value"))?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("override `{spec}`: empty key segment");
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut table = doc;
+    for p in &parts[..parts.len() - 1] {
+        table = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("override `{spec}`: `{p}` is not a section"))?;
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
