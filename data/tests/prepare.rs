@@ -491,3 +491,75 @@ fn write_wrong_schema(path: &Path) {
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
+
+#[test]
+fn every_language_parses_valid_code_and_flags_broken_code() {
+    use anvil_data::parse;
+    let cases: [(Lang, &str, &str, &str); 9] = [
+        (
+            Lang::Python,
+            "a.py",
+            "def f(x):\n    return [i * x for i in range(3)]\n",
+            "def f(x:\n    return ]]\n",
+        ),
+        (
+            Lang::Rust,
+            "a.rs",
+            "fn f(x: u32) -> u32 { x.pow(2) + 1 }\n",
+            "fn f(x: u32 -> { let = ; }\n",
+        ),
+        (
+            Lang::JavaScript,
+            "a.js",
+            "const f = (x) => { return x.map(v => v * 2); };\n",
+            "const f = (x => { return x.map(v => ; }\n",
+        ),
+        (
+            Lang::TypeScript,
+            "a.ts",
+            "function f(x: number[]): number { return x.length; }\n",
+            "function f(x: number[]: number { return ; \n",
+        ),
+        (
+            Lang::TypeScript,
+            "a.tsx",
+            "const A = (p: {n: number}) => <div>{p.n}</div>;\n",
+            "const A = (p: {n: number}) => <div>{p.n</span>;\n",
+        ),
+        (
+            Lang::Go,
+            "a.go",
+            "package main\n\nfunc f(x int) int { return x * 2 }\n",
+            "package main\n\nfunc f(x int int { return x * }\n",
+        ),
+        (
+            Lang::Java,
+            "A.java",
+            "class A { int f(int x) { return x * 2; } }\n",
+            "class A { int f(int x { return x * ; }\n",
+        ),
+        (
+            Lang::C,
+            "a.c",
+            "int f(int x) { return x * 2; }\n",
+            "int f(int x { return x * ; \n",
+        ),
+        (
+            Lang::Cpp,
+            "a.cpp",
+            "template <typename T> T f(T x) { return x * 2; }\n",
+            "template <typename T T f(T x { return x * ; \n",
+        ),
+    ];
+    for (lang, path, good, bad) in cases {
+        assert_eq!(Lang::from_path(Path::new(path)), Some(lang), "{path}");
+        let g = parse::stats(&parse::parse(lang, path, good.as_bytes()).unwrap());
+        assert_eq!(g.n_error_nodes, 0, "{lang} {path}: valid code has errors");
+        assert!(g.n_nodes > 5 && g.depth > 2, "{lang}: {g:?}");
+        let b = parse::stats(&parse::parse(lang, path, bad.as_bytes()).unwrap());
+        assert!(
+            b.n_error_nodes > 0,
+            "{lang} {path}: broken code parsed clean"
+        );
+    }
+}
