@@ -24,7 +24,7 @@ pub fn bar(len: u64, msg: &str, bytes: bool) -> ProgressBar {
     let tmpl = if bytes {
         "{msg:>12} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
     } else {
-        "{msg:>12} [{bar:32}] {pos}/{len} {per_sec} eta {eta}"
+        "{msg:>12} [{bar:32}] {human_pos}/{human_len} eta {eta}"
     };
     pb.set_style(
         ProgressStyle::with_template(tmpl)
