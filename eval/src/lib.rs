@@ -1,3 +1,9 @@
 //! Execution-based evaluation: generated code run in a layered sandbox, verdicts decided outside
-//! the sample's process where possible, and the unbiased pass@k estimator. (Arrives with the
-//! evaluator issue.)
+//! the sample's process where possible, and the unbiased pass@k estimator.
+
+pub mod convert;
+// pub mod evaluate; (enabled once the sandbox lands)
+pub mod pass_at_k;
+pub mod pyvalue;
+pub mod samples;
+pub mod sandbox;
