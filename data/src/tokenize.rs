@@ -420,7 +420,7 @@ impl DocBuilder<'_> {
         let enc = encode_text(self.tok, part)?;
         if let Some(m) = self.max_path {
             for &(start, _) in &enc.offsets {
-                let (depth, path) = match &self.loc {
+                let (depth, path) = match &mut self.loc {
                     Some(loc) => {
                         let f = loc.at(base + start);
                         (f.depth, f.path)

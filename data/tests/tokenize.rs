@@ -2,7 +2,7 @@
 
 use anvil_data::error::DataError;
 use anvil_data::lang::Lang;
-use anvil_data::parse::{AstLocator, parse};
+use anvil_data::parse::parse;
 use anvil_data::shard::{Record, Split, shard_name, write_shard};
 use anvil_data::tokenize::{
     self, NO_LEVEL, TokenShard, TokenizeConfig, list_token_shards, read_manifest, read_token_shard,
@@ -422,13 +422,26 @@ fn output_is_deterministic() {
     assert!(shard_bytes(&c) != sa);
 }
 
-/// The facts the shards should carry for a token starting at `byte` of `src`.
-fn expected_fact(loc: &AstLocator, byte: usize, max_path: usize) -> (u16, Vec<u16>) {
-    let f = loc.at(byte);
-    let mut path = f.path.clone();
-    assert!(path.len() <= max_path);
+/// The facts the shards should carry for a token starting at `byte`, by brute force: from the
+/// root, scan every child for the one containing `byte` (independent of `AstLocator`).
+fn expected_fact(tree: &tree_sitter::Tree, byte: usize, max_path: usize) -> (u16, Vec<u16>) {
+    let mut node = tree.root_node();
+    let mut path = Vec::new();
+    'down: loop {
+        for i in 0..node.child_count() {
+            let c = node.child(i as u32).unwrap();
+            if c.start_byte() <= byte && byte < c.end_byte() {
+                path.push(i as u16);
+                node = c;
+                continue 'down;
+            }
+        }
+        break;
+    }
+    let depth = path.len() as u16;
+    path.truncate(max_path);
     path.resize(max_path, NO_LEVEL);
-    (f.depth, path)
+    (depth, path)
 }
 
 const PY: &str =
@@ -479,11 +492,10 @@ fn ast_facts_match_a_direct_parse() {
         let (depth, path) = (s.ast_depth.as_ref().unwrap(), s.ast_path.as_ref().unwrap());
         assert_eq!(depth.len(), s.input_ids.len());
         assert_eq!(path.len(), s.input_ids.len() * max_path);
-        let loc = AstLocator::new(&tree, max_path);
         let n = enc.ids.len();
         assert_eq!(&s.input_ids[..n], &enc.ids[..]);
         for (i, &(start, _)) in enc.offsets.iter().enumerate() {
-            let (d, p) = expected_fact(&loc, start, max_path);
+            let (d, p) = expected_fact(&tree, start, max_path);
             assert_eq!(depth[i], d, "token {i} at byte {start}");
             assert_eq!(&path[i * max_path..(i + 1) * max_path], &p[..], "token {i}");
         }
@@ -519,7 +531,6 @@ fn ast_facts_follow_fim_parts_back_to_the_file() {
     let fx = ast_fixture(PY, "m.py");
     let tok = fx.tokenizer();
     let tree = parse(Lang::Python, "m.py", PY.as_bytes()).unwrap();
-    let loc = AstLocator::new(&tree, 8);
     // Many seeds: several cut positions, both orders.
     for seed in 0..12u64 {
         let cfg = TokenizeConfig {
@@ -544,7 +555,7 @@ fn ast_facts_follow_fim_parts_back_to_the_file() {
             assert_eq!(enc.ids, part_ids);
             enc.offsets
                 .iter()
-                .map(|o| expected_fact(&loc, base + o.0, 8))
+                .map(|o| expected_fact(&tree, base + o.0, 8))
                 .collect()
         };
         let got = |range: std::ops::Range<usize>| -> Vec<(u16, Vec<u16>)> {
@@ -596,12 +607,12 @@ fn ast_facts_follow_fim_parts_back_to_the_file() {
                 let mut want: Vec<_> = pe
                     .offsets
                     .iter()
-                    .map(|o| expected_fact(&loc, o.0, 8))
+                    .map(|o| expected_fact(&tree, o.0, 8))
                     .collect();
                 want.extend(
                     me.offsets
                         .iter()
-                        .map(|o| expected_fact(&loc, pt.len() + o.0, 8)),
+                        .map(|o| expected_fact(&tree, pt.len() + o.0, 8)),
                 );
                 got(tail.clone()) == want
             });
