@@ -47,6 +47,12 @@ impl DedupConfig {
         if self.ngram == 0 || self.bands == 0 || self.rows == 0 {
             return Err("ngram, bands and rows must be positive".into());
         }
+        if self.ngram > 64 || self.bands.saturating_mul(self.rows) > 4096 {
+            return Err(format!(
+                "bands × rows must be at most 4096 permutations and ngram at most 64 (got {} × {}, ngram {})",
+                self.bands, self.rows, self.ngram
+            ));
+        }
         Ok(())
     }
     fn num_perm(&self) -> usize {

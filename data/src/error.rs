@@ -7,12 +7,10 @@ pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The OS error is part of the message and deliberately not a `source`: the CLI prints the
+    // whole chain, and would say it twice.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}:{line}: {msg}")]
     Jsonl {
         path: PathBuf,
@@ -27,15 +25,13 @@ pub enum DataError {
     Config(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    #[error("interrupted")]
-    Interrupted,
 }
 
 impl DataError {
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
     pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

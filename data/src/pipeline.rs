@@ -8,7 +8,7 @@ use crate::prepare::{self, PrepareConfig, RunOptions};
 use crate::tokenize::{self, TokenizeConfig};
 use crate::tokenizer::{self, TrainConfig};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use xxhash_rust::xxh3::Xxh3;
 
 /// The `[data]` section of a recipe.
@@ -63,7 +63,9 @@ pub struct PreparedData {
     pub built: Vec<String>,
 }
 
-/// Key over the settings that shape the data and the bytes of every input file.
+/// Key over the settings that shape the data and exactly the inputs `prepare` reads: the same
+/// walk (so .gitignore, symlinks, `--langs` and the stdlib's excluded site-packages agree), every
+/// file's bytes, and the license files that govern them.
 pub fn cache_key(recipe: &DataRecipe) -> Result<String> {
     let mut h = Xxh3::new();
     let settings = (
@@ -73,42 +75,29 @@ pub fn cache_key(recipe: &DataRecipe) -> Result<String> {
         env!("CARGO_PKG_VERSION"),
     );
     h.update(&serde_json::to_vec(&settings).expect("serializable settings"));
-    for spec in &recipe.corpus.sources {
-        let path = crate::source::resolve(spec)?;
-        hash_input(&path, &mut h)?;
-    }
-    Ok(format!("{:032x}", h.digest128()))
-}
-
-/// Hash a source: every file under a directory (sorted, .gitignore respected like the walk in
-/// `source`), or the file itself.
-fn hash_input(path: &Path, h: &mut Xxh3) -> Result<()> {
-    if path.is_file() {
-        h.update(path.to_string_lossy().as_bytes());
-        h.update(&std::fs::read(path).map_err(|e| DataError::io(path, e))?);
-        return Ok(());
-    }
-    let walker = ignore::WalkBuilder::new(path)
-        .require_git(false)
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .build();
-    for entry in walker.flatten() {
-        if entry.file_type().is_some_and(|t| t.is_file()) {
-            let p = entry.path();
-            h.update(
-                p.strip_prefix(path)
-                    .unwrap_or(p)
-                    .to_string_lossy()
-                    .as_bytes(),
-            );
-            // Unreadable files are skipped by `prepare` too; they still shape the key by name.
-            if let Ok(bytes) = std::fs::read(p) {
-                h.update(&(bytes.len() as u64).to_le_bytes());
-                h.update(&bytes);
-            }
+    let resolved: Vec<PathBuf> = recipe
+        .corpus
+        .sources
+        .iter()
+        .map(|s| crate::source::resolve(s))
+        .collect::<Result<_>>()?;
+    let collected = crate::source::collect(&resolved, &recipe.corpus.langs)?;
+    let mut license_files = std::collections::BTreeSet::new();
+    for f in &collected.files {
+        h.update(&(f.source_idx as u64).to_le_bytes());
+        h.update(f.path.as_bytes());
+        h.update(&(f.bytes.len() as u64).to_le_bytes());
+        h.update(&f.bytes);
+        h.update(f.license_hint.as_deref().unwrap_or("").as_bytes());
+        if let Some(l) = &f.license_file {
+            license_files.insert(l.clone());
         }
     }
-    Ok(())
+    for l in license_files {
+        h.update(l.to_string_lossy().as_bytes());
+        h.update(&std::fs::read(&l).unwrap_or_default());
+    }
+    Ok(format!("{:032x}", h.digest128()))
 }
 
 /// Build (or find in the cache) everything a trainer needs.

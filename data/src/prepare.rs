@@ -1,7 +1,7 @@
 //! `anvil data prepare`: sources in, a filtered, deduplicated, license-tagged, split corpus of
 //! Parquet shards out.
 //!
-//! The corpus is built in a `<out>.partial-<pid>` directory and renamed to `<out>` only when
+//! The corpus is built in a `<out>.<pid>.partial` directory and renamed to `<out>` only when
 //! complete, so an interrupted run can never leave something that looks like a finished corpus.
 
 use crate::dedup::{self, DedupConfig};
@@ -124,27 +124,36 @@ pub struct RunOptions {
 
 pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Manifest> {
     cfg.validate()?;
-    if out.exists() && !opts.overwrite {
-        return Err(DataError::invalid(
-            out,
-            "output directory exists (pass --overwrite to replace it)",
-        ));
-    }
     let resolved: Vec<PathBuf> = cfg
         .sources
         .iter()
         .map(|s| source::resolve(s))
         .collect::<Result<_>>()?;
+    let protect: Vec<&Path> = resolved.iter().map(PathBuf::as_path).collect();
+    let staging = crate::atomic::StagedDir::new(out, opts.overwrite, &protect)?;
 
     let spinner = crate::progress::spinner("reading sources");
     let collected = source::collect(&resolved, &cfg.langs)?;
     spinner.finish_and_clear();
     if collected.files.is_empty() {
         let langs: Vec<_> = cfg.langs.iter().map(|l| l.name()).collect();
-        return Err(DataError::invalid(
-            &resolved[0],
+        let skipped: u64 = collected.skipped.values().sum();
+        let why = if skipped > 0 {
             format!(
-                "no source files of the selected languages ({}) found in the sources",
+                "; {skipped} record(s) skipped, first: {}",
+                collected
+                    .skip_examples
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            )
+        } else {
+            String::new()
+        };
+        return Err(DataError::invalid(
+            cfg.sources.join(", "),
+            format!(
+                "no source files of the selected languages ({}) found{why}",
                 langs.join(", ")
             ),
         ));
@@ -257,17 +266,8 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
         *per_license.entry(r.license.clone()).or_default() += 1;
     }
 
-    // Build everything beside the destination, then move it into place in one rename.
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
-    let staging = crate::atomic::tmp_path(out).with_extension("partial");
-    remove_stale_staging(out);
-    std::fs::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
-    let result = write_corpus(
-        &staging,
+    let manifest = write_corpus(
+        staging.path(),
         records,
         cfg,
         inputs,
@@ -277,50 +277,9 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
         per_license,
         collected.skip_examples,
         opts,
-    );
-    let manifest = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| DataError::io(out, e))?;
-    }
-    std::fs::rename(&staging, out).map_err(|e| DataError::io(out, e))?;
+    )?;
+    staging.commit()?;
     Ok(manifest)
-}
-
-/// Staging directories of earlier runs that were killed: `<out>.<pid>.partial` whose process is
-/// gone. A live run's staging directory is left alone.
-fn remove_stale_staging(out: &Path) {
-    let (Some(dir), Some(name)) = (out.parent(), out.file_name().and_then(|n| n.to_str())) else {
-        return;
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let fname = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = fname
-            .strip_prefix(&format!("{name}."))
-            .and_then(|r| r.strip_suffix(".partial"))
-        else {
-            continue;
-        };
-        let alive = pid
-            .parse::<u32>()
-            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
 }
 
 fn remove_indices<T>(v: &mut Vec<T>, sorted_idx: &[usize]) {

@@ -11,8 +11,11 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
+/// Bars draw on stderr, but follow stdout: `anvil … > log` is a scripted run and gets none.
 fn hidden() -> bool {
-    QUIET.load(Ordering::Relaxed) || !std::io::stderr().is_terminal()
+    QUIET.load(Ordering::Relaxed)
+        || !std::io::stdout().is_terminal()
+        || !std::io::stderr().is_terminal()
 }
 
 /// A bar counting `len` items (bytes when `bytes` is set), labelled `msg`.

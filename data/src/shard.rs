@@ -219,11 +219,3 @@ pub fn list_shards(corpus_dir: &Path, split: Split) -> Result<Vec<PathBuf>> {
     shards.sort();
     Ok(shards)
 }
-
-/// A quick column-count check used by input readers to tell our shards from other Parquet.
-pub fn is_corpus_schema(schema: &Schema) -> bool {
-    let ours = self::schema();
-    ours.fields()
-        .iter()
-        .all(|f| schema.field_with_name(f.name()).is_ok())
-}

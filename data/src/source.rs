@@ -89,12 +89,18 @@ pub fn python_stdlib() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Whether a file name is a license file whose text governs its directory.
-pub fn is_license_file(name: &str) -> bool {
-    let n = name.to_ascii_uppercase();
+/// Whether a file is a license file whose text governs its directory: named LICENSE*, LICENCE*,
+/// COPYING* or UNLICENSE*, and not a source file (`license.rs` is code).
+pub fn is_license_file(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_ascii_uppercase();
     ["LICENSE", "LICENCE", "COPYING", "UNLICENSE"]
         .iter()
-        .any(|p| n.starts_with(p))
+        .any(|p| name.starts_with(p))
+        && Lang::from_path(path).is_none()
 }
 
 /// Read every source in order. Sources are read in the order given and files within a directory
@@ -160,8 +166,7 @@ fn walk_dir(root: &Path, idx: usize, langs: &[Lang], c: &mut Collected) -> Resul
             continue;
         }
         let path = entry.into_path();
-        let fname = path.file_name().unwrap_or_default().to_string_lossy();
-        if is_license_file(&fname) {
+        if is_license_file(&path) {
             let dir = path.parent().unwrap_or(root).to_path_buf();
             license_files.entry(dir).or_insert(path.clone());
             continue;

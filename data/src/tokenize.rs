@@ -108,8 +108,11 @@ impl TokenizeConfig {
                 self.ast_max_path
             ));
         }
-        if self.rows_per_shard == 0 {
-            return bad("--rows-per-shard must be positive".into());
+        if !(1..=1 << 20).contains(&self.rows_per_shard) {
+            return bad(format!(
+                "rows_per_shard must be in 1..=1048576, got {}",
+                self.rows_per_shard
+            ));
         }
         Ok(())
     }
@@ -201,13 +204,14 @@ pub fn tokenize_corpus(
     let tok = tokenizer::from_bytes(&tok_bytes, tokenizer_path)?;
     let train_in = shard::list_shards(corpus_dir, Split::Train)?;
     let val_in = shard::list_shards(corpus_dir, Split::Val)?;
-    refuse_overlap(corpus_dir, out_dir)?;
     let mut n_docs = 0;
     for p in train_in.iter().chain(&val_in) {
         n_docs += shard_num_rows(p)?;
     }
 
-    atomic::create_out_dir(out_dir, overwrite)?;
+    let staged = atomic::StagedDir::new(out_dir, overwrite, &[corpus_dir, tokenizer_path])?;
+    // Build in the staging directory; `commit` moves it to `out_dir` once tokens.json is written.
+    let out_dir = staged.path();
     atomic::write(&out_dir.join(TOKENIZER_FILE), &tok_bytes)?;
     let pb = crate::progress::bar(n_docs, "tokenize", false);
     let train = tokenize_split(&tok, &train_in, Split::Train, out_dir, cfg, &pb)?;
@@ -232,22 +236,8 @@ pub fn tokenize_corpus(
         config: cfg.clone(),
     };
     atomic::write_json(&out_dir.join(MANIFEST), &manifest)?;
+    staged.commit()?;
     Ok(manifest)
-}
-
-/// `--overwrite` empties `out_dir`; it must not hold (or be) the corpus.
-fn refuse_overlap(corpus_dir: &Path, out_dir: &Path) -> Result<()> {
-    let (Ok(corpus), Ok(out)) = (corpus_dir.canonicalize(), out_dir.canonicalize()) else {
-        return Ok(()); // out_dir does not exist yet
-    };
-    if corpus.starts_with(&out) {
-        return Err(DataError::Config(format!(
-            "--out {} contains the corpus {}: choose another output directory",
-            out_dir.display(),
-            corpus_dir.display()
-        )));
-    }
-    Ok(())
 }
 
 fn shard_num_rows(path: &Path) -> Result<u64> {

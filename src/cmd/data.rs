@@ -7,7 +7,7 @@ use anvil_data::pipeline::{self, DataRecipe};
 use anvil_data::prepare::{self, PrepareConfig, RunOptions};
 use anvil_data::synth;
 use anvil_data::tokenize::{self, TokenizeConfig};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -153,7 +153,11 @@ fn prepare_cmd(a: PrepareArgs) -> Result<()> {
         langs: a.langs,
         val_fraction: a.val_fraction,
         seed: a.seed,
-        shard_bytes: a.shard_mb.max(1) << 20,
+        shard_bytes: a
+            .shard_mb
+            .checked_mul(1 << 20)
+            .filter(|&b| b > 0)
+            .context("--shard-mb must be between 1 and 2^44")?,
         filter: FilterConfig {
             max_parse_error_fraction: a.max_parse_error_fraction,
             max_bytes: a.max_bytes,
@@ -173,18 +177,42 @@ fn prepare_cmd(a: PrepareArgs) -> Result<()> {
     let m = prepare::prepare(&cfg, &a.out, &opts).context("data prepare")?;
     let dropped: u64 = m.counts.dropped.values().sum();
     println!(
-        "kept {} of {} files ({:.1} of {:.1} MB), dropped {dropped}: {}",
+        "kept {} of {} files ({:.1} of {:.1} MB), dropped {dropped}{}",
         m.counts.kept,
         m.counts.candidates,
         m.bytes.kept as f64 / 1e6,
         m.bytes.candidates as f64 / 1e6,
-        m.counts
-            .dropped
+        if dropped == 0 {
+            String::new()
+        } else {
+            let reasons: Vec<String> = m
+                .counts
+                .dropped
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            format!(": {}", reasons.join(", "))
+        },
+    );
+    if !m.counts.skipped.is_empty() {
+        let skipped: Vec<String> = m
+            .counts
+            .skipped
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+            .collect();
+        println!(
+            "  skipped before filtering: {} (first: {})",
+            skipped.join(", "),
+            m.skip_examples.first().map(String::as_str).unwrap_or("?")
+        );
+    }
+    if m.counts.other_files > 0 {
+        println!(
+            "  {} files of other languages or extensions ignored",
+            m.counts.other_files
+        );
+    }
     for (name, s) in &m.splits {
         println!("  {name}: {} files, {} shard(s)", s.files, s.shards.len());
     }
@@ -246,6 +274,11 @@ fn pipeline_cmd(a: PipelineArgs) -> Result<()> {
 }
 
 fn synth_cmd(a: SynthArgs) -> Result<()> {
+    // Tasks are held in memory while generated: bound the request rather than abort on allocation.
+    const MAX_TASKS: usize = 10_000_000;
+    if a.n_train > MAX_TASKS || a.n_heldout > MAX_TASKS {
+        bail!("--n-train and --n-heldout are limited to {MAX_TASKS}");
+    }
     let set = synth::generate(&synth::SynthConfig {
         n_train: a.n_train,
         n_heldout: a.n_heldout,
@@ -258,6 +291,16 @@ fn synth_cmd(a: SynthArgs) -> Result<()> {
         set.heldout.len(),
         a.out.display()
     );
-    let _ = summary;
+    println!(
+        "  {} templates in {} families; held-out rule: {}",
+        summary.templates.len(),
+        summary
+            .templates
+            .iter()
+            .map(|t| t.family.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        summary.heldout_rule
+    );
     Ok(())
 }

@@ -18,6 +18,18 @@ pub fn load_section<T: DeserializeOwned>(
     for o in overrides {
         apply_override(&mut doc, o)?;
     }
+    for key in doc.keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            let hint = suggest(key, &SECTIONS)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            bail!(
+                "{}: unknown section `{key}`{hint}; known: {}",
+                path.display(),
+                SECTIONS.join(", ")
+            );
+        }
+    }
     let table = doc
         .remove(section)
         .ok_or_else(|| anyhow!("{}: no [{section}] section", path.display()))?;
@@ -54,6 +66,46 @@ pub fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<()> {
     }
     table.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
+}
+
+/// Top-level sections a recipe may have (the trainer's arrive with their commands).
+const SECTIONS: [&str; 10] = [
+    "data",
+    "model",
+    "train",
+    "optim",
+    "schedule",
+    "eval",
+    "checkpoint",
+    "tracking",
+    "output",
+    "lora",
+];
+
+/// The closest known name within edit distance 2, for "did you mean".
+fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    fn dist(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                cur.push(
+                    (prev[j] + (ca != *cb) as usize)
+                        .min(prev[j + 1] + 1)
+                        .min(cur[j] + 1),
+                );
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    known
+        .iter()
+        .map(|k| (dist(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
 }
 
 fn one_line(s: &str) -> String {

@@ -52,20 +52,42 @@ pub fn run(cmd: TokenizerCommand) -> Result<()> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
+    // Check the destination before minutes of training, not after.
+    if a.out.is_dir() {
+        bail!(
+            "{}: is a directory; --out takes the path of the tokenizer.json to write",
+            a.out.display()
+        );
+    }
     if a.out.exists() && !a.overwrite {
         bail!(
             "{}: exists (pass --overwrite to replace it)",
             a.out.display()
         );
     }
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!(
+                "{}: the directory {} does not exist",
+                a.out.display(),
+                parent.display()
+            );
+        }
+    }
+    let max_bytes = match a.max_mb {
+        Some(mb) => Some(
+            mb.checked_mul(1_000_000)
+                .filter(|&b| b > 0)
+                .context("--max-mb must be between 1 and 2^44")?,
+        ),
+        None => None,
+    };
     let cfg = TrainConfig {
         vocab_size: a.vocab_size,
         min_frequency: a.min_frequency,
-        max_bytes: a.max_mb.map(|m| m * 1_000_000),
+        max_bytes,
     };
-    let spinner = anvil_data::progress::spinner("training BPE");
     let tok = tokenizer::train_from_corpus(&a.corpus, &cfg).context("tokenizer train")?;
-    spinner.finish_and_clear();
     if !a.no_check {
         let mut texts = Vec::new();
         for split in [Split::Train, Split::Val] {
