@@ -18,10 +18,10 @@ pub struct Sample {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SamplesError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {err}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("{path}:{line}: {msg}")]
     Line {
@@ -38,7 +38,7 @@ pub enum SamplesError {
 pub fn read(path: &Path) -> Result<Vec<Sample>, SamplesError> {
     let io = |e| SamplesError::Io {
         path: path.to_path_buf(),
-        source: e,
+        err: e,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
