@@ -87,22 +87,37 @@ struct Candidate {
     hash: String,
 }
 
-fn analyze(file: SourceFile, cfg: &FilterConfig) -> std::result::Result<Candidate, DropReason> {
-    let text = filter::check_bytes(&file.bytes)?.to_string();
+fn parse_ok(
+    lang: Lang,
+    path: &str,
+    text: &str,
+    cfg: &FilterConfig,
+) -> Option<crate::parse::ParseStats> {
+    let tree = crate::parse::parse(lang, path, text.as_bytes())?;
+    let stats = crate::parse::stats(&tree);
+    (stats.error_fraction() <= cfg.max_parse_error_fraction).then_some(stats)
+}
+
+fn analyze(mut file: SourceFile, cfg: &FilterConfig) -> std::result::Result<Candidate, DropReason> {
+    filter::check_bytes(&file.bytes)?;
+    // Checked above; taking the bytes avoids copying every file once more.
+    let text =
+        String::from_utf8(std::mem::take(&mut file.bytes)).map_err(|_| DropReason::Undecodable)?;
     let stats = filter::text_stats(&text);
     filter::check_text(&text, &stats, cfg)?;
-    let tree = crate::parse::parse(file.lang, &file.path, text.as_bytes())
-        .ok_or(DropReason::ParseFailure)?;
-    let parse = crate::parse::stats(&tree);
-    if parse.error_fraction() > cfg.max_parse_error_fraction {
-        return Err(DropReason::ParseFailure);
-    }
+    // `.h` is shared by C and C++: a header that only parses as C++ is C++.
+    let parse = match parse_ok(file.lang, &file.path, &text, cfg) {
+        Some(p) => p,
+        None if file.lang == Lang::C && file.path.ends_with(".h") => {
+            let p = parse_ok(Lang::Cpp, &file.path, &text, cfg).ok_or(DropReason::ParseFailure)?;
+            file.lang = Lang::Cpp;
+            p
+        }
+        None => return Err(DropReason::ParseFailure),
+    };
     let hash = dedup::content_hash(&text);
     Ok(Candidate {
-        file: SourceFile {
-            bytes: Vec::new(),
-            ..file
-        },
+        file,
         text,
         stats,
         parse,

@@ -493,6 +493,33 @@ fn write_wrong_schema(path: &Path) {
 }
 
 #[test]
+fn cpp_headers_named_dot_h_are_kept_as_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(
+        &src,
+        "vec.h",
+        "#pragma once\nnamespace geo {\ntemplate <typename T>\nclass Vec {\n public:\n  explicit Vec(T x) : x_(x) {}\n  T norm() const { return x_ < 0 ? -x_ : x_; }\n private:\n  T x_;\n};\n}  // namespace geo\n",
+    );
+    write(
+        &src,
+        "plain.h",
+        "#ifndef PLAIN_H\n#define PLAIN_H\nstruct point { int x; int y; };\nint manhattan(struct point a, struct point b);\n#endif\n",
+    );
+    let c = PrepareConfig {
+        langs: vec![Lang::C, Lang::Cpp],
+        val_fraction: 0.0,
+        ..cfg(&src)
+    };
+    let m = prepare(&c, &tmp.path().join("out"), &opts()).unwrap();
+    assert_eq!(m.counts.kept, 2, "{:?}", m.counts);
+    let recs = read_all(&tmp.path().join("out"), Split::Train);
+    let lang = |p: &str| recs.iter().find(|r| r.path == p).unwrap().lang;
+    assert_eq!(lang("vec.h"), Lang::Cpp);
+    assert_eq!(lang("plain.h"), Lang::C);
+}
+
+#[test]
 fn every_language_parses_valid_code_and_flags_broken_code() {
     use anvil_data::parse;
     let cases: [(Lang, &str, &str, &str); 9] = [
