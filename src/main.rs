@@ -29,6 +29,9 @@ enum Command {
     /// Build training data: prepare a corpus, tokenize it, generate synthetic tasks.
     #[command(subcommand)]
     Data(cmd::data::DataCommand),
+    /// Evaluate generated code: sandboxed execution and unbiased pass@k.
+    #[command(subcommand)]
+    Eval(cmd::eval::EvalCommand),
     /// Train a byte-level BPE tokenizer with FIM and mask tokens.
     #[command(subcommand)]
     Tokenizer(cmd::tokenizer::TokenizerCommand),
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Data(c) => cmd::data::run(c),
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
+        Command::Eval(c) => cmd::eval::run(c),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -155,7 +155,7 @@ mod tests {
         let mut path = Vec::new();
         'down: loop {
             for i in 0..node.child_count() {
-                let c = node.child(i as u32).unwrap();
+                let c = node.child(i).unwrap();
                 if c.start_byte() <= byte && byte < c.end_byte() {
                     path.push(i as u16);
                     node = c;

@@ -429,7 +429,7 @@ fn expected_fact(tree: &tree_sitter::Tree, byte: usize, max_path: usize) -> (u16
     let mut path = Vec::new();
     'down: loop {
         for i in 0..node.child_count() {
-            let c = node.child(i as u32).unwrap();
+            let c = node.child(i).unwrap();
             if c.start_byte() <= byte && byte < c.end_byte() {
                 path.push(i as u16);
                 node = c;

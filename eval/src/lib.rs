@@ -2,7 +2,7 @@
 //! the sample's process where possible, and the unbiased pass@k estimator.
 
 pub mod convert;
-// pub mod evaluate; (enabled once the sandbox lands)
+pub mod evaluate;
 pub mod pass_at_k;
 pub mod pyvalue;
 pub mod samples;

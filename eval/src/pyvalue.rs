@@ -36,7 +36,7 @@ fn bad(s: impl Into<String>) -> DecodeError {
 }
 
 fn hex(s: &str) -> Result<Vec<u8>, DecodeError> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(bad("odd hex length"));
     }
     (0..s.len())
@@ -363,11 +363,10 @@ mod tests {
         assert_eq!(p.to_string(), "{'k': [-7, inf, None]}");
         assert!(PyValue::from_json(&serde_json::json!({"t": "object"})).is_err());
         assert!(PyValue::from_json(&serde_json::json!({"t": "int", "v": "1e5"})).is_err());
-        assert_eq!(
+        assert!(
             PyValue::from_json(&serde_json::json!({"t": "strx", "v": "eda080"}))
                 .unwrap()
-                .truthy(),
-            true
+                .truthy()
         );
     }
 

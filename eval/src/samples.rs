@@ -19,10 +19,7 @@ pub struct Sample {
 #[derive(Debug, thiserror::Error)]
 pub enum SamplesError {
     #[error("{path}: {err}")]
-    Io {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}:{line}: {msg}")]
     Line {
         path: PathBuf,

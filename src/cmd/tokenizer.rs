@@ -65,14 +65,14 @@ fn train(a: TrainArgs) -> Result<()> {
             a.out.display()
         );
     }
-    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.is_dir() {
-            bail!(
-                "{}: the directory {} does not exist",
-                a.out.display(),
-                parent.display()
-            );
-        }
+    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        bail!(
+            "{}: the directory {} does not exist",
+            a.out.display(),
+            parent.display()
+        );
     }
     let max_bytes = match a.max_mb {
         Some(mb) => Some(

