@@ -131,6 +131,7 @@ impl Evaluator {
         let argv = vec![
             self.python.display().to_string(),
             "-I".into(),
+            "-S".into(),
             "harness.py".into(),
         ];
         Ok(self.sandbox.run(&Job {
