@@ -1,66 +1,13 @@
 //! `problems`: the embedded HumanEval, JSONL error reporting, and that HumanEval's canonical
 //! solutions pass under python3 (the first sanity check of any harness).
 
+mod common;
+use common::run_python;
+
 use anvil_data::problems::{self, Problem};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
-
-/// Exec every program in a fresh namespace; writes `{"ran": n, "failed": [task_id, ...]}`.
-const RUNNER: &str = r#"
-import json, signal, sys
-
-def _timeout(signum, frame):
-    raise TimeoutError("timed out")
-
-signal.signal(signal.SIGALRM, _timeout)
-with open(sys.argv[1]) as f:
-    jobs = json.load(f)
-failed = []
-for job in jobs:
-    signal.alarm(10)
-    try:
-        exec(job["program"], {})
-    except BaseException:
-        failed.append(job["task_id"])
-    finally:
-        signal.alarm(0)
-with open(sys.argv[2], "w") as f:
-    json.dump({"ran": len(jobs), "failed": failed}, f)
-"#;
-
-/// Returns (number run, failing task_ids).
-fn run_python(dir: &Path, jobs: &[(String, String)]) -> (usize, Vec<String>) {
-    let jobs: Vec<_> = jobs
-        .iter()
-        .map(|(id, prog)| serde_json::json!({"task_id": id, "program": prog}))
-        .collect();
-    let (script, input, output) = (
-        dir.join("runner.py"),
-        dir.join("jobs.json"),
-        dir.join("result.json"),
-    );
-    std::fs::write(&script, RUNNER).unwrap();
-    std::fs::write(&input, serde_json::to_vec(&jobs).unwrap()).unwrap();
-    let status = Command::new("python3")
-        .arg("-I")
-        .args([&script, &input, &output])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("python3 must be installed to run this test");
-    assert!(status.success(), "runner exited with {status}");
-    let result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
-    let failed = result["failed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    (result["ran"].as_u64().unwrap() as usize, failed)
-}
 
 #[test]
 fn humaneval_is_embedded() {
@@ -80,16 +27,14 @@ fn humaneval_is_embedded() {
 #[test]
 fn humaneval_canonical_solutions_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let jobs: Vec<_> = problems::humaneval()
-        .iter()
-        .map(|p| {
-            (
-                p.task_id.clone(),
-                problems::program(p, &p.canonical_solution),
-            )
-        })
-        .collect();
-    let (ran, failed) = run_python(dir.path(), &jobs);
+    let jobs: Vec<_> = problems::humaneval().to_vec();
+    let common::PyResult { ran, failed, .. } = run_python(
+        dir.path(),
+        "canonical",
+        &jobs,
+        |p| p.canonical_solution.clone(),
+        false,
+    );
     println!(
         "python3 ran {ran} HumanEval programs, {} failed",
         failed.len()
@@ -98,12 +43,15 @@ fn humaneval_canonical_solutions_pass() {
     assert!(failed.is_empty(), "canonical solutions failed: {failed:?}");
 
     // And a wrong completion fails, so the check is not vacuous.
-    let wrong: Vec<_> = problems::humaneval()
-        .iter()
-        .take(5)
-        .map(|p| (p.task_id.clone(), problems::program(p, "    return None\n")))
-        .collect();
-    let (_, failed) = run_python(dir.path(), &wrong);
+    let wrong: Vec<_> = problems::humaneval().into_iter().take(5).collect();
+    let failed = run_python(
+        dir.path(),
+        "wrong",
+        &wrong,
+        |_| "    return None\n".to_string(),
+        false,
+    )
+    .failed;
     assert_eq!(failed.len(), 5, "`return None` should fail every check");
 }
 

@@ -2,11 +2,12 @@
 //! Rust re-implementation of each template — that every canonical solution passes its test and
 //! its docstring examples under python3.
 
+mod common;
+use common::run_python;
+
 use anvil_data::problems::{self, Problem};
 use anvil_data::synth::{self, SynthConfig, SynthSet};
 use std::collections::{BTreeSet, HashSet};
-use std::path::Path;
-use std::process::Command;
 
 fn cfg() -> SynthConfig {
     SynthConfig {
@@ -18,102 +19,6 @@ fn cfg() -> SynthConfig {
 
 fn set() -> SynthSet {
     synth::generate(&cfg())
-}
-
-/// For each job: exec the program in a fresh namespace; with `doctest`, also exec `source`
-/// (prompt + solution) and run the function's docstring examples. Writes
-/// `{"ran": n, "failed": [...], "doctest_failed": [...]}`.
-const RUNNER: &str = r#"
-import doctest, json, signal, sys
-
-def _timeout(signum, frame):
-    raise TimeoutError("timed out")
-
-signal.signal(signal.SIGALRM, _timeout)
-with open(sys.argv[1]) as f:
-    jobs = json.load(f)
-failed, doctest_failed = [], []
-for job in jobs:
-    signal.alarm(10)
-    try:
-        exec(job["program"], {})
-    except BaseException:
-        failed.append(job["task_id"])
-    finally:
-        signal.alarm(0)
-    if "source" in job:
-        try:
-            ns = {}
-            exec(job["source"], ns)
-            fn = ns[job["entry_point"]]
-            runner = doctest.DocTestRunner(verbose=False)
-            attempted = 0
-            for test in doctest.DocTestFinder(recurse=False).find(fn, job["entry_point"], globs=ns):
-                result = runner.run(test, out=lambda s: None)
-                attempted += result.attempted
-            if runner.failures or attempted == 0:
-                doctest_failed.append(job["task_id"])
-        except BaseException:
-            doctest_failed.append(job["task_id"])
-with open(sys.argv[2], "w") as f:
-    json.dump({"ran": len(jobs), "failed": failed, "doctest_failed": doctest_failed}, f)
-"#;
-
-struct PyResult {
-    ran: usize,
-    failed: Vec<String>,
-    doctest_failed: Vec<String>,
-}
-
-/// Run `completion(p)` for every problem under `python3 -I` (one script per call).
-fn run_python(
-    dir: &Path,
-    tag: &str,
-    ps: &[Problem],
-    completion: impl Fn(&Problem) -> String,
-) -> PyResult {
-    let jobs: Vec<_> = ps
-        .iter()
-        .map(|p| {
-            let body = completion(p);
-            serde_json::json!({
-                "task_id": p.task_id,
-                "entry_point": p.entry_point,
-                "program": problems::program(p, &body),
-                "source": format!("{}{}", p.prompt, body),
-            })
-        })
-        .collect();
-    let (script, input, output) = (
-        dir.join(format!("{tag}.py")),
-        dir.join(format!("{tag}.json")),
-        dir.join(format!("{tag}.out.json")),
-    );
-    std::fs::write(&script, RUNNER).unwrap();
-    std::fs::write(&input, serde_json::to_vec(&jobs).unwrap()).unwrap();
-    let out = Command::new("python3")
-        .arg("-I")
-        .args([&script, &input, &output])
-        .output()
-        .expect("python3 must be installed to run this test");
-    assert!(
-        out.status.success(),
-        "runner failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
-    let ids = |k: &str| {
-        r[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect()
-    };
-    PyResult {
-        ran: r["ran"].as_u64().unwrap() as usize,
-        failed: ids("failed"),
-        doctest_failed: ids("doctest_failed"),
-    }
 }
 
 fn kinds(ps: &[Problem]) -> BTreeSet<(String, String)> {
@@ -229,7 +134,13 @@ fn canonical_solutions_pass_under_python() {
     let s = set();
     let dir = tempfile::tempdir().unwrap();
     for (split, ps) in [("train", &s.train), ("heldout", &s.heldout)] {
-        let r = run_python(dir.path(), split, ps, |p| p.canonical_solution.clone());
+        let r = run_python(
+            dir.path(),
+            split,
+            ps,
+            |p| p.canonical_solution.clone(),
+            true,
+        );
         println!(
             "{split}: python3 ran {} programs, {} failed, {} docstring failures",
             r.ran,
@@ -264,9 +175,13 @@ fn wrong_solutions_fail() {
         .cloned()
         .collect();
     assert!(sample.len() >= 10);
-    let r = run_python(dir.path(), "wrong", &sample, |_| {
-        "    return None\n".to_string()
-    });
+    let r = run_python(
+        dir.path(),
+        "wrong",
+        &sample,
+        |_| "    return None\n".to_string(),
+        true,
+    );
     assert_eq!(
         r.failed.len(),
         sample.len(),

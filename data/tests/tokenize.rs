@@ -1,5 +1,8 @@
 //! `anvil data tokenize`: packing invariants, FIM, determinism, AST facts, bad inputs.
 
+mod common;
+use common::record;
+
 use anvil_data::error::DataError;
 use anvil_data::lang::Lang;
 use anvil_data::parse::parse;
@@ -16,24 +19,6 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 use tokenizers::Tokenizer;
 use xxhash_rust::xxh3::xxh3_128;
-
-fn record(path: &str, content: &str) -> Record {
-    Record {
-        path: path.to_string(),
-        lang: Lang::from_path(Path::new(path)).unwrap_or(Lang::Python),
-        license: "MIT".into(),
-        content: content.to_string(),
-        n_bytes: content.len() as u64,
-        n_lines: content.lines().count() as u32,
-        max_line_len: content.lines().map(|l| l.len()).max().unwrap_or(0) as u32,
-        alnum_fraction: 0.5,
-        n_ast_nodes: 1,
-        ast_depth: 1,
-        parse_error_fraction: 0.0,
-        content_hash: format!("{:032x}", xxh3_128(content.as_bytes())),
-        source: "test".into(),
-    }
-}
 
 /// Varied Python files: short and long (longer than a row), non-ASCII, literal special-token
 /// strings, an empty file, and one Rust file.

@@ -1,32 +1,16 @@
 //! `anvil tokenizer train`: fixed special ids, determinism, special strings in data, non-ASCII
 //! round trips and offsets, load errors, and a round trip over the whole local Python stdlib.
 
+mod common;
+use common::record;
+
 use anvil_data::error::DataError;
-use anvil_data::lang::Lang;
 use anvil_data::shard::{Record, write_shard};
 use anvil_data::tokenizer::{self, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tempfile::TempDir;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
-
-fn record(path: &str, content: &str) -> Record {
-    Record {
-        path: path.to_string(),
-        lang: Lang::from_path(Path::new(path)).unwrap_or(Lang::Python),
-        license: "MIT".into(),
-        content: content.to_string(),
-        n_bytes: content.len() as u64,
-        n_lines: content.lines().count() as u32,
-        max_line_len: content.lines().map(|l| l.len()).max().unwrap_or(0) as u32,
-        alnum_fraction: 0.5,
-        n_ast_nodes: 1,
-        ast_depth: 1,
-        parse_error_fraction: 0.0,
-        content_hash: format!("{:032x}", xxh3_128(content.as_bytes())),
-        source: "test".into(),
-    }
-}
+use xxhash_rust::xxh3::xxh3_64;
 
 /// A corpus directory as `anvil data prepare` leaves it: shards plus a manifest.
 fn write_corpus(dir: &Path, train: &[Vec<Record>]) {
