@@ -107,7 +107,9 @@ fn pass_at_k(a: PassAtKArgs) -> Result<()> {
     let evaluator = Evaluator::new(sandbox, a.workers)?;
     let pb = anvil_data::progress::bar(samples.len() as u64, "evaluating", false);
     let t0 = std::time::Instant::now();
-    let (verdicts, summary) = evaluator.evaluate(&problems, &samples, &a.k, &pb)?;
+    let (verdicts, summary) = evaluator
+        .evaluate(&problems, &samples, &a.k, &pb)
+        .with_context(|| a.samples.display().to_string())?;
     pb.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 
