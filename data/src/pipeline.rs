@@ -136,6 +136,7 @@ pub fn run(recipe: &DataRecipe, command: &[String]) -> Result<PreparedData> {
     }
     if !tok_path.is_file() {
         let tok = tokenizer::train_from_corpus(&corpus, &recipe.tokenizer)?;
+        tokenizer::check_corpus(&tok, &corpus)?;
         tokenizer::save(&tok, &tok_path)?;
         built.push("tokenizer".to_string());
     }

@@ -364,3 +364,29 @@ where
     report.failures = failures;
     Ok(report)
 }
+
+/// `decode(encode(x)) == x` for every file of a prepared corpus (both splits): an error naming
+/// the first failing file when any fails, so a lossy tokenizer is never saved or cached.
+pub fn check_corpus(tok: &Tokenizer, corpus_dir: &Path) -> Result<RoundTripReport> {
+    let mut texts = Vec::new();
+    for split in [Split::Train, Split::Val] {
+        for p in shard::list_shards(corpus_dir, split)? {
+            texts.extend(
+                shard::read_shard(&p)?
+                    .into_iter()
+                    .map(|r| (r.path, r.content)),
+            );
+        }
+    }
+    let report = round_trip_check(tok, texts)?;
+    if !report.ok() {
+        return Err(DataError::Tokenizer(format!(
+            "round trip failed on {} of {} files of {} (first: {})",
+            report.n_failures,
+            report.n_texts,
+            corpus_dir.display(),
+            report.failures.first().map(String::as_str).unwrap_or("?")
+        )));
+    }
+    Ok(report)
+}

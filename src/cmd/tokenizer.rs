@@ -1,6 +1,5 @@
 //! `anvil tokenizer …`
 
-use anvil_data::shard::{self, Split};
 use anvil_data::tokenizer::{self, TrainConfig};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -89,25 +88,7 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     let tok = tokenizer::train_from_corpus(&a.corpus, &cfg).context("tokenizer train")?;
     if !a.no_check {
-        let mut texts = Vec::new();
-        for split in [Split::Train, Split::Val] {
-            for p in shard::list_shards(&a.corpus, split)? {
-                texts.extend(
-                    shard::read_shard(&p)?
-                        .into_iter()
-                        .map(|r| (r.path, r.content)),
-                );
-            }
-        }
-        let report = tokenizer::round_trip_check(&tok, texts).context("round-trip check")?;
-        if !report.ok() {
-            bail!(
-                "round trip failed on {} of {} files (first: {}); tokenizer not saved",
-                report.n_failures,
-                report.n_texts,
-                report.failures.first().map(String::as_str).unwrap_or("?")
-            );
-        }
+        let report = tokenizer::check_corpus(&tok, &a.corpus)?;
         println!(
             "round trip exact on all {} files ({:.1} MB, {:.2} bytes/token)",
             report.n_texts,
