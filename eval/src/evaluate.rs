@@ -143,7 +143,8 @@ impl Evaluator {
     }
 
     fn plan(&self, p: &Problem) -> Result<Plan, EvalError> {
-        let cases = match convert::convert(&p.test) {
+        // With the prompt: module-level variables it defines count as shared state too.
+        let cases = match convert::convert(&format!("{}\n{}", p.prompt, p.test)) {
             Ok(c) => c,
             Err(reason) => return Ok(Plan::InProcess { reason }),
         };
@@ -186,11 +187,17 @@ impl Evaluator {
     fn judge(&self, p: &Problem, plan: &Plan, completion: &str) -> Result<Verdict, EvalError> {
         let (mode, job) = match plan {
             Plan::Converted {
-                values, imports, ..
+                cases,
+                values,
+                imports,
             } => {
-                let cases: Vec<Value> = values
+                let cases: Vec<Value> = cases
                     .iter()
-                    .map(|v| json!({"args": v["args"], "kwargs": v["kwargs"]}))
+                    .zip(values)
+                    .map(|(c, v)| {
+                        let truth = matches!(c.expect, Expect::Truthy | Expect::Falsy);
+                        json!({"args": v["args"], "kwargs": v["kwargs"], "truth": truth})
+                    })
                     .collect();
                 let job = json!({"mode": "candidate", "prompt": p.prompt, "completion": completion, "test": imports,
                     "entry_point": p.entry_point, "cases": cases});
@@ -255,6 +262,22 @@ impl Evaluator {
                     };
                     if let Some(e) = r.get("exc").and_then(Value::as_str) {
                         return Ok(verdict(false, format!("failed: {e}")));
+                    }
+                    // Truthiness asserts get `bool(result)`, whatever the result's type.
+                    if let Some(t) = r.get("truth").and_then(Value::as_bool) {
+                        let ok = match case.expect {
+                            Expect::Truthy => t,
+                            Expect::Falsy => !t,
+                            _ => return Ok(verdict(false, "failed: malformed result".into())),
+                        };
+                        if !ok {
+                            let want = if t { "a false value" } else { "a true value" };
+                            return Ok(verdict(
+                                false,
+                                format!("failed: expected {want} (`{}`)", case.source),
+                            ));
+                        }
+                        continue;
                     }
                     let got = match r.get("ok").map(PyValue::from_json) {
                         Some(Ok(v)) => v,
@@ -442,11 +465,21 @@ fn check_case(case: &Case, val: &Value, got: &PyValue) -> Result<(), String> {
         Expect::Close { inclusive, .. } => {
             let exp = decode("exp")?.ok_or("expected value missing")?;
             let tol = decode("tol")?.ok_or("tolerance missing")?;
-            let (Some(g), Some(e), Some(t)) = (got.as_f64(), exp.as_f64(), tol.as_f64()) else {
-                return Err(format!("expected a number near {exp}, got {got}"));
+            let within = |d: f64, t: f64| d < t || (*inclusive && d == t);
+            let ok = match (got.as_int(), exp.as_int(), tol.as_f64()) {
+                // int − int is exact in Python; compare the exact difference with the tolerance.
+                (Some(g), Some(e), Some(t)) => {
+                    let d = crate::pyvalue::int_abs_diff(g, e);
+                    // Differences past 15 digits are not exact in f64, and are ≥ 1e15 anyway.
+                    within(d.parse::<f64>().unwrap_or(f64::INFINITY), t)
+                }
+                _ => match (got.as_f64(), exp.as_f64(), tol.as_f64()) {
+                    // int − float converts the int to float first, as f64 does here.
+                    (Some(g), Some(e), Some(t)) => within((g - e).abs(), t),
+                    _ => return Err(format!("expected a number near {exp}, got {got}")),
+                },
             };
-            let d = (g - e).abs();
-            if d < t || (*inclusive && d == t) {
+            if ok {
                 Ok(())
             } else {
                 Err(format!("expected {exp} ± {tol}, got {got}"))

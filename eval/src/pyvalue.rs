@@ -36,12 +36,19 @@ fn bad(s: impl Into<String>) -> DecodeError {
 }
 
 fn hex(s: &str) -> Result<Vec<u8>, DecodeError> {
-    if !s.len().is_multiple_of(2) {
+    // Bytes, not chars: the text comes from the sample's process and may be anything.
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
         return Err(bad("odd hex length"));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| bad("bad hex")))
+    let digit = |c: u8| {
+        (c as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| bad("bad hex"))
+    };
+    b.chunks(2)
+        .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
         .collect()
 }
 
@@ -132,6 +139,14 @@ impl PyValue {
         }
     }
 
+    /// The decimal digits of an int (bools count: `True - 1 == 0`), for exact int arithmetic.
+    pub fn as_int(&self) -> Option<&str> {
+        match self.number()? {
+            Num::Int(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// A real number as f64 (for tolerance checks); `None` for non-numbers and complex.
     pub fn as_f64(&self) -> Option<f64> {
         match self.number()? {
@@ -169,17 +184,86 @@ impl PyValue {
             (List(a), List(b)) | (Tuple(a), Tuple(b)) => {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.py_eq(y))
             }
+            // One-to-one matching: a real set or dict has no duplicates, but a forged report can,
+            // and "every element has some match" would let {1, 1, 1} equal {1, 2, 3}.
             (Set(a) | FrozenSet(a), Set(b) | FrozenSet(b)) => {
-                a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.py_eq(y)))
+                a.len() == b.len() && bijection(a, b, |x, y| x.py_eq(y))
             }
             (Dict(a), Dict(b)) => {
-                a.len() == b.len()
-                    && a.iter()
-                        .all(|(k, v)| b.iter().any(|(k2, v2)| k.py_eq(k2) && v.py_eq(v2)))
+                a.len() == b.len() && bijection(a, b, |(k, v), (k2, v2)| k.py_eq(k2) && v.py_eq(v2))
             }
             _ => false,
         }
     }
+}
+
+/// Whether every element of `a` pairs with a distinct element of `b` (same lengths assumed).
+fn bijection<T>(a: &[T], b: &[T], eq: impl Fn(&T, &T) -> bool) -> bool {
+    let mut used = vec![false; b.len()];
+    a.iter()
+        .all(|x| match (0..b.len()).find(|&j| !used[j] && eq(x, &b[j])) {
+            Some(j) => {
+                used[j] = true;
+                true
+            }
+            None => false,
+        })
+}
+
+/// |a − b| for two decimal integers, exactly (Python ints are unbounded), as a decimal string.
+pub fn int_abs_diff(a: &str, b: &str) -> String {
+    let (na, da) = (a.starts_with('-'), a.trim_start_matches('-'));
+    let (nb, db) = (b.starts_with('-'), b.trim_start_matches('-'));
+    let digits = |s: &str| -> Vec<u8> { s.bytes().rev().map(|c| c - b'0').collect() };
+    let (x, y) = (digits(da), digits(db));
+    let add = |x: &[u8], y: &[u8]| {
+        let mut out = Vec::new();
+        let mut carry = 0;
+        for i in 0..x.len().max(y.len()) {
+            let s = x.get(i).unwrap_or(&0) + y.get(i).unwrap_or(&0) + carry;
+            out.push(s % 10);
+            carry = s / 10;
+        }
+        if carry > 0 {
+            out.push(carry);
+        }
+        out
+    };
+    let ge = |x: &[u8], y: &[u8]| {
+        let (lx, ly) = (
+            x.iter().rposition(|&d| d != 0).map_or(0, |i| i + 1),
+            y.iter().rposition(|&d| d != 0).map_or(0, |i| i + 1),
+        );
+        if lx != ly {
+            return lx > ly;
+        }
+        (0..lx)
+            .rev()
+            .find(|&i| x[i] != y[i])
+            .is_none_or(|i| x[i] > y[i])
+    };
+    let sub = |x: &[u8], y: &[u8]| {
+        let mut out = Vec::new();
+        let mut borrow = 0i8;
+        for (i, &xd) in x.iter().enumerate() {
+            let mut d = xd as i8 - *y.get(i).unwrap_or(&0) as i8 - borrow;
+            borrow = (d < 0) as i8;
+            if d < 0 {
+                d += 10;
+            }
+            out.push(d as u8);
+        }
+        out
+    };
+    let mag = if na != nb {
+        add(&x, &y)
+    } else if ge(&x, &y) {
+        sub(&x, &y)
+    } else {
+        sub(&y, &x)
+    };
+    let s: String = mag.iter().rev().map(|d| (b'0' + d) as char).collect();
+    normalize_int(&s)
 }
 
 #[derive(Clone, Copy)]
@@ -367,6 +451,37 @@ mod tests {
             PyValue::from_json(&serde_json::json!({"t": "strx", "v": "eda080"}))
                 .unwrap()
                 .truthy()
+        );
+    }
+
+    #[test]
+    fn forged_values_cannot_match() {
+        // a set or dict with duplicates (impossible in Python) must not equal a real one
+        let three = Set(vec![i("1"), i("2"), i("3")]);
+        assert!(!Set(vec![i("1"), i("1"), i("1")]).py_eq(&three));
+        let d = Dict(vec![(st("a"), i("1")), (st("b"), i("2"))]);
+        assert!(!Dict(vec![(st("a"), i("1")), (st("a"), i("1"))]).py_eq(&d));
+        assert!(Set(vec![i("3"), i("1"), i("2")]).py_eq(&three));
+        // non-ASCII where hex is expected is an error, not a panic
+        assert!(PyValue::from_json(&serde_json::json!({"t": "strx", "v": "aéa"})).is_err());
+        assert!(PyValue::from_json(&serde_json::json!({"t": "bytes", "v": "zz"})).is_err());
+    }
+
+    #[test]
+    fn exact_int_differences() {
+        assert_eq!(
+            int_abs_diff("100000000000000001", "100000000000000000"),
+            "1"
+        );
+        assert_eq!(int_abs_diff("-5", "7"), "12");
+        assert_eq!(int_abs_diff("7", "-5"), "12");
+        assert_eq!(int_abs_diff("3", "10"), "7");
+        assert_eq!(int_abs_diff("-3", "-10"), "7");
+        assert_eq!(int_abs_diff("1000", "1000"), "0");
+        assert_eq!(int_abs_diff("0", "0"), "0");
+        assert_eq!(
+            int_abs_diff("99999999999999999999999999999999999999999", "1"),
+            "99999999999999999999999999999999999999998"
         );
     }
 

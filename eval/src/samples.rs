@@ -96,6 +96,13 @@ pub fn results_path(samples: &Path) -> PathBuf {
     samples.with_file_name(name)
 }
 
+/// `samples.jsonl` → `samples.jsonl_summary.json`.
+pub fn summary_path(samples: &Path) -> PathBuf {
+    let mut name = samples.file_name().unwrap_or_default().to_os_string();
+    name.push("_summary.json");
+    samples.with_file_name(name)
+}
+
 /// Write every sample row with `passed`, `result` and (Anvil's addition) `check`, atomically.
 pub fn write_results(
     path: &Path,

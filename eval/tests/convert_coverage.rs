@@ -8,7 +8,7 @@ fn humaneval_and_synth_coverage() {
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     let ok = he
         .iter()
-        .filter(|p| match convert(&p.test) {
+        .filter(|p| match convert(&format!("{}\n{}", p.prompt, p.test)) {
             Ok(_) => true,
             Err(e) => {
                 *reasons

