@@ -168,7 +168,7 @@ fn hostile_samples_get_their_verdicts_and_leave_nothing_behind() {
         "unexpected verdicts:\n{}\n\nsummary: {out}",
         wrong.join("\n")
     );
-    assert!(cases.len() >= 30);
+    assert!(cases.len() >= 40);
     let check_of = |n: &str| by_name[n]["check"].as_str().unwrap().to_string();
     assert_eq!(check_of("honest"), "out-of-process");
     assert_eq!(check_of("honest in-process"), "in-process");
