@@ -1,3 +1,30 @@
-//! Model definitions in Burn, backend-free: the Llama-style dense decoder, the mixture-of-experts
-//! decoder, the AST-aware tree transformer and the masked-diffusion denoiser, with weights named
-//! like Hugging Face's so that import and export are a name table. (Arrives with the models issue.)
+//! Model definitions in Burn, backend-free (the backend is chosen at run time through `Device`):
+//! the Llama-style dense decoder and its mixture-of-experts variant, with weights named like
+//! Hugging Face's so that import and export are a name table.
+//!
+//! New architectures (the tree transformer, the diffusion denoiser) are new files that reuse
+//! [`blocks`], [`attention`] and [`loss`] and implement [`CausalLm`].
+
+pub mod attention;
+pub mod blocks;
+pub mod hf;
+pub mod llama;
+pub mod loss;
+pub mod moe;
+pub mod store;
+
+pub use attention::{AttentionPattern, KvCache};
+pub use llama::{Llama, LlamaConfig};
+pub use loss::{LmOutput, TokenBatch};
+pub use moe::MoeConfig;
+
+/// What a trainer needs from a model: a loss on a batch of packed token rows.
+pub trait CausalLm: burn::module::Module {
+    fn loss(&self, batch: &TokenBatch) -> LmOutput;
+}
+
+impl CausalLm for Llama {
+    fn loss(&self, batch: &TokenBatch) -> LmOutput {
+        Llama::loss(self, batch)
+    }
+}

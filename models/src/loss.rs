@@ -1,0 +1,95 @@
+//! The causal language-modelling loss on packed rows, shared by every decoder.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+
+/// A batch of packed rows as the data pipeline writes them: `batch` rows of `seq_len` tokens,
+/// row-major, with per-token document ids (1-based, 0 = padding) when the rows are packed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    pub input_ids: Vec<u32>,
+    pub segment_ids: Option<Vec<u16>>,
+    pub batch: usize,
+    pub seq_len: usize,
+}
+
+impl TokenBatch {
+    /// For every position, the next token and whether it is a target: the next position must
+    /// exist and belong to the same (non-padding) document. Returns `(targets, weights, count)`.
+    pub fn targets(&self) -> (Vec<i64>, Vec<f32>, usize) {
+        let n = self.batch * self.seq_len;
+        let mut targets = vec![0i64; n];
+        let mut weights = vec![0f32; n];
+        let mut count = 0;
+        for b in 0..self.batch {
+            for i in 0..self.seq_len.saturating_sub(1) {
+                let at = b * self.seq_len + i;
+                let ok = match &self.segment_ids {
+                    Some(s) => s[at] != 0 && s[at] == s[at + 1],
+                    None => true,
+                };
+                if ok {
+                    targets[at] = self.input_ids[at + 1] as i64;
+                    weights[at] = 1.0;
+                    count += 1;
+                }
+            }
+        }
+        (targets, weights, count)
+    }
+}
+
+/// What a model returns for a batch. The trainer divides `nll_sum` by the target tokens of the
+/// whole accumulated step, so micro-batches with more real tokens weigh more.
+#[derive(Debug)]
+pub struct LmOutput {
+    /// Sum of the negative log-likelihoods of the target tokens, shape `[1]`.
+    pub nll_sum: Tensor<1>,
+    /// Number of target tokens in the batch.
+    pub n_targets: usize,
+    /// Auxiliary losses (MoE balance and z-loss), already multiplied by their coefficients and
+    /// averaged over the batch's tokens, shape `[1]`.
+    pub aux_loss: Option<Tensor<1>>,
+    /// Per MoE layer, the fraction of routed tokens each expert received.
+    pub expert_load: Vec<Vec<f32>>,
+}
+
+/// Rows of the LM head processed at once: bounds the `[rows, vocab]` logits kept alive.
+const CHUNK_ROWS: usize = 1024;
+
+/// Negative log-likelihood of the next tokens given final hidden states `h` (`[batch, seq, d]`)
+/// and the LM head `head` (`[d, vocab]`).
+pub fn causal_lm_loss(h: Tensor<3>, head: Tensor<2>, batch: &TokenBatch) -> LmOutput {
+    let [b, t, d] = h.dims();
+    let device = h.device();
+    let (targets, weights, n_targets) = batch.targets();
+    let n = b * t;
+    let h = h.reshape([n, d]);
+    let mut total: Option<Tensor<1>> = None;
+    let mut start = 0;
+    while start < n {
+        let rows = CHUNK_ROWS.min(n - start);
+        let logits = h.clone().narrow(0, start, rows).matmul(head.clone());
+        let logp = log_softmax(logits, 1);
+        let tgt = Tensor::<2, Int>::from_data(
+            TensorData::new(targets[start..start + rows].to_vec(), [rows, 1]),
+            &device,
+        );
+        let w = Tensor::<2>::from_data(
+            TensorData::new(weights[start..start + rows].to_vec(), [rows, 1]),
+            &device,
+        );
+        let part = (logp.gather(1, tgt) * w).sum().neg();
+        total = Some(match total {
+            Some(acc) => acc + part,
+            None => part,
+        });
+        start += rows;
+    }
+    LmOutput {
+        nll_sum: total.expect("a batch has at least one row"),
+        n_targets,
+        aux_loss: None,
+        expert_load: Vec::new(),
+    }
+}

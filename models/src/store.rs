@@ -1,0 +1,70 @@
+//! A model on disk in Anvil's own layout: `model.json` (the [`LlamaConfig`]) next to
+//! `model.bpk` (Burn's burnpack). Checkpoint folders hold both, so any of them loads alone.
+
+use crate::llama::{Llama, LlamaConfig};
+use burn::module::Module;
+use burn::tensor::Device;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "model.json";
+pub const WEIGHTS_FILE: &str = "model.bpk";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+fn invalid(path: &Path, msg: impl std::fmt::Display) -> StoreError {
+    StoreError::Invalid {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+/// Writes `dir/model.json` and `dir/model.bpk` (the folder must exist).
+pub fn save(model: &Llama, dir: &Path) -> Result<(), StoreError> {
+    let cfg = dir.join(CONFIG_FILE);
+    let json = serde_json::to_vec_pretty(&model.config).expect("config serializes");
+    std::fs::write(&cfg, json).map_err(|err| StoreError::Io { path: cfg, err })?;
+    let w = dir.join(WEIGHTS_FILE);
+    model
+        .clone()
+        .save_file(&w)
+        .map_err(|e| invalid(&w, format!("{e:?}")))
+}
+
+/// Reads the config of the model in `dir`.
+pub fn read_config(dir: &Path) -> Result<LlamaConfig, StoreError> {
+    let p = dir.join(CONFIG_FILE);
+    let bytes = std::fs::read(&p).map_err(|err| StoreError::Io {
+        path: p.clone(),
+        err,
+    })?;
+    let c: LlamaConfig = serde_json::from_slice(&bytes).map_err(|e| invalid(&p, e))?;
+    c.validate()
+        .map_err(|(k, m)| invalid(&p, format!("`{k}`: {m}")))?;
+    if c.vocab_size == 0 {
+        return Err(invalid(&p, "`vocab_size` is 0"));
+    }
+    Ok(c)
+}
+
+/// Loads the weights in `dir` into `model` (same architecture).
+pub fn load_weights(model: Llama, dir: &Path) -> Result<Llama, StoreError> {
+    let p = dir.join(WEIGHTS_FILE);
+    if !p.is_file() {
+        return Err(invalid(&p, "no such file"));
+    }
+    model
+        .try_load_file(&p)
+        .map_err(|e| invalid(&p, format!("not a checkpoint of this model: {e:?}")))
+}
+
+/// Loads the model in `dir` onto `device`.
+pub fn load(dir: &Path, device: &Device) -> Result<Llama, StoreError> {
+    let config = read_config(dir)?;
+    load_weights(config.init(device), dir)
+}
