@@ -239,6 +239,20 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
     Ok(tok)
 }
 
+/// The number of text bytes each token id stands for (0 for the special tokens), for bits per
+/// byte. In a byte-level BPE every character of a vocabulary entry is exactly one byte.
+pub fn token_byte_lengths(tok: &Tokenizer) -> Vec<u32> {
+    let vocab = tok.get_vocab(true);
+    let n = vocab.values().map(|&id| id as usize + 1).max().unwrap_or(0);
+    let mut lens = vec![0u32; n];
+    for (token, id) in vocab {
+        if (id as usize) >= SPECIAL_TOKENS.len() {
+            lens[id as usize] = token.chars().count() as u32;
+        }
+    }
+    lens
+}
+
 /// Load a `tokenizer.json`, checking the special tokens, ready for [`encode_text`].
 pub fn load(path: &Path) -> Result<Tokenizer> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;

@@ -1,3 +1,27 @@
-//! Trainers driven by one TOML recipe: pretraining, SFT, LoRA and RLHF (GRPO/DPO) against the
-//! composite code reward, data-parallel over MPI, with full-state checkpoints and resume.
-//! (Arrives with the trainer issue.)
+//! Trainers: a recipe, a loop you can read in one sitting, and the pieces it needs (AdamW with
+//! global-norm clipping, the schedule, the row stream, checkpoints with full-state resume).
+
+pub mod checkpoint;
+pub mod loader;
+pub mod optim;
+pub mod recipe;
+pub mod runlog;
+pub mod signals;
+pub mod trainer;
+
+pub use recipe::{Recipe, RecipeError};
+pub use trainer::{RunOptions, RunSummary, run};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("recipe {0}")]
+    Invalid(#[from] RecipeError),
+    #[error("{0}")]
+    Recipe(String),
+    #[error(transparent)]
+    Data(#[from] anvil_data::DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error(transparent)]
+    Tracking(#[from] anvil_tracking::TrackingError),
+}

@@ -1,0 +1,234 @@
+//! Checkpoints: everything needed to continue a run bit for bit. One folder per checkpoint:
+//!
+//! ```text
+//! <run>/checkpoints/step-000200/
+//!   model.json, model.bpk   the model's config and weights (Burn's burnpack; `anvil_models::store`)
+//!   optimizer.safetensors   AdamW's moments by parameter path (`<path>.m`, `<path>.v`)
+//!   state.json              step, optimizer step, data position, best validation loss
+//! ```
+//!
+//! A checkpoint is written in a hidden `.partial` folder and renamed into place, so a crash never
+//! leaves a half-written one that looks complete; `best/` is replaced the same way.
+
+use crate::loader::DataPosition;
+use crate::optim::AdamW;
+use anvil_models::Llama;
+use anvil_models::store::{self, StoreError};
+use burn::tensor::Device;
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |err| CheckpointError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+fn invalid(path: &Path, msg: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+/// The trainer's own state in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub optimizer_step: u64,
+    pub position: DataPosition,
+    pub best_val_loss: Option<f64>,
+    /// Target tokens trained on so far.
+    pub tokens_seen: u64,
+}
+
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
+
+pub fn step_name(step: usize) -> String {
+    format!("step-{step:06}")
+}
+
+/// Writes a checkpoint of `model`, `opt` and `state` as `<dir>/step-NNNNNN`.
+pub fn save(
+    dir: &Path,
+    model: &Llama,
+    opt: &AdamW,
+    state: &TrainerState,
+) -> Result<PathBuf, CheckpointError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let final_dir = dir.join(step_name(state.step));
+    let tmp = dir.join(format!(".{}.partial-{}", step_name(state.step), std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    store::save(model, &tmp)?;
+    write_optimizer(&tmp.join(OPTIMIZER_FILE), opt)?;
+    let state_path = tmp.join(STATE_FILE);
+    let json = serde_json::to_vec_pretty(state).expect("state serializes");
+    fs::write(&state_path, json).map_err(io(&state_path))?;
+    sync_dir(&tmp);
+    if final_dir.exists() {
+        // A checkpoint of the same step from a run that died before recording it: replace it.
+        fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+    }
+    fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    sync_dir(dir);
+    Ok(final_dir)
+}
+
+/// Makes `<dir>/best` a copy of checkpoint `src`.
+pub fn mark_best(dir: &Path, src: &Path) -> Result<(), CheckpointError> {
+    let tmp = dir.join(format!(".best.partial-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    for f in [store::CONFIG_FILE, store::WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE] {
+        let from = src.join(f);
+        // A hard link costs nothing; copy where the file system will not link.
+        if fs::hard_link(&from, tmp.join(f)).is_err() {
+            fs::copy(&from, tmp.join(f)).map_err(io(&from))?;
+        }
+    }
+    let best = dir.join("best");
+    let old = dir.join(format!(".best.old-{}", std::process::id()));
+    if best.exists() {
+        fs::rename(&best, &old).map_err(io(&best))?;
+    }
+    fs::rename(&tmp, &best).map_err(io(&best))?;
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
+}
+
+/// Completed `step-N` checkpoints in `dir`, oldest first.
+pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut out: Vec<(usize, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Deletes all but the `keep` newest checkpoints.
+pub fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
+    let all = list(dir);
+    let n = all.len().saturating_sub(keep.max(1));
+    for (_, path) in all.into_iter().take(n) {
+        fs::remove_dir_all(&path).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+pub fn read_state(ckpt: &Path) -> Result<TrainerState, CheckpointError> {
+    let p = ckpt.join(STATE_FILE);
+    let bytes = fs::read(&p).map_err(io(&p))?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(&p, e))
+}
+
+/// A checkpoint opened for use: the model and where its tokenizer is.
+pub struct Opened {
+    pub model: Llama,
+    pub checkpoint: PathBuf,
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// Opens a checkpoint folder, or a run folder's newest checkpoint, on the default device.
+pub fn open(path: &Path) -> Result<Opened, CheckpointError> {
+    let ckpt = if path.join(store::WEIGHTS_FILE).is_file() {
+        path.to_path_buf()
+    } else {
+        list(&path.join("checkpoints"))
+            .pop()
+            .map(|(_, p)| p)
+            .ok_or_else(|| invalid(path, "neither a checkpoint nor a run folder with checkpoints"))?
+    };
+    let model = store::load(&ckpt, &Device::default())?;
+    // <run>/checkpoints/<ckpt>: the run keeps the tokenizer.
+    let tokenizer = ckpt
+        .ancestors()
+        .take(3)
+        .flat_map(|d| [d.join("tokenizer.json"), d.join("artifacts/tokenizer.json")])
+        .find(|p| p.is_file());
+    Ok(Opened {
+        model,
+        checkpoint: ckpt,
+        tokenizer,
+    })
+}
+
+/// Restores AdamW's moments and step from `ckpt`.
+pub fn load_optimizer(
+    opt: &mut AdamW,
+    ckpt: &Path,
+    step: u64,
+    device: &Device,
+) -> Result<(), CheckpointError> {
+    let p = ckpt.join(OPTIMIZER_FILE);
+    let bytes = fs::read(&p).map_err(io(&p))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(&p, e))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(invalid(&p, format!("`{name}` is not f32")));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(name, data);
+    }
+    opt.import(step, tensors, device).map_err(|e| invalid(&p, e))
+}
+
+fn write_optimizer(path: &Path, opt: &AdamW) -> Result<(), CheckpointError> {
+    let buffers: Vec<(String, Vec<u8>, usize)> = opt
+        .export()
+        .into_iter()
+        .map(|(name, v)| {
+            let n = v.len();
+            (name, v.iter().flat_map(|x| x.to_le_bytes()).collect(), n)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = buffers
+        .iter()
+        .map(|(name, bytes, n)| {
+            let view = TensorView::new(Dtype::F32, vec![*n], bytes).expect("consistent view");
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).map_err(|e| invalid(path, e))
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: make the rename durable where the platform allows.
+    if let Ok(f) = fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}

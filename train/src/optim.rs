@@ -1,0 +1,241 @@
+//! AdamW with decoupled weight decay, global-norm gradient clipping, gradient accumulation and the
+//! warmup + cosine learning-rate schedule. Written here rather than taken from burn-optim because
+//! Burn clips per tensor only, decays every parameter alike, and its state is not addressable by
+//! parameter name — which full-state resume and HF-comparable runs need.
+
+use crate::recipe::{OptimConfig, ScheduleConfig};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use std::collections::BTreeMap;
+
+/// Learning rate at optimizer step `step` (0-based): linear warmup to `lr`, then cosine decay to
+/// `min_lr_ratio · lr` at `max_steps`.
+pub fn lr_at(step: usize, lr: f64, s: &ScheduleConfig, max_steps: usize) -> f64 {
+    if step < s.warmup_steps {
+        return lr * (step + 1) as f64 / s.warmup_steps as f64;
+    }
+    let span = max_steps.saturating_sub(s.warmup_steps).max(1) as f64;
+    let progress = ((step - s.warmup_steps) as f64 / span).min(1.0);
+    let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    lr * (s.min_lr_ratio + (1.0 - s.min_lr_ratio) * cosine)
+}
+
+/// Every float parameter's dotted path, in module order — the names checkpoints and HF use.
+pub struct Paths {
+    stack: Vec<String>,
+}
+
+impl Paths {
+    fn new() -> Self {
+        Self { stack: Vec::new() }
+    }
+    fn enter(&mut self, name: &str) {
+        self.stack.push(name.to_string());
+    }
+    fn exit(&mut self) {
+        self.stack.pop();
+    }
+    fn path(&self) -> String {
+        self.stack.join(".")
+    }
+}
+
+/// Gradients summed over the micro-batches of one step, flattened, by parameter path.
+#[derive(Default)]
+pub struct GradAccumulator {
+    grads: BTreeMap<String, Tensor<1>>,
+}
+
+struct Collect<'a> {
+    paths: Paths,
+    grads: &'a Gradients,
+    into: &'a mut BTreeMap<String, Tensor<1>>,
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.paths.enter(name);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.paths.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = param.val().grad(self.grads) {
+            let n = g.shape().num_elements();
+            let g = g.reshape([n]);
+            let path = self.paths.path();
+            let sum = match self.into.remove(&path) {
+                Some(acc) => acc + g,
+                None => g,
+            };
+            self.into.insert(path, sum);
+        }
+    }
+}
+
+impl GradAccumulator {
+    /// Adds this backward pass's gradients of `model`'s parameters.
+    pub fn add<M: Module>(&mut self, model: &M, grads: &Gradients) {
+        model.visit(&mut Collect {
+            paths: Paths::new(),
+            grads,
+            into: &mut self.grads,
+        });
+    }
+
+    /// The L2 norm over every gradient together.
+    pub fn global_norm(&self) -> f64 {
+        self.grads
+            .values()
+            .map(|g| g.clone().square().sum().into_scalar::<f32>() as f64)
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Scales all gradients so their global norm is at most `max_norm` (PyTorch's
+    /// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1). Returns the norm
+    /// before clipping.
+    pub fn clip_global_norm(&mut self, max_norm: f64) -> f64 {
+        let norm = self.global_norm();
+        if max_norm > 0.0 {
+            let coef = (max_norm / (norm + 1e-6)).min(1.0);
+            if coef < 1.0 {
+                for g in self.grads.values_mut() {
+                    *g = g.clone() * coef;
+                }
+            }
+        }
+        norm
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
+
+/// First and second moments of one parameter, flattened.
+#[derive(Clone, Debug)]
+pub struct Moments {
+    pub m: Tensor<1>,
+    pub v: Tensor<1>,
+}
+
+/// AdamW (Loshchilov & Hutter): `p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + eps)`, exactly PyTorch's
+/// update order.
+pub struct AdamW {
+    pub config: OptimConfig,
+    /// Optimizer steps taken so far.
+    pub step: u64,
+    pub state: BTreeMap<String, Moments>,
+}
+
+struct Update<'a> {
+    paths: Paths,
+    opt: &'a mut AdamW,
+    grads: &'a mut BTreeMap<String, Tensor<1>>,
+    lr: f64,
+}
+
+impl ModuleMapper for Update<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.paths.enter(name);
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.paths.exit();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.paths.path();
+        let Some(g) = self.grads.remove(&path) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let p = tensor.inner();
+        let shape = p.shape();
+        let n = shape.num_elements();
+        let c = &self.opt.config;
+        let decays = D > 1 && !c.no_decay.iter().any(|s| path.contains(s.as_str()));
+        let mut p1 = p.reshape([n]);
+        if decays && c.weight_decay > 0.0 {
+            p1 = p1 * (1.0 - self.lr * c.weight_decay);
+        }
+        let moments = self.opt.state.remove(&path).unwrap_or_else(|| Moments {
+            m: Tensor::zeros([n], &g.device()),
+            v: Tensor::zeros([n], &g.device()),
+        });
+        let m = moments.m * c.beta1 + g.clone() * (1.0 - c.beta1);
+        let v = moments.v * c.beta2 + g.square() * (1.0 - c.beta2);
+        let t = self.opt.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2 = 1.0 - c.beta2.powi(t);
+        let denom = v.clone().sqrt() / bc2.sqrt() + c.eps;
+        p1 = p1 - (m.clone() / denom) * (self.lr / bc1);
+        self.opt.state.insert(path, Moments { m, v });
+        let mut updated = Tensor::from_inner(p1.reshape(shape));
+        if require_grad {
+            updated = updated.require_grad();
+        }
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}
+
+impl AdamW {
+    pub fn new(config: OptimConfig) -> Self {
+        Self {
+            config,
+            step: 0,
+            state: BTreeMap::new(),
+        }
+    }
+
+    /// One optimizer step with learning rate `lr`, consuming the accumulated gradients.
+    pub fn step<M: Module>(&mut self, model: M, lr: f64, grads: &mut GradAccumulator) -> M {
+        self.step += 1;
+        let mut grads = std::mem::take(&mut grads.grads);
+        model.map(&mut Update {
+            paths: Paths::new(),
+            opt: self,
+            grads: &mut grads,
+            lr,
+        })
+    }
+
+    /// The moments as named host buffers (`<path>.m`, `<path>.v`), for checkpoints.
+    pub fn export(&self) -> Vec<(String, Vec<f32>)> {
+        let mut out = Vec::with_capacity(self.state.len() * 2);
+        for (path, mo) in &self.state {
+            for (suffix, t) in [("m", &mo.m), ("v", &mo.v)] {
+                let data = t.to_data().try_into_vec::<f32>().expect("f32 moments");
+                out.push((format!("{path}.{suffix}"), data));
+            }
+        }
+        out
+    }
+
+    /// Restores moments written by [`AdamW::export`].
+    pub fn import(
+        &mut self,
+        step: u64,
+        tensors: BTreeMap<String, Vec<f32>>,
+        device: &Device,
+    ) -> Result<(), String> {
+        self.step = step;
+        self.state.clear();
+        let mut paths: Vec<&str> = tensors
+            .keys()
+            .filter_map(|k| k.strip_suffix(".m"))
+            .collect();
+        paths.dedup();
+        for path in paths {
+            let get = |s: &str| {
+                tensors
+                    .get(&format!("{path}.{s}"))
+                    .ok_or_else(|| format!("optimizer state for `{path}` lacks `{s}`"))
+            };
+            let (m, v) = (get("m")?, get("v")?);
+            let t = |x: &Vec<f32>| Tensor::from_data(TensorData::new(x.clone(), [x.len()]), device);
+            self.state.insert(path.to_string(), Moments { m: t(m), v: t(v) });
+        }
+        Ok(())
+    }
+}

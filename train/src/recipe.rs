@@ -1,0 +1,246 @@
+//! The training recipe: one TOML file, one documented struct. Every section and key is optional
+//! (the defaults are below); unknown keys, wrong types and impossible values are errors that name
+//! the key before any work starts.
+
+use anvil_data::pipeline::DataRecipe;
+use anvil_models::LlamaConfig;
+pub use anvil_tracking::mlflow::TrackingConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// A whole training run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recipe {
+    /// Token shards, or the sources to build them from (`anvil data pipeline`'s section).
+    pub data: DataRecipe,
+    /// The model's shape (see `anvil_models::LlamaConfig`); `[model.moe]` makes it a mixture of
+    /// experts.
+    pub model: LlamaConfig,
+    pub train: TrainConfig,
+    pub optim: OptimConfig,
+    pub schedule: ScheduleConfig,
+    pub eval: EvalConfig,
+    pub checkpoint: CheckpointConfig,
+    pub tracking: TrackingConfig,
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Seeds the initialization and the order of the training rows.
+    pub seed: u64,
+    /// Optimizer steps.
+    pub max_steps: usize,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Log training metrics every this many steps.
+    pub log_every: usize,
+    /// Worker threads for tensor work; 0 uses every core.
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            max_steps: 1000,
+            batch_size: 8,
+            grad_accum: 1,
+            log_every: 10,
+            threads: 0,
+        }
+    }
+}
+
+/// AdamW with decoupled weight decay and global-norm gradient clipping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this; 0 turns clipping off.
+    pub grad_clip: f64,
+    /// Parameters whose name contains one of these get no weight decay (vectors never do).
+    pub no_decay: Vec<String>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 3e-4,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            no_decay: vec!["norm".into(), "bias".into(), "embed_tokens".into()],
+        }
+    }
+}
+
+/// Linear warmup, then cosine decay to `min_lr_ratio · lr` at `train.max_steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub warmup_steps: usize,
+    pub min_lr_ratio: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            warmup_steps: 100,
+            min_lr_ratio: 0.1,
+        }
+    }
+}
+
+/// Periodic validation on the held-out token shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Validate every this many steps (and at the end); 0 only at the end.
+    pub every: usize,
+    /// Validation micro-batches per evaluation; 0 uses the whole validation split.
+    pub batches: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 100,
+            batches: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Save every this many steps (and at the end); 0 only at the end.
+    pub every: usize,
+    /// Keep this many most recent checkpoints (the best one is kept besides).
+    pub keep_last: usize,
+    /// Also keep the checkpoint with the lowest validation loss, as `best/`.
+    pub keep_best: bool,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every: 200,
+            keep_last: 2,
+            keep_best: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Runs are created in this folder.
+    pub dir: PathBuf,
+    /// The run's folder name; default: the recipe's file name and the start time.
+    pub name: Option<String>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("checkpoints/runs"),
+            name: None,
+        }
+    }
+}
+
+/// A value that cannot work, with the dotted key it came from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct RecipeError {
+    pub key: String,
+    pub message: String,
+}
+
+fn err<T>(key: &str, message: impl Into<String>) -> Result<T, RecipeError> {
+    Err(RecipeError {
+        key: key.to_string(),
+        message: message.into(),
+    })
+}
+
+impl Recipe {
+    /// Checks what serde cannot: ranges and relations between keys. Data that does not exist yet
+    /// (shards built by the pipeline) is checked when it is opened.
+    pub fn validate(&self) -> Result<(), RecipeError> {
+        self.model
+            .validate()
+            .map_err(|(key, message)| RecipeError {
+                key: format!("model.{key}"),
+                message,
+            })?;
+        let t = &self.train;
+        for (key, v) in [
+            ("train.max_steps", t.max_steps),
+            ("train.batch_size", t.batch_size),
+            ("train.grad_accum", t.grad_accum),
+            ("train.log_every", t.log_every),
+        ] {
+            if v == 0 {
+                return err(key, "must be at least 1");
+            }
+        }
+        let o = &self.optim;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return err("optim.lr", format!("must be positive, got {}", o.lr));
+        }
+        for (key, v) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return err(key, format!("must be in [0, 1), got {v}"));
+            }
+        }
+        if !(o.eps > 0.0) {
+            return err("optim.eps", "must be positive");
+        }
+        if !(o.weight_decay >= 0.0) {
+            return err("optim.weight_decay", "must be zero or positive");
+        }
+        if !(o.grad_clip >= 0.0) {
+            return err("optim.grad_clip", "must be zero (off) or positive");
+        }
+        let s = &self.schedule;
+        if !(0.0..=1.0).contains(&s.min_lr_ratio) {
+            return err("schedule.min_lr_ratio", "must be in [0, 1]");
+        }
+        if s.warmup_steps > t.max_steps {
+            return err(
+                "schedule.warmup_steps",
+                format!("{} is longer than train.max_steps = {}", s.warmup_steps, t.max_steps),
+            );
+        }
+        if let Some(tokens) = &self.data.tokens
+            && !tokens.is_dir()
+        {
+            return err(
+                "data.tokens",
+                format!("{} is not a folder of token shards", tokens.display()),
+            );
+        }
+        if let Err(e) = self.tracking.mlflow_target() {
+            return err("tracking.uri", e.to_string());
+        }
+        if let Some(name) = &self.output.name
+            && (name.is_empty() || name.contains('/') || name == "." || name == "..")
+        {
+            return err("output.name", format!("`{name}` is not a folder name"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! The trainer's side of experiment tracking: the run folder (`anvil_tracking`) plus what only a
+//! training run has — the resolved recipe to resume from and the final summary.
+
+use crate::recipe::Recipe;
+use crate::trainer::{RunOptions, RunSummary};
+use anvil_tracking::{Run, RunInfo, RunKind, Status};
+use anvil_tracking::{Result, TrackingError};
+use std::path::Path;
+
+pub struct RunLog {
+    run: Run,
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC, for run names.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl RunLog {
+    /// A new run folder with the resolved recipe (`recipe.toml`, what `--resume` reads back)
+    /// and its flattened parameters.
+    pub fn create(dir: &Path, recipe: &Recipe, opts: &RunOptions) -> Result<Self> {
+        let run = Run::create(
+            dir,
+            RunInfo {
+                name: String::new(),
+                kind: RunKind::Train,
+                command_line: opts.command_line.clone(),
+                recipe: opts
+                    .recipe_path
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                mlflow: recipe.tracking.mlflow_target()?,
+            },
+        )?;
+        let text = toml::to_string_pretty(recipe)
+            .map_err(|e| TrackingError::invalid(dir, format!("recipe does not serialize: {e}")))?;
+        let path = dir.join("recipe.toml");
+        anvil_tracking::folder::write_atomic(&path, text.as_bytes(), true)?;
+        run.log_params(anvil_tracking::params::flatten(recipe))?;
+        Ok(Self { run })
+    }
+
+    pub fn resume(dir: &Path, recipe: &Recipe) -> Result<Self> {
+        Ok(Self {
+            run: Run::resume(dir, recipe.tracking.mlflow_target()?)?,
+        })
+    }
+
+    pub fn metrics(&self, step: usize, metrics: &[(String, f64)]) -> Result<()> {
+        let m: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        self.run.log_metrics(step as u64, &m)
+    }
+
+    pub fn artifact_copy(&self, path: &Path, name: &str) -> Result<()> {
+        self.run.log_artifact_as(path, name).map(|_| ())
+    }
+
+    /// `summary.json` in the run folder, the checkpoint as an artifact reference, and the final
+    /// status (KILLED when interrupted).
+    pub fn finish(&self, summary: &RunSummary) -> Result<()> {
+        let json = serde_json::to_vec_pretty(summary).expect("summary serializes");
+        anvil_tracking::folder::write_atomic(&self.run.dir().join("summary.json"), &json, true)?;
+        if let Some(c) = &summary.last_checkpoint {
+            self.run.log_artifact_ref("checkpoint", c)?;
+        }
+        self.run.finish(if summary.interrupted {
+            Status::Killed
+        } else {
+            Status::Finished
+        })
+    }
+}
