@@ -1,0 +1,321 @@
+//! `anvil runs plot`: one panel per metric, steps on x, each run's raw series faint and its
+//! EMA-smoothed series bold in the run's colour, a legend, axis labels and a title. Drawn with
+//! plotters into an RGB buffer and encoded with `png`, using the DejaVu Sans font embedded in the
+//! binary, so it works the same on any machine (no fontconfig, no system fonts).
+
+use crate::error::{Result, TrackingError};
+use crate::folder::{self, Metrics};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::Path;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+/// matplotlib's tab10: distinct, colour-blind-friendlier than pure RGB.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Series shorter than this are drawn unsmoothed.
+const MIN_POINTS_TO_SMOOTH: usize = 30;
+
+/// One run's points of one metric: (step, value), sorted by step.
+type Series = Vec<(f64, f64)>;
+
+pub const DEFAULT_METRICS: [&str; 2] = ["train/loss", "val/loss"];
+
+#[derive(Debug, Clone)]
+pub struct PlotOptions {
+    /// Metric keys, one panel each; metrics no run has are left out.
+    pub metrics: Vec<String>,
+    /// EMA weight in [0, 1): 0 is no smoothing; TensorBoard's default is 0.6, long noisy
+    /// training curves read better near 0.9.
+    pub smoothing: f64,
+    pub width: u32,
+    pub panel_height: u32,
+    pub title: Option<String>,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        PlotOptions {
+            metrics: DEFAULT_METRICS.iter().map(|s| s.to_string()).collect(),
+            smoothing: 0.9,
+            width: 1200,
+            panel_height: 450,
+            title: None,
+        }
+    }
+}
+
+/// TensorBoard's debiased exponential moving average: early points are not dragged towards 0.
+pub fn ema(values: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
+    let mut last = 0.0;
+    let mut n = 0;
+    values
+        .iter()
+        .map(|&(x, v)| {
+            last = last * weight + (1.0 - weight) * v;
+            n += 1;
+            let debias = 1.0 - weight.powi(n);
+            (x, if debias > 0.0 { last / debias } else { v })
+        })
+        .collect()
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TrueType font shipped with the crate: failure is impossible.
+        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+fn perr(e: impl std::fmt::Display) -> TrackingError {
+    TrackingError::Plot(e.to_string())
+}
+
+/// A padded range that is never empty.
+fn range(lo: f64, hi: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (0.0, 1.0);
+    }
+    if hi - lo <= f64::EPSILON * lo.abs().max(1.0) {
+        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+        return (lo - pad, hi + pad);
+    }
+    let pad = (hi - lo) * 0.05;
+    (lo - pad, hi + pad)
+}
+
+/// Plot `runs` (label, metrics) to `out` as a PNG. Errors when none of the asked-for metrics
+/// has a finite point in any run.
+pub fn plot(runs: &[(String, Metrics)], opts: &PlotOptions, out: &Path) -> Result<()> {
+    if !(0.0..1.0).contains(&opts.smoothing) {
+        return Err(TrackingError::Plot(format!(
+            "smoothing must be in [0, 1), got {}",
+            opts.smoothing
+        )));
+    }
+    // Per metric, per run: finite points sorted by step.
+    let mut panels: Vec<(&str, Vec<Series>)> = Vec::new();
+    for key in &opts.metrics {
+        let series: Vec<Series> = runs
+            .iter()
+            .map(|(_, m)| {
+                m.by_step(key)
+                    .into_iter()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(s, v)| (s as f64, v))
+                    .collect()
+            })
+            .collect();
+        if series.iter().any(|s| !s.is_empty()) {
+            panels.push((key, series));
+        }
+    }
+    if panels.is_empty() {
+        let have: std::collections::BTreeSet<&str> = runs
+            .iter()
+            .flat_map(|(_, m)| m.series.keys().map(|k| k.as_str()))
+            .collect();
+        return Err(TrackingError::Plot(format!(
+            "no run has any of the metrics {}; they have: {}",
+            opts.metrics.join(", "),
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.into_iter().collect::<Vec<_>>().join(", ")
+            }
+        )));
+    }
+    register_font();
+    let title_h = 50;
+    let (w, h) = (
+        opts.width,
+        title_h + opts.panel_height * panels.len() as u32,
+    );
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(perr)?;
+        let title = opts.title.clone().unwrap_or_else(|| {
+            let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
+            format!("{}: {}", names.join(", "), opts.metrics.join(", "))
+        });
+        let root = root
+            .titled(&title, (FAMILY, 26).into_font().color(&BLACK))
+            .map_err(perr)?;
+        let areas = root.split_evenly((panels.len(), 1));
+        for ((key, series), area) in panels.iter().zip(areas.iter()) {
+            draw_panel(area, key, series, runs, opts.smoothing)?;
+        }
+        root.present().map_err(perr)?;
+    }
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut wr = enc.write_header().map_err(perr)?;
+        wr.write_image_data(&buf).map_err(perr)?;
+        wr.finish().map_err(perr)?;
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| TrackingError::io(parent, e))?;
+    }
+    folder::write_atomic(out, &png_bytes, false)
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    key: &str,
+    series: &[Series],
+    runs: &[(String, Metrics)],
+    smoothing: f64,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let all = series.iter().flatten();
+    let (x0, x1) = all
+        .clone()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(p.0), b.max(p.0))
+        });
+    let (y0, y1) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.1), b.max(p.1))
+    });
+    let (x0, x1) = if x1 > x0 {
+        (x0, x1)
+    } else {
+        (x0 - 1.0, x1 + 1.0)
+    };
+    let (y0, y1) = range(y0, y1);
+    // Smoothing a handful of points (validation every N steps) only drags the line away from
+    // them: such series are drawn raw, with markers.
+    let smoothed = |n: usize| smoothing > 0.0 && n >= MIN_POINTS_TO_SMOOTH;
+    let caption = if series.iter().any(|s| smoothed(s.len())) {
+        format!("{key}   (faint: raw, bold: EMA {smoothing})")
+    } else {
+        key.to_string()
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FAMILY, 22))
+        .margin(14)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(perr)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(key)
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .y_label_formatter(&|y| format_tick(*y))
+        .label_style((FAMILY, 15))
+        .axis_desc_style((FAMILY, 17))
+        .light_line_style(RGBColor(246, 246, 246))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()
+        .map_err(perr)?;
+    for (i, (points, (name, _))) in series.iter().zip(runs).enumerate() {
+        if points.is_empty() {
+            continue;
+        }
+        let color = PALETTE[i % PALETTE.len()];
+        let smooth = if smoothed(points.len()) {
+            chart
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.mix(0.35).stroke_width(1),
+                ))
+                .map_err(perr)?;
+            ema(points, smoothing)
+        } else {
+            points.clone()
+        };
+        chart
+            .draw_series(LineSeries::new(smooth, color.stroke_width(2)))
+            .map_err(perr)?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+            });
+        // A line of one point is invisible, and sparse points are worth seeing: mark them.
+        if !smoothed(points.len()) {
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(perr)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FAMILY, 15))
+        .draw()
+        .map_err(perr)?;
+    Ok(())
+}
+
+/// Tick labels short enough for the axis: `2.5`, `0.125`, `1.2e-5`.
+fn format_tick(y: f64) -> String {
+    let a = y.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e6).contains(&a) {
+        format!("{y:.1e}")
+    } else {
+        let s = format!("{y:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    }
+}
+
+/// Plot the runs in `dirs` (each labelled by its run name) — what the trainer writes at the end
+/// of a run, and what `anvil runs plot` does.
+pub fn plot_runs(dirs: &[&Path], opts: &PlotOptions, out: &Path) -> Result<()> {
+    let mut runs = Vec::new();
+    for d in dirs {
+        let r = folder::RunFolder::open(d)?;
+        let m = r.metrics()?;
+        runs.push((r.meta.name.clone(), m));
+    }
+    plot(&runs, opts, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ema_is_debiased() {
+        let s = ema(&[(0.0, 10.0), (1.0, 10.0), (2.0, 10.0)], 0.9);
+        for (_, v) in s {
+            assert!((v - 10.0).abs() < 1e-9);
+        }
+        let s = ema(&[(0.0, 0.0), (1.0, 1.0)], 0.0);
+        assert_eq!(s, vec![(0.0, 0.0), (1.0, 1.0)]);
+    }
+
+    #[test]
+    fn ticks() {
+        assert_eq!(format_tick(2.5), "2.5");
+        assert_eq!(format_tick(0.125), "0.125");
+        assert_eq!(format_tick(3.0), "3");
+        assert_eq!(format_tick(0.00001), "1.0e-5");
+    }
+}
