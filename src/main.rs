@@ -32,6 +32,9 @@ enum Command {
     /// Evaluate generated code: sandboxed execution and unbiased pass@k.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
+    /// Tracked runs: list, show, compare, plot, sync to MLflow.
+    #[command(subcommand)]
+    Runs(cmd::runs::RunsCommand),
     /// Train a byte-level BPE tokenizer with FIM and mask tokens.
     #[command(subcommand)]
     Tokenizer(cmd::tokenizer::TokenizerCommand),
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Data(c) => cmd::data::run(c),
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Eval(c) => cmd::eval::run(c),
+        Command::Runs(c) => cmd::runs::run(c),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

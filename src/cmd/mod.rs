@@ -1,6 +1,7 @@
 pub mod data;
 pub mod eval;
 pub mod recipe;
+pub mod runs;
 pub mod tokenizer;
 
 /// The command line as typed, recorded in manifests so every artifact says how it was made.

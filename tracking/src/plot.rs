@@ -99,9 +99,9 @@ fn range(lo: f64, hi: f64) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Plot `runs` (label, metrics) to `out` as a PNG. Errors when none of the asked-for metrics
-/// has a finite point in any run.
-pub fn plot(runs: &[(String, Metrics)], opts: &PlotOptions, out: &Path) -> Result<()> {
+/// Plot `runs` (label, metrics) to `out` as a PNG; returns the asked-for metrics that no run
+/// has (left out). Errors when that is all of them.
+pub fn plot(runs: &[(String, Metrics)], opts: &PlotOptions, out: &Path) -> Result<Vec<String>> {
     if !(0.0..1.0).contains(&opts.smoothing) {
         return Err(TrackingError::Plot(format!(
             "smoothing must be in [0, 1), got {}",
@@ -110,6 +110,7 @@ pub fn plot(runs: &[(String, Metrics)], opts: &PlotOptions, out: &Path) -> Resul
     }
     // Per metric, per run: finite points sorted by step.
     let mut panels: Vec<(&str, Vec<Series>)> = Vec::new();
+    let mut missing = Vec::new();
     for key in &opts.metrics {
         let series: Vec<Series> = runs
             .iter()
@@ -123,6 +124,8 @@ pub fn plot(runs: &[(String, Metrics)], opts: &PlotOptions, out: &Path) -> Resul
             .collect();
         if series.iter().any(|s| !s.is_empty()) {
             panels.push((key, series));
+        } else {
+            missing.push(key.clone());
         }
     }
     if panels.is_empty() {
@@ -152,7 +155,8 @@ pub fn plot(runs: &[(String, Metrics)], opts: &PlotOptions, out: &Path) -> Resul
         root.fill(&WHITE).map_err(perr)?;
         let title = opts.title.clone().unwrap_or_else(|| {
             let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
-            format!("{}: {}", names.join(", "), opts.metrics.join(", "))
+            let keys: Vec<&str> = panels.iter().map(|(k, _)| *k).collect();
+            format!("{}: {}", names.join(", "), keys.join(", "))
         });
         let root = root
             .titled(&title, (FAMILY, 26).into_font().color(&BLACK))
@@ -175,7 +179,32 @@ pub fn plot(runs: &[(String, Metrics)], opts: &PlotOptions, out: &Path) -> Resul
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| TrackingError::io(parent, e))?;
     }
-    folder::write_atomic(out, &png_bytes, false)
+    folder::write_atomic(out, &png_bytes, false)?;
+    Ok(missing)
+}
+
+/// The legend corner that covers the fewest points (fractions of the axes in [0, 1]).
+fn legend_corner(points: &[(f64, f64)]) -> SeriesLabelPosition {
+    // The legend box spans about this much of each axis.
+    const W: f64 = 0.3;
+    const H: f64 = 0.3;
+    let corners = [
+        (SeriesLabelPosition::UpperRight, 1.0 - W, 1.0 - H),
+        (SeriesLabelPosition::UpperLeft, 0.0, 1.0 - H),
+        (SeriesLabelPosition::LowerRight, 1.0 - W, 0.0),
+        (SeriesLabelPosition::LowerLeft, 0.0, 0.0),
+    ];
+    let mut best = (usize::MAX, SeriesLabelPosition::UpperRight);
+    for (pos, x0, y0) in corners {
+        let n = points
+            .iter()
+            .filter(|(x, y)| *x >= x0 && *x <= x0 + W && *y >= y0 && *y <= y0 + H)
+            .count();
+        if n < best.0 {
+            best = (n, pos);
+        }
+    }
+    best.1
 }
 
 fn draw_panel<DB: DrawingBackend>(
@@ -197,20 +226,26 @@ where
     let (y0, y1) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
         (a.min(p.1), b.max(p.1))
     });
-    let (x0, x1) = if x1 > x0 {
-        (x0, x1)
-    } else {
-        (x0 - 1.0, x1 + 1.0)
-    };
-    let (y0, y1) = range(y0, y1);
     // Smoothing a handful of points (validation every N steps) only drags the line away from
     // them: such series are drawn raw, with markers.
     let smoothed = |n: usize| smoothing > 0.0 && n >= MIN_POINTS_TO_SMOOTH;
+    let markers = series.iter().any(|s| !s.is_empty() && !smoothed(s.len()));
+    let (x0, x1) = if x1 <= x0 {
+        (x0 - 1.0, x1 + 1.0)
+    } else if markers {
+        // Room for the markers at the ends, which would be cut in half.
+        let pad = (x1 - x0) * 0.03;
+        (x0 - pad, x1 + pad)
+    } else {
+        (x0, x1)
+    };
+    let (y0, y1) = range(y0, y1);
     let caption = if series.iter().any(|s| smoothed(s.len())) {
         format!("{key}   (faint: raw, bold: EMA {smoothing})")
     } else {
         key.to_string()
     };
+    let mut drawn: Vec<(f64, f64)> = Vec::new();
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FAMILY, 22))
         .margin(14)
@@ -246,6 +281,11 @@ where
         } else {
             points.clone()
         };
+        drawn.extend(
+            smooth
+                .iter()
+                .map(|&(x, y)| ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0))),
+        );
         chart
             .draw_series(LineSeries::new(smooth, color.stroke_width(2)))
             .map_err(perr)?
@@ -262,7 +302,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend_corner(&drawn))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font((FAMILY, 15))
@@ -287,7 +327,7 @@ fn format_tick(y: f64) -> String {
 
 /// Plot the runs in `dirs` (each labelled by its run name) — what the trainer writes at the end
 /// of a run, and what `anvil runs plot` does.
-pub fn plot_runs(dirs: &[&Path], opts: &PlotOptions, out: &Path) -> Result<()> {
+pub fn plot_runs(dirs: &[&Path], opts: &PlotOptions, out: &Path) -> Result<Vec<String>> {
     let mut runs = Vec::new();
     for d in dirs {
         let r = folder::RunFolder::open(d)?;

@@ -59,12 +59,20 @@ pub fn table(headers: &[&str], rows: &[Vec<String>], right: &[usize]) -> String 
     out
 }
 
-fn duration(run: &RunFolder, status: Status) -> String {
+fn duration(run: &RunFolder, status: Status, m: &Metrics) -> String {
     let end = match (run.meta.end_time, status) {
         (Some(e), _) => e,
         (None, Status::Running) => system::now_ms(),
         // Killed: the last metric written is the best guess of when it died.
-        (None, _) => return "-".into(),
+        (None, _) => match m.series.values().flatten().map(|p| p.timestamp).max() {
+            Some(t) => {
+                return format!(
+                    "≥{}",
+                    format_duration(t.saturating_sub(run.meta.start_time))
+                );
+            }
+            None => return "-".into(),
+        },
     };
     format_duration(end.saturating_sub(run.meta.start_time))
 }
@@ -96,7 +104,7 @@ pub fn list(runs: &[RunFolder]) -> Result<String> {
                 .map(|p| fmt_value(p.value))
                 .unwrap_or("-".into()),
             format_utc(r.meta.start_time),
-            duration(r, status),
+            duration(r, status, &m),
         ]);
     }
     Ok(table(
@@ -179,7 +187,7 @@ pub fn show(r: &RunFolder) -> Result<String> {
             },
         ),
         ("started", format!("{} UTC", format_utc(r.meta.start_time))),
-        ("duration", duration(r, status)),
+        ("duration", duration(r, status, &m)),
     ];
     if r.meta.attempts.len() > 1 {
         head.push(("resumed", format!("{}×", r.meta.attempts.len() - 1)));

@@ -458,3 +458,12 @@ impl Drop for Run {
         let _ = self.finish(Status::Failed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Run>();
+    }
+}
