@@ -32,6 +32,11 @@ enum Command {
     /// Evaluate generated code: sandboxed execution and unbiased pass@k.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
+    /// Train models from a recipe file.
+    #[command(subcommand)]
+    Train(cmd::train::TrainCommand),
+    /// Write a checkpoint in another format (HF safetensors + config.json).
+    Export(cmd::train::ExportArgs),
     /// Tracked runs: list, show, compare, plot, sync to MLflow.
     #[command(subcommand)]
     Runs(cmd::runs::RunsCommand),
@@ -54,6 +59,8 @@ fn main() -> ExitCode {
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Runs(c) => cmd::runs::run(c),
+        Command::Train(c) => cmd::train::run(c),
+        Command::Export(a) => cmd::train::export(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

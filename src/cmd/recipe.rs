@@ -42,6 +42,50 @@ pub fn load_section<T: DeserializeOwned>(
     })
 }
 
+/// Read `path`, apply `overrides`, and deserialize the whole recipe. Errors name the file and the
+/// dotted key, with a suggestion for a misspelled one.
+pub fn load_all<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut doc: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow!("{}: {}", path.display(), one_line(&e.to_string())))?;
+    for o in overrides {
+        apply_override(&mut doc, o)?;
+    }
+    from_table(doc).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// Deserializes a recipe table; the error is one line naming the dotted key.
+pub fn from_table<T: DeserializeOwned>(doc: toml::Table) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = one_line(&e.inner().to_string());
+        // serde: "unknown field `lrr`, expected one of `lr`, `beta1`, …"
+        if let Some(rest) = inner.strip_prefix("unknown field `") {
+            let field = rest.split('`').next().unwrap_or("");
+            let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+            let full = if path == "." || path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            let hint = suggest(field, &expected)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            let known = if expected.is_empty() {
+                String::new()
+            } else {
+                format!("; known: {}", expected.join(", "))
+            };
+            return format!("unknown key `{full}`{hint}{known}");
+        }
+        if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("`{path}`: {inner}")
+        }
+    })
+}
+
 /// `a.b.c=value`: the value is read as TOML (numbers, booleans, arrays, quoted strings), and
 /// taken as a bare string when it is not valid TOML.
 pub fn apply_override(doc: &mut toml::Table, spec: &str) -> Result<()> {

@@ -53,7 +53,7 @@ pub struct TrainerState {
     pub optimizer_step: u64,
     pub position: DataPosition,
     pub best_val_loss: Option<f64>,
-    /// Target tokens trained on so far.
+    /// Input tokens trained on so far.
     pub tokens_seen: u64,
 }
 

@@ -191,9 +191,11 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
         state.step += 1;
         state.optimizer_step = opt.step;
         state.position = stream.position;
-        state.tokens_seen += step_targets as u64;
-        trained_tokens += step_targets as u64;
-        window_tokens += step_targets as u64;
+        // Throughput counts input tokens (rows × length), as PyTorch benchmarks do.
+        let step_tokens = (t.grad_accum * t.batch_size * train_rows.seq_len) as u64;
+        state.tokens_seen += step_tokens;
+        trained_tokens += step_tokens;
+        window_tokens += step_tokens;
         last_loss = Some(nll);
         bar.set_position(state.step as u64);
 

@@ -1,0 +1,141 @@
+//! `anvil train run` and `anvil export`.
+
+use crate::cmd::recipe;
+use anvil_train::{Recipe, RunOptions};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Train a model from a recipe: builds the data if needed, then trains, validates,
+    /// checkpoints and logs a run folder.
+    ///
+    /// Examples:
+    ///   anvil train run recipes/quickstart.toml
+    ///   anvil train run recipes/quickstart.toml train.max_steps=200 model.n_layers=2 output.name=small
+    ///   anvil train run --resume checkpoints/runs/quickstart-20261121-101500
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The recipe (TOML). Optional with --resume, which uses the run's own resolved recipe.
+    recipe: Option<PathBuf>,
+    /// Overrides, `section.key=value` (e.g. `optim.lr=1e-3 train.max_steps=200`).
+    overrides: Vec<String>,
+    /// Continue this run folder from its newest checkpoint (model, optimizer, schedule, data
+    /// position): the result is bit-identical to a run that was never interrupted.
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Worker threads for tensor work (default: train.threads, or every core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(cmd: TrainCommand) -> Result<()> {
+    match cmd {
+        TrainCommand::Run(a) => train_run(a),
+    }
+}
+
+fn train_run(a: RunArgs) -> Result<()> {
+    let mut overrides = a.overrides.clone();
+    // `anvil train run key=value` with --resume: the first "recipe" is really an override.
+    let recipe_path = match (&a.recipe, &a.resume) {
+        (Some(p), Some(_)) if p.to_string_lossy().contains('=') => {
+            overrides.insert(0, p.to_string_lossy().into_owned());
+            None
+        }
+        (p, _) => p.clone(),
+    };
+    let recipe_file = match (&recipe_path, &a.resume) {
+        (Some(p), _) => p.clone(),
+        (None, Some(dir)) => dir.join("recipe.toml"),
+        (None, None) => bail!("give a recipe file (or --resume RUN_DIR)"),
+    };
+    if !recipe_file.is_file() {
+        bail!("{}: no such recipe file", recipe_file.display());
+    }
+    let recipe: Recipe = recipe::load_all(&recipe_file, &overrides)?;
+    recipe
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", recipe_file.display()))?;
+    let threads = a.threads.unwrap_or(recipe.train.threads);
+    if threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let opts = RunOptions {
+        recipe_path: Some(recipe_file.clone()),
+        command_line: std::env::args().collect(),
+        resume: a.resume.clone(),
+    };
+    let summary = anvil_train::run(recipe, opts)?;
+    let s = &summary;
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+    println!(
+        "{} {} steps in {:.1} s ({:.0} tokens/s, {} parameters)",
+        if s.interrupted {
+            "interrupted after"
+        } else {
+            "trained"
+        },
+        s.steps,
+        s.seconds,
+        s.tokens_per_second,
+        s.parameters
+    );
+    println!(
+        "train loss {} · val loss {} · val ppl {} · val bits/byte {} · best val loss {}",
+        fmt(s.final_train_loss),
+        fmt(s.final_val_loss),
+        fmt(s.val_perplexity),
+        fmt(s.val_bits_per_byte),
+        fmt(s.best_val_loss)
+    );
+    println!("run folder: {}", s.run_dir.display());
+    if let Some(c) = &s.last_checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    if s.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// HF transformers: config.json + model.safetensors (+ tokenizer.json).
+    Hf,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A checkpoint folder (`<run>/checkpoints/step-N` or `best`) or a run folder (its newest
+    /// checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long, value_enum, default_value = "hf")]
+    format: ExportFormat,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    let loaded = anvil_train::checkpoint::open(&a.checkpoint)?;
+    match a.format {
+        ExportFormat::Hf => {
+            anvil_models::hf::export(&loaded.model, &a.out)?;
+            if let Some(tok) = &loaded.tokenizer {
+                std::fs::copy(tok, a.out.join("tokenizer.json"))
+                    .with_context(|| format!("copying {}", tok.display()))?;
+            }
+        }
+    }
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
