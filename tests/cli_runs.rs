@@ -94,7 +94,12 @@ fn runs_list_show_compare_plot() {
     fixtures(&root);
     let r = root.to_str().unwrap();
 
-    let list = stdout(&ok(anvil_local(&["runs", "list", "--root", r])));
+    // A folder whose run.json is not readable is skipped with a warning, not fatal.
+    std::fs::create_dir_all(root.join("broken")).unwrap();
+    std::fs::write(root.join("broken/run.json"), "{").unwrap();
+    let o = ok(anvil_local(&["runs", "list", "--root", r]));
+    assert!(stderr(&o).contains("warning: skipped") && stderr(&o).contains("broken"));
+    let list = stdout(&o);
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 5, "{list}");
     assert!(lines[0].starts_with("run ") && lines[0].contains("best val/loss"));

@@ -79,7 +79,8 @@ pub struct PlotArgs {
     /// Metrics to plot, comma-separated, one panel each.
     #[arg(long, value_delimiter = ',', default_value = "train/loss,val/loss")]
     metric: Vec<String>,
-    /// EMA weight for the bold line, in [0, 1); 0 draws raw values only.
+    /// Smoothing of the bold line, in [0, 1): 0 draws raw values only; 0.9 averages over about
+    /// 2% of the steps.
     #[arg(long, default_value_t = 0.9)]
     smoothing: f64,
     /// PNG file to write.
@@ -137,7 +138,11 @@ fn list(root: &Path) -> Result<()> {
             root.display()
         );
     }
-    let runs = folder::discover(root)?;
+    let found = folder::discover(root)?;
+    for e in &found.unreadable {
+        eprintln!("warning: skipped {e}");
+    }
+    let runs = found.runs;
     if runs.is_empty() {
         println!("no runs under {}", root.display());
         return Ok(());

@@ -190,12 +190,20 @@ impl Metric {
     }
 }
 
+/// A temp sibling of `path` unique to this process and call (threads of one run may write files
+/// at once).
+pub fn tmp_path(path: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
 /// Write `bytes` to `path` atomically: temp sibling, optional fsync, rename. The fsync is for
 /// files that must survive power loss; a process kill never loses a renamed file.
 pub fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(name);
+    let tmp = tmp_path(path);
     let res = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -390,11 +398,22 @@ pub fn list_files(root: &Path) -> Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
+/// The runs found under a root, and the run folders that could not be read (one bad folder must
+/// not hide the others).
+#[derive(Debug, Default)]
+pub struct Discovered {
+    pub runs: Vec<RunFolder>,
+    pub unreadable: Vec<TrackingError>,
+}
+
 /// Run folders under `root`: `root` itself if it is one, else its children that are (one level
 /// down, then two, so `runs/<recipe>/<run>` layouts are found too), sorted by start time.
-pub fn discover(root: &Path) -> Result<Vec<RunFolder>> {
+pub fn discover(root: &Path) -> Result<Discovered> {
     if RunFolder::is_run(root) {
-        return Ok(vec![RunFolder::open(root)?]);
+        return Ok(Discovered {
+            runs: vec![RunFolder::open(root)?],
+            unreadable: vec![],
+        });
     }
     let mut dirs = Vec::new();
     let children = |d: &Path| -> Result<Vec<PathBuf>> {
@@ -420,12 +439,17 @@ pub fn discover(root: &Path) -> Result<Vec<RunFolder>> {
             dirs.extend(children(&c)?.into_iter().filter(|g| RunFolder::is_run(g)));
         }
     }
-    let mut runs = dirs
-        .iter()
-        .map(|d| RunFolder::open(d))
-        .collect::<Result<Vec<_>>>()?;
-    runs.sort_by(|a, b| (a.meta.start_time, &a.meta.name).cmp(&(b.meta.start_time, &b.meta.name)));
-    Ok(runs)
+    let mut found = Discovered::default();
+    for d in &dirs {
+        match RunFolder::open(d) {
+            Ok(r) => found.runs.push(r),
+            Err(e) => found.unreadable.push(e),
+        }
+    }
+    found
+        .runs
+        .sort_by(|a, b| (a.meta.start_time, &a.meta.name).cmp(&(b.meta.start_time, &b.meta.name)));
+    Ok(found)
 }
 
 /// A run named on the command line: a path to a run folder, or a run's folder name or `name`
@@ -438,7 +462,7 @@ pub fn resolve(spec: &str, root: &Path) -> Result<RunFolder> {
     if RunFolder::is_run(&root.join(spec)) {
         return RunFolder::open(&root.join(spec));
     }
-    let runs = discover(root).unwrap_or_default();
+    let runs = discover(root).map(|d| d.runs).unwrap_or_default();
     let hits: Vec<&RunFolder> = runs
         .iter()
         .filter(|r| r.meta.name == spec || r.dir.file_name().is_some_and(|n| n == spec))

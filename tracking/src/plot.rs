@@ -27,8 +27,10 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Series shorter than this are drawn unsmoothed.
-const MIN_POINTS_TO_SMOOTH: usize = 30;
+/// Unsmoothed series up to this long get a marker on each point.
+const MAX_MARKED_POINTS: usize = 60;
+/// `PlotOptions::smoothing` is the per-point EMA weight for a series this long.
+const SMOOTHING_REFERENCE_POINTS: f64 = 500.0;
 
 /// One run's points of one metric: (step, value), sorted by step.
 type Series = Vec<(f64, f64)>;
@@ -39,8 +41,9 @@ pub const DEFAULT_METRICS: [&str; 2] = ["train/loss", "val/loss"];
 pub struct PlotOptions {
     /// Metric keys, one panel each; metrics no run has are left out.
     pub metrics: Vec<String>,
-    /// EMA weight in [0, 1): 0 is no smoothing; TensorBoard's default is 0.6, long noisy
-    /// training curves read better near 0.9.
+    /// In [0, 1): 0 is no smoothing. The per-point EMA weight of a 500-point series; longer
+    /// series get a proportionally longer window (see `ema_weight`), so 0.9 smooths over about
+    /// 2% of the steps whatever their number.
     pub smoothing: f64,
     pub width: u32,
     pub panel_height: u32,
@@ -72,6 +75,18 @@ pub fn ema(values: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
             (x, if debias > 0.0 { last / debias } else { v })
         })
         .collect()
+}
+
+/// The EMA weight for a series of `n` points. TensorBoard applies one weight per point, which
+/// leaves a 100k-step run looking unsmoothed and makes a 40-point validation curve lag a quarter
+/// of the axis behind its points; here the window (`1 / (1 - w)` points) grows with the series so
+/// it covers the same share of the x axis. `None`: too few points to smooth.
+pub fn ema_weight(n: usize, smoothing: f64) -> Option<f64> {
+    if smoothing <= 0.0 {
+        return None;
+    }
+    let window = n as f64 / SMOOTHING_REFERENCE_POINTS / (1.0 - smoothing);
+    (window >= 2.0).then(|| 1.0 - 1.0 / window)
 }
 
 fn register_font() {
@@ -226,10 +241,13 @@ where
     let (y0, y1) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
         (a.min(p.1), b.max(p.1))
     });
-    // Smoothing a handful of points (validation every N steps) only drags the line away from
-    // them: such series are drawn raw, with markers.
-    let smoothed = |n: usize| smoothing > 0.0 && n >= MIN_POINTS_TO_SMOOTH;
-    let markers = series.iter().any(|s| !s.is_empty() && !smoothed(s.len()));
+    let weights: Vec<Option<f64>> = series
+        .iter()
+        .map(|s| ema_weight(s.len(), smoothing))
+        .collect();
+    // Sparse series (validation every N steps, one eval) get a marker on each point.
+    let marked = |s: &Series, w: &Option<f64>| w.is_none() && s.len() <= MAX_MARKED_POINTS;
+    let markers = series.iter().zip(&weights).any(|(s, w)| marked(s, w));
     let (x0, x1) = if x1 <= x0 {
         (x0 - 1.0, x1 + 1.0)
     } else if markers {
@@ -240,12 +258,14 @@ where
         (x0, x1)
     };
     let (y0, y1) = range(y0, y1);
-    let caption = if series.iter().any(|s| smoothed(s.len())) {
-        format!("{key}   (faint: raw, bold: EMA {smoothing})")
+    let caption = if weights.iter().any(|w| w.is_some()) {
+        format!("{key}   (faint: raw, bold: smoothed)")
     } else {
         key.to_string()
     };
     let mut drawn: Vec<(f64, f64)> = Vec::new();
+    // More points than pixels only costs time: a few per pixel column keep the shape.
+    let max_points = 4 * area.dim_in_pixel().0 as usize;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FAMILY, 22))
         .margin(14)
@@ -265,36 +285,39 @@ where
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()
         .map_err(perr)?;
-    for (i, (points, (name, _))) in series.iter().zip(runs).enumerate() {
+    // Every run's raw line first, so no run's noise covers another's smoothed line.
+    for (i, (points, w)) in series.iter().zip(&weights).enumerate() {
+        if w.is_some() {
+            let color = PALETTE[i % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    decimate(points, max_points),
+                    color.mix(0.3).stroke_width(1),
+                ))
+                .map_err(perr)?;
+        }
+    }
+    for (i, ((points, w), (name, _))) in series.iter().zip(&weights).zip(runs).enumerate() {
         if points.is_empty() {
             continue;
         }
         let color = PALETTE[i % PALETTE.len()];
-        let smooth = if smoothed(points.len()) {
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    color.mix(0.35).stroke_width(1),
-                ))
-                .map_err(perr)?;
-            ema(points, smoothing)
-        } else {
-            points.clone()
+        let line = match w {
+            Some(w) => decimate(&ema(points, *w), max_points),
+            None => decimate(points, max_points),
         };
         drawn.extend(
-            smooth
-                .iter()
+            line.iter()
                 .map(|&(x, y)| ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0))),
         );
         chart
-            .draw_series(LineSeries::new(smooth, color.stroke_width(2)))
+            .draw_series(LineSeries::new(line, color.stroke_width(2)))
             .map_err(perr)?
             .label(name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
             });
-        // A line of one point is invisible, and sparse points are worth seeing: mark them.
-        if !smoothed(points.len()) {
+        if marked(points, w) {
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
                 .map_err(perr)?;
@@ -309,6 +332,29 @@ where
         .draw()
         .map_err(perr)?;
     Ok(())
+}
+
+/// At most about `max` points of a long series: each bucket of consecutive points keeps its
+/// lowest and highest (in step order), so spikes stay visible.
+fn decimate(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max || max < 4 {
+        return points.to_vec();
+    }
+    let k = points.len().div_ceil(max / 2);
+    let mut out = Vec::with_capacity(max + 2);
+    for chunk in points.chunks(k) {
+        let by = |f: fn(f64, f64) -> bool| {
+            (0..chunk.len())
+                .reduce(|a, b| if f(chunk[b].1, chunk[a].1) { b } else { a })
+                .unwrap()
+        };
+        let (lo, hi) = (by(|x, y| x < y), by(|x, y| x > y));
+        out.push(chunk[lo.min(hi)]);
+        if lo != hi {
+            out.push(chunk[lo.max(hi)]);
+        }
+    }
+    out
 }
 
 /// Tick labels short enough for the axis: `2.5`, `0.125`, `1.2e-5`.
@@ -349,6 +395,27 @@ mod tests {
         }
         let s = ema(&[(0.0, 0.0), (1.0, 1.0)], 0.0);
         assert_eq!(s, vec![(0.0, 0.0), (1.0, 1.0)]);
+    }
+
+    #[test]
+    fn decimation_keeps_extremes_in_order() {
+        let pts: Vec<(f64, f64)> = (0..10_000)
+            .map(|i| (i as f64, if i == 4321 { 100.0 } else { (i % 7) as f64 }))
+            .collect();
+        let d = decimate(&pts, 1000);
+        assert!(d.len() <= 1002, "{}", d.len());
+        assert!(d.contains(&(4321.0, 100.0)));
+        assert!(d.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(decimate(&pts[..10], 1000).len(), 10);
+    }
+
+    #[test]
+    fn smoothing_window_scales_with_length() {
+        assert_eq!(ema_weight(40, 0.9), None);
+        assert_eq!(ema_weight(1000, 0.0), None);
+        assert!((ema_weight(500, 0.9).unwrap() - 0.9).abs() < 1e-12);
+        // 200k points: a 4000-point window, 2% of the steps.
+        assert!((ema_weight(200_000, 0.9).unwrap() - (1.0 - 1.0 / 4000.0)).abs() < 1e-12);
     }
 
     #[test]

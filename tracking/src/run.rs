@@ -392,9 +392,7 @@ impl Run {
     /// file).
     pub fn log_artifact_as(&self, path: &Path, rel: &str) -> Result<PathBuf> {
         let dest = self.artifact_dest(rel)?;
-        let mut tmp = dest.clone().into_os_string();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = PathBuf::from(tmp);
+        let tmp = folder::tmp_path(&dest);
         if let Err(e) = fs::copy(path, &tmp) {
             let _ = fs::remove_file(&tmp);
             return Err(TrackingError::io(path, e));

@@ -216,7 +216,7 @@ fn killed_run_keeps_everything_logged() {
         assert_eq!((*s, *v), (i as u64, i as f64));
     }
     assert!(m.bad_lines <= 1);
-    let listed = folder::discover(tmp.path()).unwrap();
+    let listed = folder::discover(tmp.path()).unwrap().runs;
     assert_eq!(listed.len(), 1);
     let table = anvil_tracking::report::list(&listed).unwrap();
     assert!(table.contains("KILLED"), "{table}");
