@@ -258,6 +258,8 @@ where
         (x0, x1)
     };
     let (y0, y1) = range(y0, y1);
+    // One notation per axis: 0.002 above 8.0e-4 reads badly.
+    let sci = !(1e-2..1e6).contains(&y0.abs().max(y1.abs()));
     let caption = if weights.iter().any(|w| w.is_some()) {
         format!("{key}   (faint: raw, bold: smoothed)")
     } else {
@@ -277,8 +279,16 @@ where
         .configure_mesh()
         .x_desc("step")
         .y_desc(key)
-        .x_label_formatter(&|x| format!("{}", x.round() as i64))
-        .y_label_formatter(&|y| format_tick(*y))
+        // Steps are whole: no more labels than there are steps in view.
+        .x_labels(((x1 - x0).floor() as usize + 1).clamp(2, 10))
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                format!("{}", x.round() as i64)
+            } else {
+                format!("{x:.1}")
+            }
+        })
+        .y_label_formatter(&|y| format_tick(*y, sci))
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 17))
         .light_line_style(RGBColor(246, 246, 246))
@@ -357,12 +367,12 @@ fn decimate(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     out
 }
 
-/// Tick labels short enough for the axis: `2.5`, `0.125`, `1.2e-5`.
-fn format_tick(y: f64) -> String {
-    let a = y.abs();
-    if a == 0.0 {
+/// Tick labels short enough for the axis: `2.5`, `0.125`, or in scientific notation (`1.2e-5`)
+/// for axes whose values are all tiny or huge.
+fn format_tick(y: f64, sci: bool) -> String {
+    if y == 0.0 {
         "0".into()
-    } else if !(1e-3..1e6).contains(&a) {
+    } else if sci {
         format!("{y:.1e}")
     } else {
         let s = format!("{y:.4}");
@@ -420,9 +430,10 @@ mod tests {
 
     #[test]
     fn ticks() {
-        assert_eq!(format_tick(2.5), "2.5");
-        assert_eq!(format_tick(0.125), "0.125");
-        assert_eq!(format_tick(3.0), "3");
-        assert_eq!(format_tick(0.00001), "1.0e-5");
+        assert_eq!(format_tick(2.5, false), "2.5");
+        assert_eq!(format_tick(0.125, false), "0.125");
+        assert_eq!(format_tick(3.0, false), "3");
+        assert_eq!(format_tick(0.0008, true), "8.0e-4");
+        assert_eq!(format_tick(0.0, true), "0");
     }
 }
