@@ -246,8 +246,11 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
                 last_val = Some(v);
             }
         }
+        // A new best validation loss is saved whatever the step, or `best/` could miss it (and,
+        // with the best loss already recorded, every later checkpoint too).
         let ckpt_due = finished
             || stop_now
+            || (new_best && recipe.checkpoint.keep_best)
             || (recipe.checkpoint.every > 0 && state.step % recipe.checkpoint.every == 0);
         if ckpt_due {
             let path = checkpoint::save(&ckpt_dir, &model, &opt, &state)?;
