@@ -58,13 +58,24 @@ pub fn load_all<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Resul
 pub fn from_table<T: DeserializeOwned>(doc: toml::Table) -> std::result::Result<T, String> {
     serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
         let path = e.path().to_string();
-        let inner = one_line(&e.inner().to_string());
+        let mut inner = one_line(&e.inner().to_string());
+        // toml ends its messages with " in `<key>`": the key is named already, and it is not
+        // one of the expected fields below.
+        if let Some((head, tail)) = inner.rsplit_once(" in `")
+            && tail.ends_with('`')
+            && tail.matches('`').count() == 1
+        {
+            inner = head.to_string();
+        }
         // serde: "unknown field `lrr`, expected one of `lr`, `beta1`, …"
         if let Some(rest) = inner.strip_prefix("unknown field `") {
             let field = rest.split('`').next().unwrap_or("");
             let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+            // The path already ends with the unknown field (`optim.lrr`).
             let full = if path == "." || path.is_empty() {
                 field.to_string()
+            } else if path == field || path.ends_with(&format!(".{field}")) {
+                path.clone()
             } else {
                 format!("{path}.{field}")
             };
