@@ -215,6 +215,17 @@ fn series(m: &[(u64, String, f64)], key: &str) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// A PNG image of a sensible size (what `anvil runs plot` draws: 1200 wide, a panel per metric).
+fn assert_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", path.display());
+    let (w, h) = (
+        u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
+        u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
+    );
+    assert!(w >= 600 && h >= 400, "{}: {w}x{h}", path.display());
+}
+
 type Tensors = BTreeMap<String, (Vec<usize>, Vec<u32>)>;
 
 fn bits(t: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>) -> Tensors {
@@ -416,6 +427,8 @@ fn sigint_saves_a_checkpoint_exits_130_and_resumes() {
     assert_eq!(json(&run.join("run.json"))["status"], "KILLED");
     let logged = metrics(&run).iter().map(|m| m.0).max().unwrap();
     assert_eq!(logged as usize, stopped, "log_every = 1 logs the last step");
+    assert_png(&run.join("loss.png"));
+    std::fs::remove_file(run.join("loss.png")).unwrap();
 
     let o = stdout(&ok(anvil(&[
         "train",
@@ -429,6 +442,23 @@ fn sigint_saves_a_checkpoint_exits_130_and_resumes() {
     assert_eq!(summary["steps"], 160);
     assert_eq!(json(&run.join("run.json"))["status"], "FINISHED");
     assert_eq!(checkpoints(&run).pop().unwrap().0, 160);
+    assert_png(&run.join("loss.png"));
+}
+
+#[test]
+fn a_plot_that_cannot_be_written_is_a_warning_not_a_failure() {
+    let f = Fixture::new();
+    // A folder where the plot should go: the PNG cannot be renamed into place.
+    let run = f.run_dir("p");
+    std::fs::create_dir_all(run.join("loss.png")).unwrap();
+    let o = ok(f.train("p", &["train.max_steps=4", "eval.every=2"]));
+    let err = stderr(&o);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].starts_with("warning: loss plot not written: "), "{err}");
+    assert!(warnings[0].contains("loss.png"), "{err}");
+    assert_eq!(json(&run.join("run.json"))["status"], "FINISHED");
+    assert_eq!(json(&run.join("summary.json"))["steps"], 4);
 }
 
 #[test]
@@ -558,10 +588,14 @@ fn run_folder_checkpoints_and_hf_export() {
         "summary.json",
         "run.json",
         "tags.json",
+        "loss.png",
         "artifacts/tokenizer.json",
+        "artifacts/summary.json",
+        "artifacts/loss.png",
     ] {
         assert!(run.join(file).is_file(), "no {file}");
     }
+    assert_png(&run.join("loss.png"));
 
     // The resolved recipe: the overrides and the vocabulary the data decided, and it loads again.
     let text = std::fs::read_to_string(run.join("recipe.toml")).unwrap();

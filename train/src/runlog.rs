@@ -3,9 +3,13 @@
 
 use crate::recipe::Recipe;
 use crate::trainer::{RunOptions, RunSummary};
+use anvil_tracking::plot::PlotOptions;
 use anvil_tracking::{Run, RunInfo, RunKind, Status};
 use anvil_tracking::{Result, TrackingError};
 use std::path::Path;
+
+/// The loss curves, written into the run folder at the end of a run.
+pub const LOSS_PLOT: &str = "loss.png";
 
 pub struct RunLog {
     run: Run,
@@ -75,18 +79,35 @@ impl RunLog {
         self.run.log_artifact_as(path, name).map(|_| ())
     }
 
-    /// `summary.json` in the run folder, the checkpoint as an artifact reference, and the final
-    /// status (KILLED when interrupted).
+    /// `summary.json` in the run folder (and as an artifact), `loss.png`, the checkpoint as an
+    /// artifact reference, and the final status (KILLED when interrupted).
     pub fn finish(&self, summary: &RunSummary) -> Result<()> {
         let json = serde_json::to_vec_pretty(summary).expect("summary serializes");
         anvil_tracking::folder::write_atomic(&self.run.dir().join("summary.json"), &json, true)?;
+        self.run.log_artifact_bytes("summary.json", &json)?;
         if let Some(c) = &summary.last_checkpoint {
             self.run.log_artifact_ref("checkpoint", c)?;
+        }
+        // Before the status: the MLflow mirror uploads what is logged by then. A plot that cannot
+        // be drawn costs the run nothing but a warning.
+        if let Err(e) = self.plot() {
+            let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("warning: loss plot not written: {why}");
         }
         self.run.finish(if summary.interrupted {
             Status::Killed
         } else {
             Status::Finished
         })
+    }
+
+    /// `<run>/loss.png`: train/loss and val/loss (what `anvil runs plot RUN` draws), also logged
+    /// as an artifact.
+    fn plot(&self) -> Result<()> {
+        let dir = self.run.dir();
+        let out = dir.join(LOSS_PLOT);
+        anvil_tracking::plot::plot_runs(&[dir], &PlotOptions::default(), &out)?;
+        self.run.log_artifact_as(&out, LOSS_PLOT)?;
+        Ok(())
     }
 }
