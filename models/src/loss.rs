@@ -55,7 +55,7 @@ pub struct LmOutput {
 }
 
 /// Rows of the LM head processed at once: bounds the `[rows, vocab]` logits kept alive.
-const CHUNK_ROWS: usize = 1024;
+const CHUNK_ROWS: usize = 512;
 
 /// Negative log-likelihood of the next tokens given final hidden states `h` (`[batch, seq, d]`)
 /// and the LM head `head` (`[d, vocab]`).
