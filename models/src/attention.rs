@@ -135,10 +135,7 @@ pub fn attention_mask(
             }
         }
     }
-    Tensor::from_data(
-        TensorData::new(masked, [batch, 1, n_query, n_key]),
-        device,
-    )
+    Tensor::from_data(TensorData::new(masked, [batch, 1, n_query, n_key]), device)
 }
 
 /// Keys and values of the positions decoded so far, per layer, `[batch, kv_heads, seq, head_dim]`.

@@ -45,7 +45,8 @@ pub fn hf_name(path: &str, mixtral: bool) -> (String, bool) {
     } else {
         name = name.replace(".moe.", ".mlp.");
     }
-    let matrix = path.ends_with(".weight") && !path.contains("embed_tokens") && !path.contains("norm");
+    let matrix =
+        path.ends_with(".weight") && !path.contains("embed_tokens") && !path.contains("norm");
     (name, matrix)
 }
 
@@ -64,7 +65,11 @@ impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        let data = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 weights");
+        let data = t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 weights");
         self.out.push((self.stack.join("."), shape, data));
     }
 }
@@ -97,7 +102,10 @@ fn is_mixtral(c: &LlamaConfig) -> bool {
 /// HF `config.json` for `c`.
 pub fn hf_config(c: &LlamaConfig) -> Result<Value, HfError> {
     let patterns = c.patterns().map_err(|(_, m)| HfError::Unsupported(m))?;
-    if let Some(p) = patterns.iter().find(|p| **p != crate::AttentionPattern::Causal) {
+    if let Some(p) = patterns
+        .iter()
+        .find(|p| **p != crate::AttentionPattern::Causal)
+    {
         return Err(HfError::Unsupported(format!(
             "HF Llama has no `{p}` attention; only all-causal models export"
         )));
@@ -152,7 +160,11 @@ pub fn hf_config(c: &LlamaConfig) -> Result<Value, HfError> {
         "use_cache": true,
     });
     if let Some(m) = &c.moe {
-        let d_expert = if m.d_expert == 0 { c.ff_dim() } else { m.d_expert };
+        let d_expert = if m.d_expert == 0 {
+            c.ff_dim()
+        } else {
+            m.d_expert
+        };
         v["intermediate_size"] = json!(d_expert);
         v["num_local_experts"] = json!(m.n_experts);
         v["num_experts_per_tok"] = json!(m.top_k);
@@ -255,7 +267,10 @@ pub fn read_config(path: &Path) -> Result<LlamaConfig, HfError> {
         max_seq_len: uint("max_position_embeddings")?,
         rope_theta: theta,
         rope_scaling: RopeScaling::None,
-        rms_norm_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+        rms_norm_eps: v
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-6),
         tie_embeddings: v
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
@@ -286,7 +301,12 @@ pub fn read_config(path: &Path) -> Result<LlamaConfig, HfError> {
                 beta_fast: s.get("beta_fast").and_then(Value::as_f64).unwrap_or(32.0),
                 beta_slow: s.get("beta_slow").and_then(Value::as_f64).unwrap_or(1.0),
             },
-            other => return Err(invalid(path, format!("rope_type `{other}` is not supported"))),
+            other => {
+                return Err(invalid(
+                    path,
+                    format!("rope_type `{other}` is not supported"),
+                ));
+            }
         };
     }
     if let Some(hd) = v.get("head_dim").and_then(Value::as_u64)
@@ -382,7 +402,10 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec
                 .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
             other => {
-                return Err(invalid(path, format!("`{name}` has unsupported dtype {other:?}")));
+                return Err(invalid(
+                    path,
+                    format!("`{name}` has unsupported dtype {other:?}"),
+                ));
             }
         };
         out.insert(name, (view.shape().to_vec(), data));

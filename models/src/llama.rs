@@ -175,7 +175,10 @@ impl LlamaConfig {
     }
 
     pub fn init(&self, device: &Device) -> Llama {
-        assert!(self.vocab_size > 0, "vocab_size must be resolved before init");
+        assert!(
+            self.vocab_size > 0,
+            "vocab_size must be resolved before init"
+        );
         let patterns = self.patterns().expect("config validated before init");
         let layers = patterns
             .iter()
@@ -221,7 +224,10 @@ pub struct DecoderLayer {
 impl DecoderLayer {
     fn new(c: &LlamaConfig, pattern: AttentionPattern, device: &Device) -> Self {
         let (mlp, moe) = match &c.moe {
-            Some(m) => (None, Some(m.init(c.d_model, c.ff_dim(), c.init_std, device))),
+            Some(m) => (
+                None,
+                Some(m.init(c.d_model, c.ff_dim(), c.init_std, device)),
+            ),
             None => (
                 Some(SwiGlu::new(c.d_model, c.ff_dim(), c.init_std, device)),
                 None,
@@ -246,9 +252,13 @@ impl DecoderLayer {
         cache: Option<&mut KvCache>,
         stats: &mut Vec<MoeStats>,
     ) -> Tensor<3> {
-        let h = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), cos, sin, mask, cache);
+        let h = self.self_attn.forward(
+            self.input_layernorm.forward(x.clone()),
+            cos,
+            sin,
+            mask,
+            cache,
+        );
         let x = x + h;
         let normed = self.post_attention_layernorm.forward(x.clone());
         let ff = match (&self.mlp, &self.moe) {

@@ -43,7 +43,10 @@ impl Default for MoeConfig {
 impl MoeConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.n_experts < 2 {
-            return Err(("n_experts".into(), "a mixture needs at least 2 experts".into()));
+            return Err((
+                "n_experts".into(),
+                "a mixture needs at least 2 experts".into(),
+            ));
         }
         if self.top_k == 0 || self.top_k > self.n_experts {
             return Err((
@@ -205,7 +208,11 @@ impl MoeLayer {
         let e = self.experts.len();
         let xf = x.reshape([n, d]);
         let r = self.route(xf.clone());
-        let weights = r.weights.into_data().try_into_vec::<f32>().expect("f32 weights");
+        let weights = r
+            .weights
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 weights");
         let mut gates = vec![0f32; n * e];
         for s in 0..n * self.top_k {
             gates[(s / self.top_k) * e + r.chosen[s]] += weights[s];

@@ -66,7 +66,10 @@ fn masks_match_brute_force_with_document_boundaries() {
                     assert_eq!(got, want, "{spec}: row {row} q {q} k {k}");
                 }
                 // Never a fully masked query row (it would turn softmax into NaN).
-                assert!(!masked[(row * t + q) * t + q], "{spec}: q {q} cannot see itself");
+                assert!(
+                    !masked[(row * t + q) * t + q],
+                    "{spec}: q {q} cannot see itself"
+                );
             }
         }
     }
@@ -90,8 +93,21 @@ fn decode_masks_offset_queries_like_the_full_mask() {
 
 #[test]
 fn pattern_specs_parse_and_reject_nonsense() {
-    assert_eq!("sliding:64".parse::<AttentionPattern>().unwrap().to_string(), "sliding:64");
-    for bad in ["sliding", "sliding:0", "global:4", "dilated:4:0", "ring:3", "sliding:x"] {
+    assert_eq!(
+        "sliding:64"
+            .parse::<AttentionPattern>()
+            .unwrap()
+            .to_string(),
+        "sliding:64"
+    );
+    for bad in [
+        "sliding",
+        "sliding:0",
+        "global:4",
+        "dilated:4:0",
+        "ring:3",
+        "sliding:x",
+    ] {
         assert!(bad.parse::<AttentionPattern>().is_err(), "{bad}");
     }
 }
@@ -156,7 +172,10 @@ fn moe_dispatch_matches_dense_masked_reference() {
         let (fast, stats) = layer.forward(x.clone());
         let dense = layer.forward_dense_reference(x);
         let d = max_diff(fast, dense);
-        assert!(d < 1e-5, "top_k {top_k}, shared {n_shared}: dispatch differs by {d}");
+        assert!(
+            d < 1e-5,
+            "top_k {top_k}, shared {n_shared}: dispatch differs by {d}"
+        );
         let total: f32 = stats.load.iter().sum();
         assert!((total - 1.0).abs() < 1e-5, "loads sum to {total}");
         // With 27 tokens and 5 experts, not every expert takes every token: dispatch is sparse.
@@ -168,8 +187,15 @@ fn moe_dispatch_matches_dense_masked_reference() {
 fn moe_model_trains_with_aux_losses() {
     let device = Device::default().autodiff();
     device.seed(5);
-    let model = tiny(Some(MoeConfig { n_experts: 4, top_k: 2, ..MoeConfig::default() }), &["causal"])
-        .init(&device);
+    let model = tiny(
+        Some(MoeConfig {
+            n_experts: 4,
+            top_k: 2,
+            ..MoeConfig::default()
+        }),
+        &["causal"],
+    )
+    .init(&device);
     let batch = TokenBatch {
         input_ids: (0..2 * 16).map(|i| (i * 5 % 97) as u32).collect(),
         segment_ids: Some(vec![1; 32]),
@@ -185,6 +211,9 @@ fn moe_model_trains_with_aux_losses() {
     assert_eq!(out.expert_load.len(), 2);
     let grads = (out.nll_sum + aux).backward();
     let router = &model.model.layers[0].moe.as_ref().unwrap().gate.weight;
-    let g = router.val().grad(&grads).expect("the router gets a gradient");
+    let g = router
+        .val()
+        .grad(&grads)
+        .expect("the router gets a gradient");
     assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
 }

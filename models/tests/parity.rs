@@ -99,11 +99,20 @@ fn export_then_import_is_identical() {
 fn import_rejects_a_wrong_shape_naming_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let src = fixture("llama-gqa");
-    std::fs::copy(src.join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
     let cfg = std::fs::read_to_string(src.join("config.json"))
         .unwrap()
         .replace("\"intermediate_size\": 176", "\"intermediate_size\": 160");
     std::fs::write(dir.path().join("config.json"), cfg).unwrap();
-    let err = hf::import(dir.path(), &Device::default()).unwrap_err().to_string();
-    assert!(err.contains("mlp.gate_proj.weight") && err.contains("shape"), "{err}");
+    let err = hf::import(dir.path(), &Device::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mlp.gate_proj.weight") && err.contains("shape"),
+        "{err}"
+    );
 }

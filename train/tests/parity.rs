@@ -43,7 +43,10 @@ fn check(name: &str) {
     let (steps, batch, seq) = (u("steps"), u("batch"), u("seq"));
     let reference = dir.join("reference.safetensors");
     let (shape, ids, dtype) = tensor_bytes(&reference, "train_ids");
-    assert_eq!((shape, dtype), (vec![steps, batch, seq], safetensors::Dtype::I64));
+    assert_eq!(
+        (shape, dtype),
+        (vec![steps, batch, seq], safetensors::Dtype::I64)
+    );
     let ids: Vec<u32> = ids
         .chunks_exact(8)
         .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
@@ -69,8 +72,15 @@ fn check(name: &str) {
         let loss = out.nll_sum / out.n_targets as f64;
         let value = loss.clone().into_scalar::<f32>();
         let rel = ((value - expected[step]) / expected[step]).abs();
-        println!("{name} step {step}: anvil {value:.5} torch {:.5} (rel {rel:.2e})", expected[step]);
-        assert!(rel < 0.01, "{name}: step {step} loss {value} vs {}", expected[step]);
+        println!(
+            "{name} step {step}: anvil {value:.5} torch {:.5} (rel {rel:.2e})",
+            expected[step]
+        );
+        assert!(
+            rel < 0.01,
+            "{name}: step {step} loss {value} vs {}",
+            expected[step]
+        );
         let mut grads = GradAccumulator::default();
         grads.add(&model, &loss.backward());
         grads.clip_global_norm(optim.grad_clip);
