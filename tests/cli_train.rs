@@ -1,11 +1,14 @@
 //! End-to-end: `anvil train run` on a tiny model and a generated corpus — SIGKILL + `--resume`
 //! ends bit-identical to an uninterrupted run, SIGINT saves and exits 130, bad recipes fail before
-//! any work, the run folder holds what it promises, `anvil export` round-trips, the loss falls.
+//! any work, the run folder holds what it promises, `anvil export` round-trips, the loss falls,
+//! and a run mirrored to a real MLflow server reads back from it the same as its folder.
 //!
 //! Every test builds its own corpus (a few dozen generated Python files) and lets `train run` run
 //! the data pipeline on it (under a second), so tests share nothing and clean up after themselves.
 
 mod common;
+#[path = "../tracking/tests/support/mlflow_server.rs"]
+mod mlflow_server;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -218,7 +221,11 @@ fn series(m: &[(u64, String, f64)], key: &str) -> Vec<(u64, f64)> {
 /// A PNG image of a sensible size (what `anvil runs plot` draws: 1200 wide, a panel per metric).
 fn assert_png(path: &Path) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", path.display());
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
     let (w, h) = (
         u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
         u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
@@ -455,7 +462,10 @@ fn a_plot_that_cannot_be_written_is_a_warning_not_a_failure() {
     let err = stderr(&o);
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
-    assert!(warnings[0].starts_with("warning: loss plot not written: "), "{err}");
+    assert!(
+        warnings[0].starts_with("warning: loss plot not written: "),
+        "{err}"
+    );
     assert!(warnings[0].contains("loss.png"), "{err}");
     assert_eq!(json(&run.join("run.json"))["status"], "FINISHED");
     assert_eq!(json(&run.join("summary.json"))["steps"], 4);
@@ -738,4 +748,139 @@ fn validation_loss_falls() {
     // ln 320 = 5.77 is a uniform guess; the generated corpus is very repetitive.
     assert!(first < 320f64.ln() + 0.1, "{val:?}");
     assert!(last < first - 1.0, "validation loss did not fall: {val:?}");
+}
+
+#[test]
+fn a_training_run_mirrored_to_a_real_mlflow_server_reads_back_the_same() {
+    let Some(exe) = mlflow_server::require_mlflow() else {
+        return;
+    };
+    let f = Fixture::new();
+    let server = mlflow_server::Server::start(&exe, &f.path("mlflow"));
+    let uri = server.uri();
+    let o = ok(f.train(
+        "m",
+        &[
+            &format!("tracking.uri={uri}"),
+            "tracking.experiment=anvil-train-test",
+        ],
+    ));
+    let err = stderr(&o);
+    assert!(!err.contains("warning"), "{err}");
+    let run = f.run_dir("m");
+
+    let local = anvil_tracking::RunFolder::open(&run).unwrap();
+    let state = local.mlflow.clone().expect("mlflow.json");
+    assert_eq!(state.last_error, None, "{state:?}");
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(
+        state.metrics_synced as usize, lines,
+        "every metric line acknowledged"
+    );
+    let run_id = state.run_id.clone().expect("an MLflow run id");
+    let (get, history, kv_list) = (
+        mlflow_server::get,
+        mlflow_server::history,
+        mlflow_server::kv_list,
+    );
+
+    let r = get(&uri, "mlflow/runs/get", &[("run_id", &run_id)]);
+    let info = &r["run"]["info"];
+    assert_eq!(info["status"], "FINISHED");
+    assert_eq!(info["run_name"], "m");
+    assert_eq!(info["end_time"].as_u64(), local.meta.end_time);
+    let exp = get(
+        &uri,
+        "mlflow/experiments/get",
+        &[("experiment_id", info["experiment_id"].as_str().unwrap())],
+    );
+    assert_eq!(exp["experiment"]["name"], "anvil-train-test");
+
+    // Params: the flattened resolved recipe, every one of them, as in params.json.
+    let params = kv_list(&r["run"]["data"]["params"]);
+    let want: BTreeMap<String, String> =
+        serde_json::from_value(json(&run.join("params.json"))).unwrap();
+    assert!(want.len() > 50, "{want:?}");
+    assert_eq!(params, want);
+    assert_eq!(params["optim.lr"].parse::<f64>().unwrap(), 1e-2);
+    assert_eq!(params["train.max_steps"], "24");
+    assert_eq!(
+        params["model.vocab_size"], "320",
+        "the vocabulary the data decided"
+    );
+    let tags = kv_list(&r["run"]["data"]["tags"]);
+    assert_eq!(tags["anvil.kind"], "train");
+    assert_eq!(tags["anvil.uid"], local.meta.uid);
+    assert!(
+        tags["artifact_ref.checkpoint"].ends_with("step-000024"),
+        "{tags:?}"
+    );
+
+    // Every step of every metric, with the value in metrics.jsonl.
+    let m = metrics(&run);
+    let keys: BTreeSet<&str> = m.iter().map(|m| m.1.as_str()).collect();
+    assert!(
+        keys.contains("train/loss") && keys.contains("val/loss"),
+        "{keys:?}"
+    );
+    for key in keys {
+        let server: Vec<(u64, f64)> = history(&uri, &run_id, key)
+            .into_iter()
+            .map(|(s, v)| (s, v.as_f64().unwrap()))
+            .collect();
+        let local = series(&m, key);
+        assert_eq!(
+            server.iter().map(|s| s.0).collect::<Vec<_>>(),
+            local.iter().map(|s| s.0).collect::<Vec<_>>(),
+            "{key}: steps"
+        );
+        for ((step, got), (_, want)) in server.iter().zip(&local) {
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{key} at step {step}: {got} vs {want}"
+            );
+        }
+    }
+    assert_eq!(series(&m, "train/loss").len(), 24);
+    assert_eq!(series(&m, "val/loss").len(), 3);
+
+    // Artifacts: the run folder's, byte for byte.
+    let list = get(&uri, "mlflow/artifacts/list", &[("run_id", &run_id)]);
+    let files: BTreeMap<String, u64> = list["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["file_size"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["loss.png", "summary.json", "tokenizer.json"]);
+    for (name, size) in &files {
+        let here = std::fs::read(run.join("artifacts").join(name)).unwrap();
+        assert_eq!(*size as usize, here.len(), "{name}: size on the server");
+        let mut resp = ureq::get(format!("{uri}/get-artifact"))
+            .query("path", name)
+            .query("run_uuid", &run_id)
+            .call()
+            .unwrap_or_else(|e| panic!("get-artifact {name}: {e}"));
+        let there = resp
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap();
+        assert!(there == here, "{name}: different bytes on the server");
+    }
+    assert_eq!(
+        json(&run.join("artifacts/summary.json")),
+        json(&run.join("summary.json"))
+    );
 }
