@@ -210,30 +210,7 @@ fn runs_list_show_compare_plot() {
 fn eval_run_dir_records_an_eval_run() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let synth = dir.join("synth");
-    ok(anvil(&[
-        "data",
-        "synth",
-        "--n-train",
-        "2",
-        "--n-heldout",
-        "4",
-        "--seed",
-        "5",
-        "--out",
-        synth.to_str().unwrap(),
-    ]));
-    let problems = synth.join("heldout.jsonl");
-    let mut rows = Vec::new();
-    for line in std::fs::read_to_string(&problems).unwrap().lines() {
-        let p: Value = serde_json::from_str(line).unwrap();
-        rows.push(
-            json!({"task_id": p["task_id"], "completion": p["canonical_solution"]}).to_string(),
-        );
-        rows.push(json!({"task_id": p["task_id"], "completion": "    return None\n"}).to_string());
-    }
-    let samples = dir.join("samples.jsonl");
-    std::fs::write(&samples, rows.join("\n") + "\n").unwrap();
+    let (problems, samples) = synth_problems_and_samples(dir, 2, 4, 5);
     let run_dir = dir.join("runs/synth-eval");
     let args = [
         "eval",

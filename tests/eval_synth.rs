@@ -3,36 +3,13 @@
 
 mod common;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[test]
 fn synth_tasks_evaluate_out_of_process() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let synth = dir.join("synth");
-    ok(anvil(&[
-        "data",
-        "synth",
-        "--n-train",
-        "10",
-        "--n-heldout",
-        "12",
-        "--seed",
-        "3",
-        "--out",
-        synth.to_str().unwrap(),
-    ]));
-    let problems = synth.join("heldout.jsonl");
-    let mut rows = Vec::new();
-    for line in std::fs::read_to_string(&problems).unwrap().lines() {
-        let p: Value = serde_json::from_str(line).unwrap();
-        rows.push(
-            json!({"task_id": p["task_id"], "completion": p["canonical_solution"]}).to_string(),
-        );
-        rows.push(json!({"task_id": p["task_id"], "completion": "    return None\n"}).to_string());
-    }
-    let samples = dir.join("samples.jsonl");
-    std::fs::write(&samples, rows.join("\n") + "\n").unwrap();
+    let (problems, samples) = synth_problems_and_samples(dir, 10, 12, 3);
     let out = stdout(&ok(anvil(&[
         "eval",
         "pass-at-k",

@@ -65,3 +65,44 @@ pub fn python(code: &str, args: &[&Path]) -> String {
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Synthetic tasks from `anvil data synth` under `dir/synth`, and a samples file with two samples
+/// per held-out task: its canonical solution (passes) and `return None` (fails).
+/// Returns `(problems, samples)`.
+pub fn synth_problems_and_samples(
+    dir: &Path,
+    n_train: usize,
+    n_heldout: usize,
+    seed: u64,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let synth = dir.join("synth");
+    let (n_train, n_heldout, seed) = (n_train.to_string(), n_heldout.to_string(), seed.to_string());
+    ok(anvil(&[
+        "data",
+        "synth",
+        "--n-train",
+        &n_train,
+        "--n-heldout",
+        &n_heldout,
+        "--seed",
+        &seed,
+        "--out",
+        synth.to_str().unwrap(),
+    ]));
+    let problems = synth.join("heldout.jsonl");
+    let mut rows = Vec::new();
+    for line in std::fs::read_to_string(&problems).unwrap().lines() {
+        let p: serde_json::Value = serde_json::from_str(line).unwrap();
+        rows.push(
+            serde_json::json!({"task_id": p["task_id"], "completion": p["canonical_solution"]})
+                .to_string(),
+        );
+        rows.push(
+            serde_json::json!({"task_id": p["task_id"], "completion": "    return None\n"})
+                .to_string(),
+        );
+    }
+    let samples = dir.join("samples.jsonl");
+    std::fs::write(&samples, rows.join("\n") + "\n").unwrap();
+    (problems, samples)
+}
