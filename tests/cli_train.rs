@@ -471,6 +471,86 @@ fn a_plot_that_cannot_be_written_is_a_warning_not_a_failure() {
     assert_eq!(json(&run.join("summary.json"))["steps"], 4);
 }
 
+/// The pid of a process that has exited (and been reaped).
+fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+#[test]
+fn resume_removes_leftovers_of_a_killed_checkpoint_write_and_restores_best() {
+    let f = Fixture::new();
+    ok(f.train(
+        "r",
+        &["train.max_steps=8", "checkpoint.every=4", "eval.every=4"],
+    ));
+    let run = f.run_dir("r");
+    let ck = run.join("checkpoints");
+    let best_state = std::fs::read(ck.join("best/state.json")).unwrap();
+    // What SIGKILLs in checkpoint::save and between mark_best's two renames leave behind.
+    let dead = dead_pid();
+    let mkdir = |name: &str| {
+        std::fs::create_dir_all(ck.join(name)).unwrap();
+        std::fs::write(ck.join(name).join("model.bpk"), b"half").unwrap();
+    };
+    mkdir(&format!(".step-000012.partial-{dead}"));
+    mkdir(&format!(".best.partial-{dead}"));
+    std::fs::rename(ck.join("best"), ck.join(format!(".best.old-{dead}"))).unwrap();
+    // A live writer's (this test's pid), and names that are not the trainer's: all kept.
+    let keep = [
+        format!(".step-000012.partial-{}", std::process::id()),
+        ".step-000012.partial-x1".to_string(),
+        format!(".best.old-{dead}.bak"),
+        format!("step-000012.partial-{dead}"),
+        ".keep".to_string(),
+    ];
+    for k in &keep {
+        mkdir(k);
+    }
+    std::fs::write(ck.join(format!(".best.partial-{}", dead + 1)), b"a file").unwrap();
+    std::fs::write(ck.join("notes.txt"), b"mine").unwrap();
+
+    let o = ok(anvil(&[
+        "train",
+        "run",
+        "--resume",
+        run.to_str().unwrap(),
+        "train.max_steps=12",
+        // best/ stays what it was restored to.
+        "checkpoint.keep_best=false",
+    ]));
+    let err = stderr(&o);
+    let note: Vec<&str> = err.lines().filter(|l| l.starts_with("note:")).collect();
+    assert_eq!(note.len(), 1, "{err}");
+    assert!(note[0].contains(&format!("restored best/ from .best.old-{dead}")), "{err}");
+    assert!(note[0].contains(&format!(".step-000012.partial-{dead}")), "{err}");
+    assert!(note[0].contains(&format!("left {}", keep[0])), "{err}");
+
+    let mut names: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = keep.to_vec();
+    want.extend(
+        [
+            format!(".best.partial-{}", dead + 1),
+            "notes.txt".into(),
+            "best".into(),
+            "step-000008".into(),
+            "step-000012".into(),
+        ]
+        .into_iter(),
+    );
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(std::fs::read(ck.join("best/state.json")).unwrap(), best_state);
+    assert_eq!(std::fs::read(ck.join("notes.txt")).unwrap(), b"mine");
+    assert_eq!(json(&run.join("summary.json"))["steps"], 12);
+}
+
 #[test]
 fn bad_recipes_fail_before_any_work_naming_the_key() {
     let f = Fixture::new();

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! A checkpoint is written in a hidden `.partial` folder and renamed into place, so a crash never
-//! leaves a half-written one that looks complete; `best/` is replaced the same way.
+//! leaves a half-written one that looks complete; `best/` is replaced the same way. What a kill
+//! mid-write leaves behind is cleaned up by [`clean_leftovers`] when the run starts again.
 
 use crate::loader::DataPosition;
 use crate::optim::AdamW;
@@ -73,7 +74,11 @@ pub fn save(
 ) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let final_dir = dir.join(step_name(state.step));
-    let tmp = dir.join(format!(".{}.partial-{}", step_name(state.step), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.partial-{}",
+        step_name(state.step),
+        std::process::id()
+    ));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
@@ -100,7 +105,12 @@ pub fn mark_best(dir: &Path, src: &Path) -> Result<(), CheckpointError> {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    for f in [store::CONFIG_FILE, store::WEIGHTS_FILE, OPTIMIZER_FILE, STATE_FILE] {
+    for f in [
+        store::CONFIG_FILE,
+        store::WEIGHTS_FILE,
+        OPTIMIZER_FILE,
+        STATE_FILE,
+    ] {
         let from = src.join(f);
         // A hard link costs nothing; copy where the file system will not link.
         if fs::hard_link(&from, tmp.join(f)).is_err() {
@@ -119,6 +129,105 @@ pub fn mark_best(dir: &Path, src: &Path) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// What [`clean_leftovers`] found and did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Cleanup {
+    /// Unfinished folders of dead writers, deleted.
+    pub removed: Vec<PathBuf>,
+    /// The `.best.old-PID` folder renamed back to `best/` (a kill between `mark_best`'s two
+    /// renames).
+    pub restored_best: Option<PathBuf>,
+    /// Leftover names whose writer is still alive (or might be), left alone.
+    pub kept: Vec<PathBuf>,
+}
+
+impl Cleanup {
+    pub fn is_empty(&self) -> bool {
+        self.removed.is_empty() && self.restored_best.is_none() && self.kept.is_empty()
+    }
+}
+
+/// The hidden folders a checkpoint write goes through, by name alone:
+/// `.step-<digits>.partial-PID` ([`save`]), `.best.partial-PID` and `.best.old-PID`
+/// ([`mark_best`]). Returns the writer's pid and whether it is an old `best/`.
+fn leftover(name: &str) -> Option<(libc::pid_t, bool)> {
+    let pid = |s: &str| -> Option<libc::pid_t> {
+        let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| s.parse().ok()).flatten().filter(|p| *p > 0)
+    };
+    if let Some(p) = name.strip_prefix(".best.partial-") {
+        return Some((pid(p)?, false));
+    }
+    if let Some(p) = name.strip_prefix(".best.old-") {
+        return Some((pid(p)?, true));
+    }
+    let (step, p) = name.strip_prefix(".step-")?.split_once(".partial-")?;
+    (!step.is_empty() && step.bytes().all(|b| b.is_ascii_digit())).then_some(())?;
+    Some((pid(p)?, false))
+}
+
+/// Whether `pid` may still be writing. Called before this process writes any checkpoint, so its
+/// own pid (recycled from a killed run, common in containers) is not a writer; any other
+/// existing process is assumed to be one (a recycled pid keeps its folder until a later start).
+fn writer_alive(pid: libc::pid_t) -> bool {
+    if pid as u32 == std::process::id() {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists; `pid` is positive (one process).
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Deals with what a process killed in the middle of [`save`] or [`mark_best`] leaves in a run's
+/// `checkpoints/` folder: its hidden `.step-N.partial-PID`, `.best.partial-PID` and
+/// `.best.old-PID` folders are deleted when PID is not a live process, and when `best/` is
+/// missing but a dead writer's `.best.old-PID` is there (killed between the two renames), that
+/// folder becomes `best/` again. Nothing else is touched: not other names, not files or symlinks
+/// with those names, not the folders of a live writer. Call it before writing checkpoints.
+pub fn clean_leftovers(dir: &Path) -> Result<Cleanup, CheckpointError> {
+    let mut out = Cleanup::default();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(out); // no checkpoints yet
+    };
+    // (path, pid, is an old best, modified)
+    let mut found = Vec::new();
+    for e in entries {
+        let e = e.map_err(io(dir))?;
+        let Some((pid, old_best)) = e.file_name().to_str().and_then(leftover) else {
+            continue;
+        };
+        // file_type does not follow symlinks: only real folders are ours.
+        if !e.file_type().map_err(io(&e.path()))?.is_dir() {
+            continue;
+        }
+        if writer_alive(pid) {
+            out.kept.push(e.path());
+            continue;
+        }
+        let modified = e.metadata().and_then(|m| m.modified()).ok();
+        found.push((e.path(), old_best, modified));
+    }
+    found.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(&b.0)));
+    let best = dir.join("best");
+    if fs::symlink_metadata(&best).is_err()
+        && let Some(i) = found.iter().rposition(|f| f.1)
+    {
+        let (old, _, _) = found.remove(i);
+        fs::rename(&old, &best).map_err(io(&best))?;
+        out.restored_best = Some(old);
+    }
+    for (path, _, _) in found {
+        fs::remove_dir_all(&path).map_err(io(&path))?;
+        out.removed.push(path);
+    }
+    out.removed.sort();
+    out.kept.sort();
+    if !out.is_empty() {
+        sync_dir(dir);
+    }
+    Ok(out)
+}
+
 /// Completed `step-N` checkpoints in `dir`, oldest first.
 pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
     let mut out: Vec<(usize, PathBuf)> = fs::read_dir(dir)
@@ -128,7 +237,10 @@ pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let step = name.strip_prefix("step-")?.parse().ok()?;
-            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+            e.path()
+                .join(STATE_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
         })
         .collect();
     out.sort();
@@ -166,7 +278,12 @@ pub fn open(path: &Path) -> Result<Opened, CheckpointError> {
         list(&path.join("checkpoints"))
             .pop()
             .map(|(_, p)| p)
-            .ok_or_else(|| invalid(path, "neither a checkpoint nor a run folder with checkpoints"))?
+            .ok_or_else(|| {
+                invalid(
+                    path,
+                    "neither a checkpoint nor a run folder with checkpoints",
+                )
+            })?
     };
     let model = store::load(&ckpt, &Device::default())?;
     // <run>/checkpoints/<ckpt>: the run keeps the tokenizer.
@@ -204,7 +321,8 @@ pub fn load_optimizer(
             .collect();
         tensors.insert(name, data);
     }
-    opt.import(step, tensors, device).map_err(|e| invalid(&p, e))
+    opt.import(step, tensors, device)
+        .map_err(|e| invalid(&p, e))
 }
 
 fn write_optimizer(path: &Path, opt: &AdamW) -> Result<(), CheckpointError> {
@@ -230,5 +348,39 @@ fn sync_dir(dir: &Path) {
     // Best effort: make the rename durable where the platform allows.
     if let Ok(f) = fs::File::open(dir) {
         let _ = f.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::leftover;
+
+    #[test]
+    fn leftover_names_are_exactly_the_hidden_checkpoint_folders() {
+        assert_eq!(leftover(".step-000012.partial-4242"), Some((4242, false)));
+        assert_eq!(leftover(".step-1234567.partial-7"), Some((7, false)));
+        assert_eq!(leftover(".best.partial-99"), Some((99, false)));
+        assert_eq!(leftover(".best.old-99"), Some((99, true)));
+        for other in [
+            "best",
+            "step-000012",
+            ".step-000012",
+            ".step-.partial-12",
+            ".step-00x012.partial-12",
+            ".step-000012.partial-",
+            ".step-000012.partial-12a",
+            ".step-000012.partial--12",
+            ".step-000012.partial-0",
+            ".step-000012.partial-99999999999",
+            ".best.old-",
+            ".best.old-+5",
+            ".best.old-5/",
+            ".best.older-5",
+            "x.best.old-5",
+            ".best.partial-5.tmp",
+            ".keep",
+        ] {
+            assert_eq!(leftover(other), None, "{other}");
+        }
     }
 }

@@ -132,8 +132,12 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
     let (run_dir, log) = match &opts.resume {
         Some(dir) => {
             let ckpt_dir = dir.join("checkpoints");
+            clean_checkpoints(&ckpt_dir)?;
             let (_, latest) = checkpoint::list(&ckpt_dir).pop().ok_or_else(|| {
-                TrainError::Recipe(format!("{}: no checkpoint to resume from", ckpt_dir.display()))
+                TrainError::Recipe(format!(
+                    "{}: no checkpoint to resume from",
+                    ckpt_dir.display()
+                ))
             })?;
             state = checkpoint::read_state(&latest)?;
             model = anvil_models::store::load_weights(model, &latest)
@@ -144,6 +148,8 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
         None => {
             let dir = new_run_dir(&recipe, &opts);
             let log = RunLog::create(&dir, &recipe, &opts)?;
+            // A folder that held a run before (its run.json deleted) may hold a killed writer's.
+            clean_checkpoints(&dir.join("checkpoints"))?;
             (dir, log)
         }
     };
@@ -285,6 +291,33 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
     };
     log.finish(&summary)?;
     Ok(summary)
+}
+
+/// Removes what a killed checkpoint write left (restoring `best/` if it was mid-swap), saying so
+/// on stderr in one line.
+fn clean_checkpoints(dir: &Path) -> Result<(), TrainError> {
+    let c = checkpoint::clean_leftovers(dir)?;
+    let name = |p: &PathBuf| p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut said = Vec::new();
+    if let Some(old) = &c.restored_best {
+        said.push(format!("restored best/ from {}", name(old)));
+    }
+    if !c.removed.is_empty() {
+        let names: Vec<String> = c.removed.iter().map(name).collect();
+        said.push(format!("removed {}", names.join(", ")));
+    }
+    if !c.kept.is_empty() {
+        let names: Vec<String> = c.kept.iter().map(name).collect();
+        said.push(format!("left {} (their process is running)", names.join(", ")));
+    }
+    if !said.is_empty() {
+        eprintln!(
+            "note: {}: unfinished checkpoint writes of a killed run: {}",
+            dir.display(),
+            said.join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Fills in what the data decides (vocabulary size) and checks what it constrains.
