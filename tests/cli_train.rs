@@ -524,8 +524,14 @@ fn resume_removes_leftovers_of_a_killed_checkpoint_write_and_restores_best() {
     let err = stderr(&o);
     let note: Vec<&str> = err.lines().filter(|l| l.starts_with("note:")).collect();
     assert_eq!(note.len(), 1, "{err}");
-    assert!(note[0].contains(&format!("restored best/ from .best.old-{dead}")), "{err}");
-    assert!(note[0].contains(&format!(".step-000012.partial-{dead}")), "{err}");
+    assert!(
+        note[0].contains(&format!("restored best/ from .best.old-{dead}")),
+        "{err}"
+    );
+    assert!(
+        note[0].contains(&format!(".step-000012.partial-{dead}")),
+        "{err}"
+    );
     assert!(note[0].contains(&format!("left {}", keep[0])), "{err}");
 
     let mut names: Vec<String> = std::fs::read_dir(&ck)
@@ -546,9 +552,74 @@ fn resume_removes_leftovers_of_a_killed_checkpoint_write_and_restores_best() {
     );
     want.sort();
     assert_eq!(names, want);
-    assert_eq!(std::fs::read(ck.join("best/state.json")).unwrap(), best_state);
+    assert_eq!(
+        std::fs::read(ck.join("best/state.json")).unwrap(),
+        best_state
+    );
     assert_eq!(std::fs::read(ck.join("notes.txt")).unwrap(), b"mine");
     assert_eq!(json(&run.join("summary.json"))["steps"], 12);
+}
+
+#[test]
+fn resuming_a_finished_run_changes_nothing_and_a_larger_max_steps_continues_it() {
+    let f = Fixture::new();
+    ok(f.train(
+        "r",
+        &["train.max_steps=8", "checkpoint.every=4", "eval.every=4"],
+    ));
+    let run = f.run_dir("r");
+    let files = [
+        "summary.json",
+        "run.json",
+        "metrics.jsonl",
+        "recipe.toml",
+        "tags.json",
+    ];
+    let read_all = || -> Vec<Vec<u8>> {
+        files
+            .iter()
+            .map(|n| std::fs::read(run.join(n)).unwrap())
+            .collect()
+    };
+    let before = read_all();
+    let resume = |extra: &[&str]| {
+        let mut args = vec!["train", "run", "--resume", run.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        ok(anvil(&args))
+    };
+    // Plain, with max_steps not above the checkpoint's step, or with other overrides: one line,
+    // exit 0, and the run folder as it was (no null losses in summary.json, no new attempt).
+    for extra in [&[][..], &["train.max_steps=6"], &["optim.lr=5e-3"]] {
+        let o = resume(extra);
+        assert_eq!(
+            stdout(&o),
+            "run already finished at step 8; raise train.max_steps to continue\n",
+            "{extra:?}: {}",
+            stderr(&o)
+        );
+        assert_eq!(stderr(&o), "", "{extra:?}");
+        assert!(read_all() == before, "{extra:?} changed the run folder");
+    }
+
+    // A larger max_steps continues from step 8 to 16, in the same run.
+    let o = stdout(&resume(&["train.max_steps=16"]));
+    assert!(o.contains("trained 16 steps"), "{o}");
+    let m = metrics(&run);
+    let steps = |key: &str| series(&m, key).iter().map(|s| s.0).collect::<Vec<_>>();
+    assert_eq!(steps("train/loss"), (1..=16).collect::<Vec<_>>());
+    assert_eq!(steps("val/loss"), [4, 8, 12, 16]);
+    // The cosine schedule now spans 16 steps: step 9 runs at a higher rate than step 8 did
+    // (at the end of the 8-step cosine), and it decays again to the end.
+    let lr = series(&m, "train/lr");
+    assert!(lr[8].1 > lr[7].1 && lr[15].1 < lr[8].1, "{lr:?}");
+    let summary = json(&run.join("summary.json"));
+    assert_eq!(summary["steps"], 16);
+    assert_eq!(summary["interrupted"], false);
+    assert!(summary["final_val_loss"].as_f64().is_some(), "{summary}");
+    let meta = json(&run.join("run.json"));
+    assert_eq!(meta["status"], "FINISHED");
+    assert_eq!(meta["attempts"].as_array().unwrap().len(), 2);
+    assert_eq!(checkpoints(&run).pop().unwrap().0, 16);
 }
 
 #[test]

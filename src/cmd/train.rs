@@ -73,7 +73,13 @@ fn train_run(a: RunArgs) -> Result<()> {
         command_line: std::env::args().collect(),
         resume: a.resume.clone(),
     };
-    let summary = anvil_train::run(recipe, opts)?;
+    let summary = match anvil_train::run(recipe, opts) {
+        Err(e @ anvil_train::TrainError::AlreadyFinished { .. }) => {
+            println!("{e}");
+            return Ok(());
+        }
+        r => r?,
+    };
     let s = &summary;
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
     println!(

@@ -24,4 +24,8 @@ pub enum TrainError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error(transparent)]
     Tracking(#[from] anvil_tracking::TrackingError),
+    /// `--resume` of a run whose newest checkpoint is at (or past) `train.max_steps`: nothing to
+    /// do, and nothing was changed. Not a failure for the CLI.
+    #[error("run already finished at step {step}; raise train.max_steps to continue")]
+    AlreadyFinished { step: usize },
 }

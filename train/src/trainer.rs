@@ -101,6 +101,26 @@ fn target_bytes(batch: &TokenBatch, token_bytes: &[u32]) -> u64 {
 /// Runs (or resumes) the recipe to the end, or until interrupted.
 pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
     recipe.validate()?;
+    // A resume starts from the run's newest checkpoint; one already at train.max_steps has
+    // nothing to do, and changes nothing.
+    let resume_from = match &opts.resume {
+        Some(dir) => {
+            let ckpt_dir = dir.join("checkpoints");
+            clean_checkpoints(&ckpt_dir)?;
+            let (_, latest) = checkpoint::list(&ckpt_dir).pop().ok_or_else(|| {
+                TrainError::Recipe(format!(
+                    "{}: no checkpoint to resume from",
+                    ckpt_dir.display()
+                ))
+            })?;
+            let state = checkpoint::read_state(&latest)?;
+            if state.step >= recipe.train.max_steps {
+                return Err(TrainError::AlreadyFinished { step: state.step });
+            }
+            Some((dir.clone(), latest, state))
+        }
+        None => None,
+    };
     let data = anvil_data::pipeline::run(&recipe.data, &opts.command_line)?;
     let manifest = anvil_data::tokenize::read_manifest(&data.tokens)?;
     resolve_model_shape(&mut recipe.model, manifest.vocab_size, manifest.seq_len)?;
@@ -129,21 +149,14 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
         tokens_seen: 0,
     };
 
-    let (run_dir, log) = match &opts.resume {
-        Some(dir) => {
-            let ckpt_dir = dir.join("checkpoints");
-            clean_checkpoints(&ckpt_dir)?;
-            let (_, latest) = checkpoint::list(&ckpt_dir).pop().ok_or_else(|| {
-                TrainError::Recipe(format!(
-                    "{}: no checkpoint to resume from",
-                    ckpt_dir.display()
-                ))
-            })?;
-            state = checkpoint::read_state(&latest)?;
+    let (run_dir, log) = match resume_from {
+        Some((dir, latest, resumed)) => {
+            state = resumed;
             model = anvil_models::store::load_weights(model, &latest)
                 .map_err(checkpoint::CheckpointError::from)?;
             checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
-            (dir.clone(), RunLog::resume(dir, &recipe)?)
+            let log = RunLog::resume(&dir, &recipe)?;
+            (dir, log)
         }
         None => {
             let dir = new_run_dir(&recipe, &opts);
@@ -297,7 +310,12 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
 /// on stderr in one line.
 fn clean_checkpoints(dir: &Path) -> Result<(), TrainError> {
     let c = checkpoint::clean_leftovers(dir)?;
-    let name = |p: &PathBuf| p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let name = |p: &PathBuf| {
+        p.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
     let mut said = Vec::new();
     if let Some(old) = &c.restored_best {
         said.push(format!("restored best/ from {}", name(old)));
@@ -308,7 +326,10 @@ fn clean_checkpoints(dir: &Path) -> Result<(), TrainError> {
     }
     if !c.kept.is_empty() {
         let names: Vec<String> = c.kept.iter().map(name).collect();
-        said.push(format!("left {} (their process is running)", names.join(", ")));
+        said.push(format!(
+            "left {} (their process is running)",
+            names.join(", ")
+        ));
     }
     if !said.is_empty() {
         eprintln!(
