@@ -623,6 +623,99 @@ fn resuming_a_finished_run_changes_nothing_and_a_larger_max_steps_continues_it()
 }
 
 #[test]
+fn resume_overrides_are_kept_in_recipe_toml_and_tagged_and_model_keys_are_refused() {
+    let f = Fixture::new();
+    ok(f.train(
+        "r",
+        &["train.max_steps=8", "checkpoint.every=4", "eval.every=4"],
+    ));
+    let run = f.run_dir("r");
+    let r = run.to_str().unwrap();
+    let recipe = || -> anvil_train::Recipe {
+        toml::from_str(&std::fs::read_to_string(run.join("recipe.toml")).unwrap()).unwrap()
+    };
+    let params = json(&run.join("params.json"));
+
+    // The model's shape: refused before anything is written, naming the key.
+    let files = ["run.json", "recipe.toml", "tags.json", "summary.json"];
+    let read_all = || -> Vec<Vec<u8>> {
+        files
+            .iter()
+            .map(|n| std::fs::read(run.join(n)).unwrap())
+            .collect()
+    };
+    let before = read_all();
+    for (key, arg) in [
+        ("model.n_layers", "model.n_layers=3"),
+        ("model.d_model", "model.d_model=32"),
+        ("model.moe.n_experts", "model.moe.n_experts=4"),
+    ] {
+        let o = anvil(&["train", "run", "--resume", r, "train.max_steps=12", arg]);
+        let line = one_line_error(&o);
+        assert!(line.contains(&format!("`{key}`")), "{line}");
+        assert!(line.contains("--resume"), "{line}");
+        assert!(read_all() == before, "{arg} changed the run folder");
+    }
+
+    // Overrides on resume: applied, and recipe.toml is the recipe the run now follows.
+    let o = stdout(&ok(anvil(&[
+        "train",
+        "run",
+        "--resume",
+        r,
+        "train.max_steps=12",
+        "optim.lr=5e-3",
+    ])));
+    assert!(o.contains("trained 12 steps"), "{o}");
+    let now = recipe();
+    assert_eq!((now.train.max_steps, now.optim.lr), (12, 5e-3));
+    now.validate().unwrap();
+    let tags = json(&run.join("tags.json"));
+    assert_eq!(
+        tags["resume.1.overrides"],
+        "train.max_steps=12 optim.lr=5e-3"
+    );
+    // Params are write-once and keep the values the run started with.
+    assert_eq!(json(&run.join("params.json")), params);
+    assert_eq!(params["optim.lr"], "0.01");
+
+    // A later resume that only raises max_steps keeps lr = 5e-3 from recipe.toml: every rate
+    // logged from step 13 on is the 16-step schedule's at that peak.
+    ok(anvil(&[
+        "train",
+        "run",
+        "--resume",
+        r,
+        "train.max_steps=16",
+    ]));
+    let lr = series(&metrics(&run), "train/lr");
+    assert_eq!(lr.len(), 16);
+    for (step, got) in &lr[12..] {
+        let want = anvil_train::optim::lr_at(*step as usize - 1, 5e-3, &now.schedule, 16);
+        assert_eq!(*got, want, "train/lr at step {step}");
+    }
+    let now = recipe();
+    assert_eq!((now.train.max_steps, now.optim.lr), (16, 5e-3));
+    let tags = json(&run.join("tags.json"));
+    assert_eq!(tags["resume.2.overrides"], "train.max_steps=16");
+    assert_eq!(
+        tags["resume.1.overrides"],
+        "train.max_steps=12 optim.lr=5e-3"
+    );
+    let meta = json(&run.join("run.json"));
+    assert_eq!(meta["status"], "FINISHED");
+    assert_eq!(meta["attempts"].as_array().unwrap().len(), 3);
+
+    // And a plain resume reads 16 back: nothing left to do.
+    let o = stdout(&ok(anvil(&["train", "run", "--resume", r])));
+    assert_eq!(
+        o,
+        "run already finished at step 16; raise train.max_steps to continue\n"
+    );
+    assert_eq!(json(&run.join("tags.json")), tags);
+}
+
+#[test]
 fn bad_recipes_fail_before_any_work_naming_the_key() {
     let f = Fixture::new();
     let empty = f.path("empty");
@@ -901,26 +994,13 @@ fn validation_loss_falls() {
     assert!(last < first - 1.0, "validation loss did not fall: {val:?}");
 }
 
-#[test]
-fn a_training_run_mirrored_to_a_real_mlflow_server_reads_back_the_same() {
-    let Some(exe) = mlflow_server::require_mlflow() else {
-        return;
-    };
-    let f = Fixture::new();
-    let server = mlflow_server::Server::start(&exe, &f.path("mlflow"));
-    let uri = server.uri();
-    let o = ok(f.train(
-        "m",
-        &[
-            &format!("tracking.uri={uri}"),
-            "tracking.experiment=anvil-train-test",
-        ],
-    ));
-    let err = stderr(&o);
-    assert!(!err.contains("warning"), "{err}");
-    let run = f.run_dir("m");
-
-    let local = anvil_tracking::RunFolder::open(&run).unwrap();
+/// What the MLflow server holds for the run in `run` is what the folder holds: status FINISHED
+/// and the end time, every param of params.json, every step of every metric of metrics.jsonl
+/// (bit for bit), every artifact byte for byte, all of metrics.jsonl acknowledged. Returns the
+/// server's run id and tags.
+fn assert_mirrored(uri: &str, run: &Path) -> (String, BTreeMap<String, String>) {
+    use mlflow_server::{get, history, kv_list};
+    let local = anvil_tracking::RunFolder::open(run).unwrap();
     let state = local.mlflow.clone().expect("mlflow.json");
     assert_eq!(state.last_error, None, "{state:?}");
     let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -932,23 +1012,13 @@ fn a_training_run_mirrored_to_a_real_mlflow_server_reads_back_the_same() {
         "every metric line acknowledged"
     );
     let run_id = state.run_id.clone().expect("an MLflow run id");
-    let (get, history, kv_list) = (
-        mlflow_server::get,
-        mlflow_server::history,
-        mlflow_server::kv_list,
-    );
+    assert_eq!(local.meta.mlflow_run_id.as_ref(), Some(&run_id));
 
-    let r = get(&uri, "mlflow/runs/get", &[("run_id", &run_id)]);
+    let r = get(uri, "mlflow/runs/get", &[("run_id", &run_id)]);
     let info = &r["run"]["info"];
     assert_eq!(info["status"], "FINISHED");
-    assert_eq!(info["run_name"], "m");
+    assert_eq!(info["run_name"].as_str(), Some(local.meta.name.as_str()));
     assert_eq!(info["end_time"].as_u64(), local.meta.end_time);
-    let exp = get(
-        &uri,
-        "mlflow/experiments/get",
-        &[("experiment_id", info["experiment_id"].as_str().unwrap())],
-    );
-    assert_eq!(exp["experiment"]["name"], "anvil-train-test");
 
     // Params: the flattened resolved recipe, every one of them, as in params.json.
     let params = kv_list(&r["run"]["data"]["params"]);
@@ -956,29 +1026,19 @@ fn a_training_run_mirrored_to_a_real_mlflow_server_reads_back_the_same() {
         serde_json::from_value(json(&run.join("params.json"))).unwrap();
     assert!(want.len() > 50, "{want:?}");
     assert_eq!(params, want);
-    assert_eq!(params["optim.lr"].parse::<f64>().unwrap(), 1e-2);
-    assert_eq!(params["train.max_steps"], "24");
-    assert_eq!(
-        params["model.vocab_size"], "320",
-        "the vocabulary the data decided"
-    );
     let tags = kv_list(&r["run"]["data"]["tags"]);
     assert_eq!(tags["anvil.kind"], "train");
     assert_eq!(tags["anvil.uid"], local.meta.uid);
-    assert!(
-        tags["artifact_ref.checkpoint"].ends_with("step-000024"),
-        "{tags:?}"
-    );
 
     // Every step of every metric, with the value in metrics.jsonl.
-    let m = metrics(&run);
+    let m = metrics(run);
     let keys: BTreeSet<&str> = m.iter().map(|m| m.1.as_str()).collect();
     assert!(
         keys.contains("train/loss") && keys.contains("val/loss"),
         "{keys:?}"
     );
     for key in keys {
-        let server: Vec<(u64, f64)> = history(&uri, &run_id, key)
+        let server: Vec<(u64, f64)> = history(uri, &run_id, key)
             .into_iter()
             .map(|(s, v)| (s, v.as_f64().unwrap()))
             .collect();
@@ -996,11 +1056,9 @@ fn a_training_run_mirrored_to_a_real_mlflow_server_reads_back_the_same() {
             );
         }
     }
-    assert_eq!(series(&m, "train/loss").len(), 24);
-    assert_eq!(series(&m, "val/loss").len(), 3);
 
     // Artifacts: the run folder's, byte for byte.
-    let list = get(&uri, "mlflow/artifacts/list", &[("run_id", &run_id)]);
+    let list = get(uri, "mlflow/artifacts/list", &[("run_id", &run_id)]);
     let files: BTreeMap<String, u64> = list["files"]
         .as_array()
         .unwrap()
@@ -1034,4 +1092,71 @@ fn a_training_run_mirrored_to_a_real_mlflow_server_reads_back_the_same() {
         json(&run.join("artifacts/summary.json")),
         json(&run.join("summary.json"))
     );
+    (run_id, tags)
+}
+
+#[test]
+fn a_training_run_mirrored_to_a_real_mlflow_server_reads_back_the_same() {
+    let Some(exe) = mlflow_server::require_mlflow() else {
+        return;
+    };
+    let f = Fixture::new();
+    let server = mlflow_server::Server::start(&exe, &f.path("mlflow"));
+    let uri = server.uri();
+    let o = ok(f.train(
+        "m",
+        &[
+            &format!("tracking.uri={uri}"),
+            "tracking.experiment=anvil-train-test",
+        ],
+    ));
+    let err = stderr(&o);
+    assert!(!err.contains("warning"), "{err}");
+    let run = f.run_dir("m");
+    let (run_id, tags) = assert_mirrored(&uri, &run);
+    let r = mlflow_server::get(&uri, "mlflow/runs/get", &[("run_id", &run_id)]);
+    let exp_id = r["run"]["info"]["experiment_id"].as_str().unwrap();
+    let exp = mlflow_server::get(&uri, "mlflow/experiments/get", &[("experiment_id", exp_id)]);
+    assert_eq!(exp["experiment"]["name"], "anvil-train-test");
+    let params = mlflow_server::kv_list(&r["run"]["data"]["params"]);
+    assert_eq!(params["optim.lr"].parse::<f64>().unwrap(), 1e-2);
+    assert_eq!(params["train.max_steps"], "24");
+    assert_eq!(
+        params["model.vocab_size"], "320",
+        "the vocabulary the data decided"
+    );
+    assert!(
+        tags["artifact_ref.checkpoint"].ends_with("step-000024"),
+        "{tags:?}"
+    );
+    let m = metrics(&run);
+    assert_eq!(series(&m, "train/loss").len(), 24);
+    assert_eq!(series(&m, "val/loss").len(), 3);
+
+    // Resumed with overrides of params the server already has: the same MLflow run goes on
+    // (params stay write-once there too, the overrides arrive as a tag), nothing is refused.
+    let o = ok(anvil(&[
+        "train",
+        "run",
+        "--resume",
+        run.to_str().unwrap(),
+        "train.max_steps=32",
+        "optim.lr=5e-3",
+    ]));
+    let err = stderr(&o);
+    assert!(!err.contains("warning"), "{err}");
+    let (resumed_id, tags) = assert_mirrored(&uri, &run);
+    assert_eq!(resumed_id, run_id);
+    assert_eq!(
+        tags["resume.1.overrides"],
+        "train.max_steps=32 optim.lr=5e-3"
+    );
+    assert!(
+        tags["artifact_ref.checkpoint"].ends_with("step-000032"),
+        "{tags:?}"
+    );
+    let r = mlflow_server::get(&uri, "mlflow/runs/get", &[("run_id", &run_id)]);
+    let params = mlflow_server::kv_list(&r["run"]["data"]["params"]);
+    assert_eq!(params["optim.lr"].parse::<f64>().unwrap(), 1e-2);
+    assert_eq!(series(&metrics(&run), "train/loss").len(), 32);
 }

@@ -25,7 +25,9 @@ pub struct RunArgs {
     /// Overrides, `section.key=value` (e.g. `optim.lr=1e-3 train.max_steps=200`).
     overrides: Vec<String>,
     /// Continue this run folder from its newest checkpoint (model, optimizer, schedule, data
-    /// position): the result is bit-identical to a run that was never interrupted.
+    /// position): the result is bit-identical to a run that was never interrupted. Overrides
+    /// given with it are written back to the run's recipe.toml (`model.*` cannot change); a run
+    /// at train.max_steps continues only if that is raised.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Worker threads for tensor work (default: train.threads, or every core).
@@ -57,6 +59,18 @@ fn train_run(a: RunArgs) -> Result<()> {
     if !recipe_file.is_file() {
         bail!("{}: no such recipe file", recipe_file.display());
     }
+    if a.resume.is_some() {
+        // The checkpoints hold the model the run recorded; another shape could not load them.
+        for o in &overrides {
+            let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k).trim();
+            if key == "model" || key.starts_with("model.") {
+                bail!(
+                    "`{key}`: the model's shape cannot change on --resume (the run's checkpoints \
+                     could not load); start a new run instead"
+                );
+            }
+        }
+    }
     let recipe: Recipe = recipe::load_all(&recipe_file, &overrides)?;
     recipe
         .validate()
@@ -72,6 +86,7 @@ fn train_run(a: RunArgs) -> Result<()> {
         recipe_path: Some(recipe_file.clone()),
         command_line: std::env::args().collect(),
         resume: a.resume.clone(),
+        overrides,
     };
     let summary = match anvil_train::run(recipe, opts) {
         Err(e @ anvil_train::TrainError::AlreadyFinished { .. }) => {

@@ -251,6 +251,11 @@ impl Run {
         lock(&self.meta).name.clone()
     }
 
+    /// How many times the run was started: 1, plus one per [`Run::resume`].
+    pub fn attempts(&self) -> usize {
+        lock(&self.meta).attempts.len()
+    }
+
     /// The MLflow run id, once the mirror has created the run on the server.
     pub fn mlflow_run_id(&self) -> Option<String> {
         lock(&self.meta).mlflow_run_id.clone()

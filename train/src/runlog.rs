@@ -4,8 +4,8 @@
 use crate::recipe::Recipe;
 use crate::trainer::{RunOptions, RunSummary};
 use anvil_tracking::plot::PlotOptions;
-use anvil_tracking::{Run, RunInfo, RunKind, Status};
 use anvil_tracking::{Result, TrackingError};
+use anvil_tracking::{Run, RunInfo, RunKind, Status};
 use std::path::Path;
 
 /// The loss curves, written into the run folder at the end of a run.
@@ -39,6 +39,18 @@ pub fn timestamp() -> String {
     )
 }
 
+/// `<dir>/recipe.toml`, the resolved recipe `--resume` reads back, replaced atomically (and left
+/// alone when it already says the same).
+fn write_recipe(dir: &Path, recipe: &Recipe) -> Result<()> {
+    let text = toml::to_string_pretty(recipe)
+        .map_err(|e| TrackingError::invalid(dir, format!("recipe does not serialize: {e}")))?;
+    let path = dir.join("recipe.toml");
+    if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    anvil_tracking::folder::write_atomic(&path, text.as_bytes(), true)
+}
+
 impl RunLog {
     /// A new run folder with the resolved recipe (`recipe.toml`, what `--resume` reads back)
     /// and its flattened parameters.
@@ -49,25 +61,28 @@ impl RunLog {
                 name: String::new(),
                 kind: RunKind::Train,
                 command_line: opts.command_line.clone(),
-                recipe: opts
-                    .recipe_path
-                    .as_ref()
-                    .map(|p| p.display().to_string()),
+                recipe: opts.recipe_path.as_ref().map(|p| p.display().to_string()),
                 mlflow: recipe.tracking.mlflow_target()?,
             },
         )?;
-        let text = toml::to_string_pretty(recipe)
-            .map_err(|e| TrackingError::invalid(dir, format!("recipe does not serialize: {e}")))?;
-        let path = dir.join("recipe.toml");
-        anvil_tracking::folder::write_atomic(&path, text.as_bytes(), true)?;
+        write_recipe(dir, recipe)?;
         run.log_params(anvil_tracking::params::flatten(recipe))?;
         Ok(Self { run })
     }
 
-    pub fn resume(dir: &Path, recipe: &Recipe) -> Result<Self> {
-        Ok(Self {
-            run: Run::resume(dir, recipe.tracking.mlflow_target()?)?,
-        })
+    /// Continues the run in `dir` with `recipe` (its `recipe.toml` plus `opts.overrides`, already
+    /// resolved): `recipe.toml` is replaced by it, so a later plain `--resume` keeps the
+    /// overrides, and the overrides are recorded as the tag `resume.N.overrides` (N = 1 for the
+    /// first resume). Params are not logged again: they are write-once (here and in MLflow) and
+    /// keep the values the run started with.
+    pub fn resume(dir: &Path, recipe: &Recipe, opts: &RunOptions) -> Result<Self> {
+        let run = Run::resume(dir, recipe.tracking.mlflow_target()?)?;
+        write_recipe(dir, recipe)?;
+        if !opts.overrides.is_empty() {
+            let n = run.attempts().saturating_sub(1);
+            run.set_tag(&format!("resume.{n}.overrides"), opts.overrides.join(" "))?;
+        }
+        Ok(Self { run })
     }
 
     pub fn metrics(&self, step: usize, metrics: &[(String, f64)]) -> Result<()> {
@@ -91,7 +106,11 @@ impl RunLog {
         // Before the status: the MLflow mirror uploads what is logged by then. A plot that cannot
         // be drawn costs the run nothing but a warning.
         if let Err(e) = self.plot() {
-            let why = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let why = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             eprintln!("warning: loss plot not written: {why}");
         }
         self.run.finish(if summary.interrupted {

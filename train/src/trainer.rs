@@ -23,6 +23,9 @@ pub struct RunOptions {
     pub command_line: Vec<String>,
     /// Continue this run folder from its newest checkpoint.
     pub resume: Option<PathBuf>,
+    /// The command line's `section.key=value` overrides (already applied to the recipe); a
+    /// resume records them as a tag.
+    pub overrides: Vec<String>,
 }
 
 /// What a finished (or interrupted) run reports.
@@ -155,7 +158,7 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
             model = anvil_models::store::load_weights(model, &latest)
                 .map_err(checkpoint::CheckpointError::from)?;
             checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
-            let log = RunLog::resume(&dir, &recipe)?;
+            let log = RunLog::resume(&dir, &recipe, &opts)?;
             (dir, log)
         }
         None => {
