@@ -540,16 +540,13 @@ fn resume_removes_leftovers_of_a_killed_checkpoint_write_and_restores_best() {
         .collect();
     names.sort();
     let mut want: Vec<String> = keep.to_vec();
-    want.extend(
-        [
-            format!(".best.partial-{}", dead + 1),
-            "notes.txt".into(),
-            "best".into(),
-            "step-000008".into(),
-            "step-000012".into(),
-        ]
-        .into_iter(),
-    );
+    want.extend([
+        format!(".best.partial-{}", dead + 1),
+        "notes.txt".into(),
+        "best".into(),
+        "step-000008".into(),
+        "step-000012".into(),
+    ]);
     want.sort();
     assert_eq!(names, want);
     assert_eq!(
