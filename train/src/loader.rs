@@ -90,7 +90,8 @@ impl RowStream {
 
     fn permutation(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.n_rows).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         order.shuffle(&mut rng);
         order
     }

@@ -234,7 +234,8 @@ impl AdamW {
             };
             let (m, v) = (get("m")?, get("v")?);
             let t = |x: &Vec<f32>| Tensor::from_data(TensorData::new(x.clone(), [x.len()]), device);
-            self.state.insert(path.to_string(), Moments { m: t(m), v: t(v) });
+            self.state
+                .insert(path.to_string(), Moments { m: t(m), v: t(v) });
         }
         Ok(())
     }

@@ -222,7 +222,10 @@ impl Recipe {
         if s.warmup_steps > t.max_steps {
             return err(
                 "schedule.warmup_steps",
-                format!("{} is longer than train.max_steps = {}", s.warmup_steps, t.max_steps),
+                format!(
+                    "{} is longer than train.max_steps = {}",
+                    s.warmup_steps, t.max_steps
+                ),
             );
         }
         if let Some(tokens) = &self.data.tokens
