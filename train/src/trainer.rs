@@ -240,8 +240,9 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
             bar.set_message(format!("loss {nll:.3} · {tps:.0} tok/s"));
         }
 
-        let stop_now = signals::interrupted();
         let finished = state.step == t.max_steps;
+        // A signal during the last step changes nothing: the run completes normally.
+        let stop_now = signals::interrupted() && !finished;
         let eval_due = finished || (recipe.eval.every > 0 && state.step % recipe.eval.every == 0);
         let mut new_best = false;
         if eval_due && !stop_now {
