@@ -11,7 +11,7 @@ use crate::convert::{self, Case, Expect};
 use crate::pass_at_k::mean_pass_at_k;
 use crate::pyvalue::PyValue;
 use crate::samples::Sample;
-use crate::sandbox::{Job, Outcome, Sandbox, Status};
+use crate::sandbox::{ForkServer, Job, Outcome, Sandbox, ServerJob, Status};
 use anvil_data::problems::Problem;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 const HARNESS: &str = include_str!("harness.py");
+const ZYGOTE: &str = include_str!("zygote.py");
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -74,6 +75,9 @@ enum Plan {
 pub struct Evaluator {
     sandbox: Sandbox,
     python: PathBuf,
+    /// Per worker, a pre-started interpreter that forks one sandboxed process tree per run
+    /// (`sandbox/zygote.rs`); runs fall back to `sandbox.run` when it is off or fails.
+    fork: ForkServer,
     pub workers: usize,
 }
 
@@ -109,11 +113,29 @@ fn verdict_kind(result: &str) -> &str {
 impl Evaluator {
     pub fn new(sandbox: Sandbox, workers: usize) -> Result<Self, EvalError> {
         let python = crate::sandbox::resolve_python()?;
+        let argv = vec![
+            python.display().to_string(),
+            "-I".into(),
+            "-S".into(),
+            "harness.py".into(),
+            "--fork-server".into(),
+        ];
+        let files = vec![
+            ("harness.py".to_string(), HARNESS.as_bytes().to_vec()),
+            ("zygote.py".to_string(), ZYGOTE.as_bytes().to_vec()),
+        ];
+        let fork = ForkServer::new(&sandbox, argv, files);
         Ok(Evaluator {
             sandbox,
             python,
+            fork,
             workers: workers.max(1),
         })
+    }
+
+    /// Why runs start their own interpreter instead of forking from a server, if they do.
+    pub fn fork_server_off(&self) -> Option<String> {
+        self.fork.disabled()
     }
 
     pub fn sandbox(&self) -> &Sandbox {
@@ -128,6 +150,9 @@ impl Evaluator {
                 serde_json::to_vec(job).expect("json"),
             ),
         ];
+        if let Some(out) = self.fork.run(&self.sandbox, &ServerJob { files: &files })? {
+            return Ok(out);
+        }
         let argv = vec![
             self.python.display().to_string(),
             "-I".into(),
@@ -321,6 +346,22 @@ impl Evaluator {
             .num_threads(self.workers)
             .build()
             .map_err(|e| EvalError::Config(e.to_string()))?;
+        // Servers are children of the pool's threads (their init dies with its parent thread):
+        // stop them before the pool goes.
+        let result = self.evaluate_in(&pool, samples, ks, progress, &by_id, &needed);
+        self.fork.shutdown();
+        result
+    }
+
+    fn evaluate_in(
+        &self,
+        pool: &rayon::ThreadPool,
+        samples: &[Sample],
+        ks: &[u64],
+        progress: &indicatif::ProgressBar,
+        by_id: &HashMap<&str, &Problem>,
+        needed: &[&Problem],
+    ) -> Result<(Vec<Verdict>, Summary), EvalError> {
         let plans: HashMap<&str, Plan> = pool.install(|| {
             needed
                 .par_iter()

@@ -127,7 +127,14 @@ pub(crate) struct ChildCtx<'a> {
     pub dry_run: bool,
     /// No PID namespace: init is a subreaper and kills leftover descendants itself.
     pub subreaper: bool,
+    /// The program is a fork server (`zygote.rs`): instead of restricting itself with Landlock
+    /// (which would forbid the mounts its samples need), it gets the ruleset as fd
+    /// [`FD_SERVER_LANDLOCK`] for each sample to apply; fd 3 is its control socket.
+    pub server: bool,
 }
+
+/// Where a fork server finds the Landlock ruleset its samples restrict themselves with.
+pub(crate) const FD_SERVER_LANDLOCK: c_int = 5;
 
 #[inline]
 fn errno() -> i32 {
@@ -724,13 +731,27 @@ unsafe fn sample_main(ctx: &ChildCtx) -> ! {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(S_NO_NEW_PRIVS, errno(), 0);
         }
+        close_from(FD_REPORT + 1);
         if let Some(ll) = ctx.landlock {
-            let e = ll.apply();
-            if e != 0 {
-                fail(S_LANDLOCK, e, 0);
+            if ctx.server {
+                let fd = ll.ruleset_fd();
+                if fd < 0 {
+                    fail(S_LANDLOCK, -fd, 0);
+                }
+                if fd != FD_SERVER_LANDLOCK {
+                    if libc::dup2(fd, FD_SERVER_LANDLOCK) < 0 {
+                        fail(S_LANDLOCK, errno(), 1);
+                    }
+                    libc::close(fd);
+                }
+                libc::fcntl(FD_SERVER_LANDLOCK, libc::F_SETFD, 0);
+            } else {
+                let e = ll.apply();
+                if e != 0 {
+                    fail(S_LANDLOCK, e, 0);
+                }
             }
         }
-        close_from(FD_REPORT + 1);
         if let Some(prog) = ctx.seccomp
             && libc::syscall(
                 libc::SYS_seccomp,

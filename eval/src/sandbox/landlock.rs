@@ -142,6 +142,27 @@ impl Plan {
     /// Async-signal-safe: only raw syscalls. Missing paths are skipped. Returns 0 or an errno.
     pub(crate) unsafe fn apply(&self) -> i32 {
         unsafe {
+            let fd = self.ruleset_fd();
+            if fd < 0 {
+                return -fd;
+            }
+            let r = libc::syscall(SYS_RESTRICT_SELF, fd, 0u32);
+            let e = errno();
+            libc::close(fd);
+            if r < 0 {
+                return e;
+            }
+            0
+        }
+    }
+
+    /// Creates the ruleset with every rule added, without restricting anyone: the fork server
+    /// keeps this fd and each of its samples calls `landlock_restrict_self` on it (a fresh
+    /// domain per sample). Rules attach to inodes, and Landlock's path walk climbs from a mount
+    /// to its mount point, so the rule on the server's work dir also covers each sample's tmpfs
+    /// mounted over it. Returns the fd (O_CLOEXEC) or a negated errno. Async-signal-safe.
+    pub(crate) unsafe fn ruleset_fd(&self) -> libc::c_int {
+        unsafe {
             let fd = libc::syscall(
                 SYS_CREATE_RULESET,
                 &self.attr as *const RulesetAttr,
@@ -149,7 +170,7 @@ impl Plan {
                 0u32,
             );
             if fd < 0 {
-                return errno();
+                return -errno();
             }
             let fd = fd as libc::c_int;
             for (path, access) in &self.rules {
@@ -172,16 +193,10 @@ impl Plan {
                 libc::close(pfd);
                 if r < 0 {
                     libc::close(fd);
-                    return e;
+                    return -e;
                 }
             }
-            let r = libc::syscall(SYS_RESTRICT_SELF, fd, 0u32);
-            let e = errno();
-            libc::close(fd);
-            if r < 0 {
-                return e;
-            }
-            0
+            fd
         }
     }
 }

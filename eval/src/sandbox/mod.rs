@@ -43,8 +43,10 @@ mod probe;
 mod python;
 mod run;
 mod seccomp;
+mod zygote;
 
 pub use python::{PythonInfo, probe_python, python_info, resolve_python};
+pub use zygote::{ForkServer, ServerJob};
 
 use std::fmt;
 use std::io;
@@ -286,6 +288,9 @@ pub struct Sandbox {
     bpf: Option<Vec<libc::sock_filter>>,
     landlock: Option<landlock::Plan>,
     rlimits: Vec<(i32, libc::rlimit)>,
+    /// The fork server's own seccomp filter and rlimits (see `zygote.rs`).
+    server_bpf: Option<Vec<libc::sock_filter>>,
+    server_rlimits: Vec<(i32, libc::rlimit)>,
     cpu_limit_us: i64,
     drop_to: Option<(u32, u32)>,
     tmp_base: PathBuf,

@@ -56,6 +56,8 @@ impl Sandbox {
             bpf: None,
             landlock: None,
             rlimits: Vec::new(),
+            server_bpf: None,
+            server_rlimits: Vec::new(),
             cpu_limit_us: 0,
             drop_to: None,
             tmp_base,
@@ -137,7 +139,15 @@ impl Sandbox {
             sb.bpf = Some(seccomp::build(&seccomp::FilterOptions {
                 unix_sockets_only: !ns,
                 deny_subreaper: !ns,
+                fork_server: false,
             }));
+            if ns {
+                sb.server_bpf = Some(seccomp::build(&seccomp::FilterOptions {
+                    unix_sockets_only: false,
+                    deny_subreaper: false,
+                    fork_server: true,
+                }));
+            }
         }
         let landlock_abi = landlock::abi();
         if let Ok(abi) = landlock_abi {
@@ -254,6 +264,22 @@ impl Sandbox {
         if self.drop_to.is_some() {
             v.push((libc::RLIMIT_NPROC as i32, lim(l.max_procs, l.max_procs)));
         }
+        // The fork server lives across samples: no CPU limit of its own (each sample sets its
+        // own after the fork), and room in RLIMIT_NPROC for itself, the per-sample helper and
+        // init beside a sample's own processes: its limit bounds the whole worker, while each
+        // sample's (one more than `max_procs`, for its init, which shares its uid in the
+        // per-sample user namespace) bounds that sample.
+        self.server_rlimits = v
+            .iter()
+            .filter(|(r, _)| *r != libc::RLIMIT_CPU as i32)
+            .map(|&(r, l)| {
+                if r == libc::RLIMIT_NPROC as i32 {
+                    (r, lim(l.rlim_cur as u64 + 8, l.rlim_max as u64 + 8))
+                } else {
+                    (r, l)
+                }
+            })
+            .collect();
         self.rlimits = v;
     }
 

@@ -68,6 +68,20 @@ impl Sandbox {
     }
 
     fn execute(&self, job: &Job, dry_run: bool) -> Result<RunResult, SandboxError> {
+        let sp = self.spawn(job, dry_run, None)?;
+        self.finish(sp, dry_run, &job.argv[0])
+    }
+
+    /// Starts `job` in a fresh sandbox and returns the running init with the evaluator's ends of
+    /// its pipes. With `server`, the program is a fork server (`zygote.rs`): `server` becomes its
+    /// fd 3 (instead of a result pipe), it gets the server's rlimits and seccomp filter and the
+    /// Landlock ruleset as an fd, and no cgroup of its own (each of its samples gets one).
+    pub(super) fn spawn(
+        &self,
+        job: &Job,
+        dry_run: bool,
+        server: Option<&OwnedFd>,
+    ) -> Result<Spawned, SandboxError> {
         let ns = self.mode != Mode::Plain;
         let Some(exe) = job.argv.first() else {
             return Err(SandboxError::InvalidJob("empty argv".into()));
@@ -100,10 +114,7 @@ impl Sandbox {
         argv_p.push(std::ptr::null());
         let (files_rel, dirs_rel) = validate_files(job.files)?;
 
-        // Unique across all sandboxes of this process (names of cgroups and work dirs).
-        static RUNS: AtomicU64 = AtomicU64::new(0);
-        let n = RUNS.fetch_add(1, Ordering::Relaxed);
-        let name = format!("anvil-sbx-{}-{n}", std::process::id());
+        let name = run_name();
 
         // Plain mode: a private host directory, written by us.
         let plain_dir = if ns || dry_run {
@@ -161,7 +172,11 @@ impl Sandbox {
             .map(|d| cstr(d, "a file name"))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let mut cg = if ns && !dry_run && (self.cg_memory.is_some() || self.cg_pids.is_some()) {
+        let cg = if ns
+            && !dry_run
+            && server.is_none()
+            && (self.cg_memory.is_some() || self.cg_pids.is_some())
+        {
             Some(
                 cgroup::RunCgroup::create(
                     self.cg_memory.as_ref(),
@@ -187,7 +202,12 @@ impl Sandbox {
             }
             (p, _) => p.as_ref(),
         };
-        let fprog = self.bpf.as_ref().map(|b| libc::sock_fprog {
+        let bpf = if server.is_some() {
+            self.server_bpf.as_ref()
+        } else {
+            self.bpf.as_ref()
+        };
+        let fprog = bpf.map(|b| libc::sock_fprog {
             len: b.len() as u16,
             filter: b.as_ptr() as *mut libc::sock_filter,
         });
@@ -217,7 +237,7 @@ impl Sandbox {
                 stdin.as_raw_fd(),
                 out_w.as_raw_fd(),
                 err_w.as_raw_fd(),
-                res_w.as_raw_fd(),
+                server.map_or(res_w.as_raw_fd(), |c| c.as_raw_fd()),
                 rep_w.as_raw_fd(),
                 sync_r.as_raw_fd(),
             ],
@@ -226,7 +246,11 @@ impl Sandbox {
             files: &files_c,
             dirs: &dirs_c,
             workdir: &workdir_c,
-            rlimits: &self.rlimits,
+            rlimits: if server.is_some() {
+                &self.server_rlimits
+            } else {
+                &self.rlimits
+            },
             drop_to: self.drop_to,
             setgroups_may_fail: !self.privileged,
             landlock: landlock_plan,
@@ -236,6 +260,7 @@ impl Sandbox {
             envp: env_p.as_ptr(),
             dry_run,
             subreaper: !ns,
+            server: server.is_some(),
         };
         let flags = match self.mode {
             Mode::Namespaces { userns } => {
@@ -266,7 +291,7 @@ impl Sandbox {
                 source: io::Error::last_os_error(),
             });
         }
-        let mut init = InitGuard { pid, reaped: false };
+        let init = InitGuard { pid, reaped: false };
         drop((stdin, out_w, err_w, res_w, rep_w, sync_r, join));
 
         if self.mode == (Mode::Namespaces { userns: true }) {
@@ -285,53 +310,45 @@ impl Sandbox {
             let _ = write_byte(&sync_w);
         }
         drop(sync_w);
+        Ok(Spawned {
+            init,
+            start,
+            out_r,
+            err_r,
+            res_r,
+            rep_r,
+            cg,
+            plain_dir,
+            name,
+        })
+    }
 
-        // Monitor: capture output, enforce the wall clock, wait for init's report to close.
+    /// Monitors a spawned run to its end and decides its status.
+    fn finish(&self, sp: Spawned, dry_run: bool, exe: &str) -> Result<RunResult, SandboxError> {
+        let ns = self.mode != Mode::Plain;
+        let Spawned {
+            mut init,
+            start,
+            out_r,
+            err_r,
+            res_r,
+            rep_r,
+            mut cg,
+            plain_dir,
+            name,
+        } = sp;
         let cap = self.limits.output_bytes;
         let mut out = Capture::new(out_r, cap);
         let mut err = Capture::new(err_r, cap);
         let mut res = Capture::new(res_r, cap);
         let mut rep = Reports::new(rep_r);
-        let deadline = start + self.limits.wall;
-        let mut scratch = vec![0u8; 64 * 1024];
-        let mut verdict: Option<Status> = None;
-        while !rep.eof {
-            let now = Instant::now();
-            if now >= deadline {
-                verdict = Some(Status::TimedOut);
-                break;
-            }
-            let wait_ms = ((deadline - now).as_micros() / 1000 + 1).min(i32::MAX as u128) as i32;
-            let mut pfds = [out.pollfd(), err.pollfd(), res.pollfd(), rep.pollfd()];
-            // SAFETY: valid array of pollfd.
-            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait_ms) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(SandboxError::Io {
-                    context: "poll".into(),
-                    source: e,
-                });
-            }
-            if pfds[0].revents != 0 {
-                out.read_available(&mut scratch);
-            }
-            if pfds[1].revents != 0 {
-                err.read_available(&mut scratch);
-            }
-            if pfds[2].revents != 0 {
-                res.read_available(&mut scratch);
-            }
-            if out.overflow || err.overflow || res.overflow {
-                verdict = Some(Status::OutputLimit);
-                break;
-            }
-            if pfds[3].revents != 0 {
-                rep.read_available();
-            }
-        }
+        let verdict = monitor(
+            &mut out,
+            &mut err,
+            &mut res,
+            &mut rep,
+            start + self.limits.wall,
+        )?;
         let mut wall = start.elapsed();
 
         if verdict.is_some() {
@@ -360,6 +377,7 @@ impl Sandbox {
             wall = start.elapsed();
         }
         // Everything in the namespace is gone now; collect what is left in the pipes.
+        let mut scratch = vec![0u8; 64 * 1024];
         for c in [&mut out, &mut err, &mut res] {
             c.read_available(&mut scratch);
         }
@@ -400,7 +418,33 @@ impl Sandbox {
                 )))
             };
         }
-        let status = match verdict {
+        let status = self.decide(verdict, &out, &err, &res, &rep, oom, init_status)?;
+        Ok(RunResult {
+            outcome: Outcome {
+                status,
+                stdout: out.buf,
+                stderr: err.buf,
+                result: res.buf,
+                wall,
+            },
+            warnings: rep.warnings,
+        })
+    }
+
+    /// The status of a finished run: a limit the monitor hit, or the sample's wait status as
+    /// its init reported it (CPU limit and OOM told apart from other SIGKILLs).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decide(
+        &self,
+        verdict: Option<Status>,
+        out: &Capture,
+        err: &Capture,
+        res: &Capture,
+        rep: &Reports,
+        oom: bool,
+        init_status: i32,
+    ) -> Result<Status, SandboxError> {
+        Ok(match verdict {
             Some(v) => v,
             None if out.overflow || err.overflow || res.overflow => Status::OutputLimit,
             None => match rep.status {
@@ -435,20 +479,10 @@ impl Sandbox {
                     )));
                 }
             },
-        };
-        Ok(RunResult {
-            outcome: Outcome {
-                status,
-                stdout: out.buf,
-                stderr: err.buf,
-                result: res.buf,
-                wall,
-            },
-            warnings: rep.warnings,
         })
     }
 
-    fn setup_error(&self, r: &Record, exe: &str) -> SandboxError {
+    pub(super) fn setup_error(&self, r: &Record, exe: &str) -> SandboxError {
         let step = child::step_name(r.a);
         let op = r.c as usize;
         let what = match r.a {
@@ -480,6 +514,77 @@ impl Sandbox {
     }
 }
 
+/// Captures output (with caps), reads init's reports and enforces the wall clock until the
+/// report pipe closes (init is gone) or a limit is hit, which it returns.
+pub(super) fn monitor(
+    out: &mut Capture,
+    err: &mut Capture,
+    res: &mut Capture,
+    rep: &mut Reports,
+    deadline: Instant,
+) -> Result<Option<Status>, SandboxError> {
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut verdict: Option<Status> = None;
+    while !rep.eof {
+        let now = Instant::now();
+        if now >= deadline {
+            verdict = Some(Status::TimedOut);
+            break;
+        }
+        let wait_ms = ((deadline - now).as_micros() / 1000 + 1).min(i32::MAX as u128) as i32;
+        let mut pfds = [out.pollfd(), err.pollfd(), res.pollfd(), rep.pollfd()];
+        // SAFETY: valid array of pollfd.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(SandboxError::Io {
+                context: "poll".into(),
+                source: e,
+            });
+        }
+        if pfds[0].revents != 0 {
+            out.read_available(&mut scratch);
+        }
+        if pfds[1].revents != 0 {
+            err.read_available(&mut scratch);
+        }
+        if pfds[2].revents != 0 {
+            res.read_available(&mut scratch);
+        }
+        if out.overflow || err.overflow || res.overflow {
+            verdict = Some(Status::OutputLimit);
+            break;
+        }
+        if pfds[3].revents != 0 {
+            rep.read_available();
+        }
+    }
+    Ok(verdict)
+}
+
+/// A started sandbox: its init (a child of this thread) and the evaluator's ends of the pipes.
+pub(super) struct Spawned {
+    pub init: InitGuard,
+    pub start: Instant,
+    pub out_r: OwnedFd,
+    pub err_r: OwnedFd,
+    pub res_r: OwnedFd,
+    pub rep_r: OwnedFd,
+    pub cg: Option<cgroup::RunCgroup>,
+    pub plain_dir: Option<PlainDir>,
+    pub name: String,
+}
+
+/// Unique across all sandboxes of this process (names of cgroups and work dirs).
+pub(super) fn run_name() -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    format!("anvil-sbx-{}-{n}", std::process::id())
+}
+
 fn describe_wait(st: i32) -> String {
     if libc::WIFEXITED(st) {
         format!("exit code {}", libc::WEXITSTATUS(st))
@@ -491,19 +596,19 @@ fn describe_wait(st: i32) -> String {
 }
 
 /// Owns the init process until it has been reaped; kills it if dropped early.
-struct InitGuard {
-    pid: libc::pid_t,
+pub(super) struct InitGuard {
+    pub pid: libc::pid_t,
     reaped: bool,
 }
 
 impl InitGuard {
-    fn kill(&self) {
+    pub(super) fn kill(&self) {
         if !self.reaped {
             // SAFETY: our own unreaped child, so the pid cannot have been reused.
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
     }
-    fn wait(&mut self) -> io::Result<i32> {
+    pub(super) fn wait(&mut self) -> io::Result<i32> {
         let mut st = 0;
         loop {
             // SAFETY: waiting for our own child.
@@ -530,15 +635,15 @@ impl Drop for InitGuard {
     }
 }
 
-struct Capture {
+pub(super) struct Capture {
     fd: Option<OwnedFd>,
-    buf: Vec<u8>,
+    pub buf: Vec<u8>,
     cap: usize,
-    overflow: bool,
+    pub overflow: bool,
 }
 
 impl Capture {
-    fn new(fd: OwnedFd, cap: usize) -> Capture {
+    pub(super) fn new(fd: OwnedFd, cap: usize) -> Capture {
         Capture {
             fd: Some(fd),
             buf: Vec::new(),
@@ -554,7 +659,7 @@ impl Capture {
         }
     }
     /// Reads until the pipe is empty, closed, or over the cap.
-    fn read_available(&mut self, scratch: &mut [u8]) {
+    pub(super) fn read_available(&mut self, scratch: &mut [u8]) {
         while let Some(fd) = &self.fd {
             if self.overflow {
                 return;
@@ -590,19 +695,19 @@ impl Capture {
     }
 }
 
-struct Reports {
+pub(super) struct Reports {
     fd: Option<OwnedFd>,
     pending: Vec<u8>,
-    eof: bool,
-    error: Option<Record>,
-    status: Option<Record>,
-    started: Option<libc::pid_t>,
+    pub eof: bool,
+    pub error: Option<Record>,
+    pub status: Option<Record>,
+    pub started: Option<libc::pid_t>,
     ready: bool,
     warnings: Vec<(i32, i32)>,
 }
 
 impl Reports {
-    fn new(fd: OwnedFd) -> Reports {
+    pub(super) fn new(fd: OwnedFd) -> Reports {
         Reports {
             fd: Some(fd),
             pending: Vec::new(),
@@ -626,7 +731,7 @@ impl Reports {
         // SAFETY: valid pollfd array.
         unsafe { libc::poll(p.as_mut_ptr(), 1, ms) };
     }
-    fn read_available(&mut self) {
+    pub(super) fn read_available(&mut self) {
         let mut buf = [0u8; 4096];
         while let Some(fd) = &self.fd {
             // SAFETY: reading into a valid buffer.

@@ -131,6 +131,10 @@ pub(crate) struct FilterOptions {
     pub unix_sockets_only: bool,
     /// Without a PID namespace the sandbox relies on a subreaper; samples may not claim it.
     pub deny_subreaper: bool,
+    /// The fork server's own filter (see `zygote.rs`): `unshare` and `mount` stay allowed so
+    /// that it can give each sample fresh namespaces and a fresh work dir. Samples never run
+    /// under this filter alone: each one installs the full deny-list on top before its code runs.
+    pub fork_server: bool,
 }
 
 /// Builds the BPF program. Jump targets are resolved in a second pass.
@@ -151,6 +155,9 @@ pub(crate) fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     #[cfg(target_arch = "x86_64")]
     p.push(Insn::Jge(0x4000_0000, Target::Kill, None)); // x32 ABI
     for nr in denied() {
+        if opts.fork_server && (nr == libc::SYS_unshare || nr == libc::SYS_mount) {
+            continue;
+        }
         p.push(Insn::Jeq(nr as u32, Target::Eperm, None));
     }
     p.push(Insn::Jeq(libc::SYS_clone3 as u32, Target::Enosys, None));
@@ -349,10 +356,15 @@ mod tests {
     use super::*;
     #[test]
     fn assembles_with_valid_jumps() {
-        for (a, b) in [(false, false), (true, true)] {
+        for (a, b, c) in [
+            (false, false, false),
+            (true, true, false),
+            (false, false, true),
+        ] {
             let p = build(&FilterOptions {
                 unix_sockets_only: a,
                 deny_subreaper: b,
+                fork_server: c,
             });
             assert!(p.len() < 200);
             for (i, ins) in p.iter().enumerate() {
