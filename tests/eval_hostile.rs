@@ -105,6 +105,28 @@ fn hostile_samples_get_their_verdicts_and_leave_nothing_behind() {
         ("ptrace", "H/conv", "    import ctypes\n    if ctypes.CDLL(None).ptrace(0, 0, 0, 0) == 0:\n        return a + b\n    return -1\n".into(), &["failed"]),
         ("mount", "H/conv", "    import ctypes\n    if ctypes.CDLL(None).mount(b'none', b'/tmp', b'tmpfs', 0, None) == 0:\n        return a + b\n    return -1\n".into(), &["failed"]),
     ];
+    // Aimed at the fork server (one pre-started interpreter per worker that forks each sample):
+    // each passes only if the sample cannot reach the server or anything a previous sample left.
+    // The ones that check for a predecessor's traces run several times, so that on each worker
+    // some run after another.
+    let fork_server_cases: Vec<(&str, &str, String, &[&str])> = vec![
+        ("signals every pid", "H/conv", "    import os, signal\n    for p in range(1, 4096):\n        for s in (signal.SIGSTOP, signal.SIGTERM, signal.SIGKILL):\n            if p != os.getpid():\n                try:\n                    os.kill(p, s)\n                except OSError:\n                    pass\n    return a + b\n".into(), &["passed"]),
+        ("ptrace and process_vm_readv", "H/conv", "    import ctypes\n    libc = ctypes.CDLL(None)\n    for p in range(1, 256):\n        if libc.ptrace(16, p, 0, 0) == 0 or libc.syscall(310, p, 0, 0, 0, 0, 0) >= 0:\n            return -1\n    return a + b\n".into(), &["passed"]),
+        ("finds the server in /proc", "H/conv", "    import os\n    for p in os.listdir('/proc'):\n        if p.isdigit():\n            try:\n                open('/proc/%s/cmdline' % p, 'rb').read()\n            except OSError:\n                continue\n            if int(p) > 16:\n                return -1\n    try:\n        open('/proc/1/mem', 'rb').read(1)\n        return -1\n    except OSError:\n        pass\n    return a + b\n".into(), &["passed"]),
+        ("writes to inherited fds", "H/conv", "    import os\n    fds = sorted(int(f) for f in os.listdir('/proc/self/fd'))\n    for fd in range(4, 4096):\n        try:\n            os.write(fd, b'D')\n        except OSError:\n            pass\n    return a + b if fds[:4] == [0, 1, 2, 3] and len(fds) <= 5 else -1\n".into(), &["passed"]),
+        ("shared memory maps", "H/conv", "    maps = open('/proc/self/maps').read().splitlines()\n    return -1 if any(l.split()[1][3] == 's' and 'w' in l.split()[1] for l in maps) else a + b\n".into(), &["passed"]),
+    ];
+    let mut cases = cases;
+    cases.extend(fork_server_cases);
+    // State a sample might leave for the next one on the same worker: SysV shared memory, a
+    // thread, a process, files, environment, modules, builtins, interpreter settings.
+    // Module-level code after the function: it runs once, before the first call.
+    let poison = "    return a + b if not seen else ','.join(seen)\nimport builtins, ctypes, math, os, sys, threading, time, typing\nlibc = ctypes.CDLL(None, use_errno=True)\nseen = []\nif libc.shmget(0x616e76, 4096, 0) >= 0:\n    seen.append('shm')\nif getattr(builtins, 'ANVIL_POISON', False) or math.pi != 3.141592653589793 or sys.getrecursionlimit() != 1000:\n    seen.append('interpreter')\nif os.environ.get('ANVIL_POISON') or 'anvil_poison' in sys.modules or not typing.__file__.startswith(sys.base_prefix):\n    seen.append('env/modules')\nif os.getcwd() != '/tmp' or sorted(os.listdir('.')) != ['harness.py', 'job.json']:\n    seen.append('work dir')\nif threading.active_count() != 1:\n    seen.append('thread')\nlibc.shmget(0x616e76, 4096, 0o1666)\nbuiltins.ANVIL_POISON = True\nmath.pi = 3\nsys.setrecursionlimit(200)\nos.environ['ANVIL_POISON'] = '1'\nsys.modules['anvil_poison'] = sys\nfor d in ['.'] + sys.path:\n    for m in ('typing.py', 'sitecustomize.py', 'anvil_poison.py'):\n        try:\n            open(os.path.join(d, m), 'w').write('raise SystemExit(3)')\n        except OSError:\n            pass\nthreading.Thread(target=time.sleep, args=(600,), daemon=True).start()\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\n    os._exit(0)\nos.chdir('/')\n";
+    for i in 0..6 {
+        let name: &'static str = Box::leak(format!("leaves state behind #{i}").into_boxed_str());
+        cases.push((name, "H/conv", poison.to_string(), &["passed"]));
+    }
+    let cases = cases;
     let samples = dir.join("samples.jsonl");
     let lines: Vec<String> = cases
         .iter()
@@ -114,60 +136,85 @@ fn hostile_samples_get_their_verdicts_and_leave_nothing_behind() {
         .collect();
     std::fs::write(&samples, lines.join("\n") + "\n").unwrap();
 
-    let o = ok(anvil(&[
-        "eval",
-        "pass-at-k",
-        "--problems",
-        problems.to_str().unwrap(),
-        "--samples",
-        samples.to_str().unwrap(),
-        "--k",
-        "1",
-        "--timeout",
-        "3",
-        "--memory-mb",
-        "256",
-        "-q",
-    ]));
-    let out = stdout(&o);
+    // Twice: with the fork server (the default) and with a fresh interpreter per sample (the
+    // reference); both must give every verdict and leave the host as it was.
+    let mut by_mode: Vec<HashMap<String, Value>> = Vec::new();
+    for fork_server in ["1", "0"] {
+        let o = ok(anvil_env(
+            &[
+                "eval",
+                "pass-at-k",
+                "--problems",
+                problems.to_str().unwrap(),
+                "--samples",
+                samples.to_str().unwrap(),
+                "--k",
+                "1",
+                "--timeout",
+                "3",
+                "--memory-mb",
+                "256",
+                "-q",
+            ],
+            &[("ANVIL_EVAL_FORK_SERVER", fork_server)],
+        ));
+        let out = stdout(&o);
+        let err = stderr(&o);
+        // The fork server is on unless turned off; it says so when it has to give up.
+        assert!(
+            fork_server == "0" || !err.contains("fork server off"),
+            "{err}"
+        );
 
-    // Host untouched, nothing left running.
-    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "intact");
-    assert!(
-        listener.accept().is_err(),
-        "a sample reached a port on the host"
-    );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let survivors = harness_processes();
-    assert!(
-        survivors.is_empty(),
-        "processes survived the evaluation: {survivors:?}"
-    );
-    assert!(
-        Path::new("/usr/bin/python3")
-            .metadata()
-            .map(|m| m.len() > 0)
-            .unwrap_or(true)
-    );
+        // Host untouched, nothing left running.
+        assert_eq!(std::fs::read_to_string(&canary).unwrap(), "intact");
+        assert!(
+            listener.accept().is_err(),
+            "a sample reached a port on the host"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let survivors = harness_processes();
+        assert!(
+            survivors.is_empty(),
+            "processes survived the evaluation: {survivors:?}"
+        );
+        assert!(
+            Path::new("/usr/bin/python3")
+                .metadata()
+                .map(|m| m.len() > 0)
+                .unwrap_or(true)
+        );
 
-    let results = std::fs::read_to_string(dir.join("samples.jsonl_results.jsonl")).unwrap();
-    let by_name: HashMap<String, Value> = results
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|v| (v["name"].as_str().unwrap().to_string(), v))
-        .collect();
-    let mut wrong = Vec::new();
+        let results = std::fs::read_to_string(dir.join("samples.jsonl_results.jsonl")).unwrap();
+        let by_name: HashMap<String, Value> = results
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| (v["name"].as_str().unwrap().to_string(), v))
+            .collect();
+        let mut wrong = Vec::new();
+        for (name, _, _, accepted) in &cases {
+            let r = by_name[*name]["result"].as_str().unwrap();
+            if !accepted.iter().any(|a| r.starts_with(a)) {
+                wrong.push(format!("{name}: got `{r}`, expected one of {accepted:?}"));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "fork server {fork_server}: unexpected verdicts:\n{}\n\nsummary: {out}",
+            wrong.join("\n")
+        );
+        by_mode.push(by_name);
+    }
+    // Same verdicts both ways, where the verdict is deterministic.
     for (name, _, _, accepted) in &cases {
-        let r = by_name[*name]["result"].as_str().unwrap();
-        if !accepted.iter().any(|a| r.starts_with(a)) {
-            wrong.push(format!("{name}: got `{r}`, expected one of {accepted:?}"));
+        if accepted.len() == 1 {
+            assert_eq!(
+                by_mode[0][*name]["result"], by_mode[1][*name]["result"],
+                "{name}: fork server vs per-sample interpreter"
+            );
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "unexpected verdicts:\n{}\n\nsummary: {out}",
-        wrong.join("\n")
-    );
+    let by_name = &by_mode[0];
     assert!(cases.len() >= 40);
     let check_of = |n: &str| by_name[n]["check"].as_str().unwrap().to_string();
     assert_eq!(check_of("honest"), "out-of-process");

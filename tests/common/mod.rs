@@ -106,3 +106,12 @@ pub fn synth_problems_and_samples(
     std::fs::write(&samples, rows.join("\n") + "\n").unwrap();
     (problems, samples)
 }
+
+/// [`anvil`] with extra environment variables.
+pub fn anvil_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_anvil"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run anvil")
+}
