@@ -1,3 +1,45 @@
-//! Compact inference: KV-cached decoding with sampling, syntax-aware beam search, batched
-//! generation, the OpenAI-compatible HTTP server and quantized export. (Arrives with the inference
-//! issue.)
+//! Compact inference for Anvil's models: loading a checkpoint with its tokenizer, KV-cached
+//! decoding (greedy, temperature, top-k, top-p, repetition penalty, stop sequences, seeds,
+//! several samples of a prompt at once), fill-in-the-middle prompts, and beam search that can
+//! keep to syntactically valid code.
+
+pub mod beam;
+pub mod generate;
+pub mod load;
+pub mod sampling;
+pub mod syntax;
+
+pub use beam::{BeamParams, Hypothesis};
+pub use generate::{
+    Completion, Event, FinishReason, GenerateParams, Generation, Generator, Timing,
+};
+pub use load::{Loaded, load, load_model};
+pub use sampling::SamplingParams;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("{path}: {msg}")]
+    Load { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Param(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+impl InferError {
+    pub fn load(path: &Path, msg: impl std::fmt::Display) -> Self {
+        Self::Load {
+            path: path.to_path_buf(),
+            msg: msg.to_string(),
+        }
+    }
+}
+
+impl Generator {
+    /// Loads a checkpoint, run folder or HF folder with its tokenizer on the default device.
+    pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self, InferError> {
+        Ok(load::load(path, tokenizer, &burn::tensor::Device::default())?.into())
+    }
+}

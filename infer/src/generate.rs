@@ -1,0 +1,421 @@
+//! Decoding with a KV cache: one prefill of the prompt, then one forward per step for all the
+//! samples of a request at once (the cache is copied to `n` rows after the prefill), finished rows
+//! dropped from the batch as they end. Each row samples from its own seeded stream, so a row's
+//! output does not depend on the rows beside it.
+
+use crate::sampling::{self, SamplingParams};
+use crate::{InferError, Loaded};
+use anvil_models::{KvCache, Llama};
+use burn::tensor::{Int, Tensor, TensorData};
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+/// What to generate for one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    pub max_new_tokens: usize,
+    /// Number of independent samples of the prompt.
+    pub n: usize,
+    pub sampling: SamplingParams,
+    /// Generation of a sample ends at the first of these strings; the text excludes it.
+    pub stop: Vec<String>,
+    /// Keep going past the end-of-sequence token (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 128,
+            n: 1,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+impl GenerateParams {
+    pub fn validate(&self) -> Result<(), InferError> {
+        let bad = |key: &str, msg: String| Err(InferError::Param(format!("`{key}`: {msg}")));
+        if self.n == 0 {
+            return bad("n", "must be at least 1".into());
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return bad("stop", "stop sequences must not be empty".into());
+        }
+        if let Err((k, m)) = self.sampling.validate() {
+            return bad(k, m);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// A stop sequence was produced.
+    Stop,
+    /// The end-of-sequence token was produced.
+    Eos,
+    /// `max_new_tokens` or the model's context length was reached.
+    Length,
+}
+
+impl FinishReason {
+    /// OpenAI's spelling: both a stop sequence and end of sequence are `stop`.
+    pub fn openai(self) -> &'static str {
+        match self {
+            Self::Stop | Self::Eos => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Completion {
+    /// Generated text, cut before the first stop sequence.
+    pub text: String,
+    /// Every generated token (the end-of-sequence token excluded), also those of a stop sequence.
+    pub token_ids: Vec<u32>,
+    /// The model's log-probability of each generated token (raw logits, before any sampling rule).
+    pub logprobs: Vec<f32>,
+    pub finish_reason: FinishReason,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Timing {
+    pub prompt_tokens: usize,
+    pub prefill_seconds: f64,
+    /// Forward passes after the prefill.
+    pub decode_steps: usize,
+    pub generated_tokens: usize,
+    pub decode_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Generation {
+    pub completions: Vec<Completion>,
+    pub timing: Timing,
+}
+
+/// Streaming events: text becomes visible only once it can no longer turn into a stop sequence
+/// or be the first bytes of a multi-byte character.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    Delta { index: usize, text: &'a str },
+    Done { index: usize, finish: FinishReason },
+}
+
+/// A loaded model, its tokenizer and end-of-sequence ids.
+pub struct Generator {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub eos: Vec<u32>,
+}
+
+impl From<Loaded> for Generator {
+    fn from(l: Loaded) -> Self {
+        Self {
+            model: l.model,
+            tokenizer: l.tokenizer,
+            eos: l.eos,
+        }
+    }
+}
+
+/// One sample being decoded.
+struct Row {
+    index: usize,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    rng: rand_chacha::ChaCha8Rng,
+    emitted: usize,
+    text: String,
+    finish: Option<FinishReason>,
+}
+
+impl Generator {
+    pub fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.model.config.max_seq_len
+    }
+
+    /// Prompt text to ids (special-token strings stay plain text).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, InferError> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| InferError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String, InferError> {
+        self.tokenizer
+            .decode(ids, false)
+            .map_err(|e| InferError::Tokenizer(e.to_string()))
+    }
+
+    /// A fill-in-the-middle prompt in PSM order, as the data pipeline trains it:
+    /// `<|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>`; the model writes the middle.
+    pub fn fim_prompt(&self, prefix: &str, suffix: &str) -> Result<Vec<u32>, InferError> {
+        use anvil_data::tokenizer::{FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX};
+        let id = |s: &str| {
+            self.tokenizer.token_to_id(s).ok_or_else(|| {
+                InferError::Param(format!("the tokenizer has no {s} token for --suffix"))
+            })
+        };
+        let mut ids = vec![id(FIM_PREFIX)?];
+        ids.extend(self.encode(prefix)?);
+        ids.push(id(FIM_SUFFIX)?);
+        ids.extend(self.encode(suffix)?);
+        ids.push(id(FIM_MIDDLE)?);
+        Ok(ids)
+    }
+
+    /// Checks `prompt` and returns how many tokens may be generated after it.
+    pub fn budget(&self, prompt: &[u32], max_new_tokens: usize) -> Result<usize, InferError> {
+        let vocab = self.vocab_size();
+        if let Some(&t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(InferError::Param(format!(
+                "prompt token {t} is outside the vocabulary ({vocab})"
+            )));
+        }
+        let ctx = self.context_length();
+        if prompt.len() >= ctx {
+            return Err(InferError::Param(format!(
+                "the prompt has {} tokens; the model's context is {ctx}",
+                prompt.len()
+            )));
+        }
+        Ok(max_new_tokens.min(ctx - prompt.len()))
+    }
+
+    /// An empty prompt starts after an end-of-sequence token, as documents do in training.
+    pub fn context_of(&self, prompt: &[u32]) -> Vec<u32> {
+        if prompt.is_empty() {
+            vec![self.eos[0]]
+        } else {
+            prompt.to_vec()
+        }
+    }
+
+    /// Runs `ids` (`batch` rows of equal length) through the model after what `caches` hold and
+    /// returns the last position's logits of each row, on the host.
+    pub fn forward_last(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        start: usize,
+        caches: &mut [KvCache],
+    ) -> Vec<Vec<f32>> {
+        let seq = ids.len() / batch;
+        let h = self
+            .model
+            .hidden(ids, batch, start, None, Some(caches), &mut Vec::new());
+        let [b, _, d] = h.dims();
+        let last = h.narrow(1, seq - 1, 1).reshape([b, d]);
+        let logits = last.matmul(self.model.head_weight());
+        let vocab = self.vocab_size();
+        let flat = logits
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 logits");
+        flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
+    }
+
+    /// Generates `params.n` samples of `prompt`.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+    ) -> Result<Generation, InferError> {
+        self.generate_streaming(prompt, params, |_| {})
+    }
+
+    /// [`Self::generate`], reporting text as it becomes final.
+    pub fn generate_streaming(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        mut on_event: impl FnMut(Event<'_>),
+    ) -> Result<Generation, InferError> {
+        params.validate()?;
+        let context = self.context_of(prompt);
+        let limit = self.budget(&context, params.max_new_tokens)?;
+        let mut timing = Timing {
+            prompt_tokens: context.len(),
+            ..Default::default()
+        };
+        let mut rows: Vec<Row> = (0..params.n)
+            .map(|i| Row {
+                index: i,
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                rng: params.sampling.rng(i),
+                emitted: 0,
+                text: String::new(),
+                finish: (limit == 0).then_some(FinishReason::Length),
+            })
+            .collect();
+        if limit == 0 {
+            for r in &rows {
+                on_event(Event::Done {
+                    index: r.index,
+                    finish: FinishReason::Length,
+                });
+            }
+            return Ok(self.finish(rows, timing));
+        }
+
+        let t0 = Instant::now();
+        let mut caches = self.model.new_caches();
+        let first = self.forward_last(&context, 1, 0, &mut caches);
+        timing.prefill_seconds = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        if params.n > 1 {
+            for c in &mut caches {
+                c.key = c.key.take().map(|k| k.repeat_dim(0, params.n));
+                c.value = c.value.take().map(|v| v.repeat_dim(0, params.n));
+            }
+        }
+        // Batch position b decodes rows[active[b]].
+        let mut active: Vec<usize> = (0..params.n).collect();
+        let mut logits: Vec<Vec<f32>> = vec![first[0].clone(); params.n];
+        let mut seen = context.clone();
+        let mut pos = context.len();
+        loop {
+            let mut next = Vec::with_capacity(active.len());
+            let mut keep = Vec::with_capacity(active.len());
+            for (b, &ri) in active.iter().enumerate() {
+                let row = &mut rows[ri];
+                seen.truncate(context.len());
+                seen.extend_from_slice(&row.tokens);
+                let raw = &mut logits[b];
+                let lp_all = sampling::log_sum_exp(raw);
+                let lp_raw = raw.clone();
+                let tok = sampling::sample(raw, &seen, &params.sampling, &mut row.rng);
+                if !params.ignore_eos && self.eos.contains(&tok) {
+                    row.finish = Some(FinishReason::Eos);
+                } else {
+                    row.tokens.push(tok);
+                    row.logprobs.push(lp_raw[tok as usize] - lp_all);
+                    row.text = self.decode(&row.tokens)?;
+                    if let Some(cut) = first_stop(&row.text, &params.stop) {
+                        row.text.truncate(cut);
+                        row.finish = Some(FinishReason::Stop);
+                    } else if row.tokens.len() >= limit {
+                        row.finish = Some(FinishReason::Length);
+                    }
+                }
+                emit(row, &params.stop, &mut on_event);
+                if row.finish.is_none() {
+                    next.push(tok);
+                    keep.push(b);
+                }
+            }
+            timing.generated_tokens += active.len();
+            if keep.is_empty() {
+                break;
+            }
+            if keep.len() < active.len() {
+                let idx: Vec<i64> = keep.iter().map(|&b| b as i64).collect();
+                let device = self.model.device();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [keep.len()]), &device);
+                for c in &mut caches {
+                    c.key = c.key.take().map(|k| k.select(0, idx.clone()));
+                    c.value = c.value.take().map(|v| v.select(0, idx.clone()));
+                }
+                active = keep.iter().map(|&b| active[b]).collect();
+            }
+            logits = self.forward_last(&next, active.len(), pos, &mut caches);
+            timing.decode_steps += 1;
+            pos += 1;
+        }
+        timing.decode_seconds = t1.elapsed().as_secs_f64();
+        Ok(self.finish(rows, timing))
+    }
+
+    fn finish(&self, rows: Vec<Row>, timing: Timing) -> Generation {
+        Generation {
+            completions: rows
+                .into_iter()
+                .map(|r| Completion {
+                    text: r.text,
+                    token_ids: r.tokens,
+                    logprobs: r.logprobs,
+                    finish_reason: r.finish.unwrap_or(FinishReason::Length),
+                })
+                .collect(),
+            timing,
+        }
+    }
+}
+
+/// Byte offset of the earliest stop sequence in `text`.
+pub fn first_stop(text: &str, stop: &[String]) -> Option<usize> {
+    stop.iter().filter_map(|s| text.find(s.as_str())).min()
+}
+
+/// How much of `text` is final: not a possible start of a stop sequence, not a partly decoded
+/// character (byte-level BPE shows those as U+FFFD until the rest arrives).
+fn settled(text: &str, stop: &[String]) -> usize {
+    let mut base = text.len();
+    while text[..base].ends_with('\u{FFFD}') {
+        base -= '\u{FFFD}'.len_utf8();
+    }
+    let mut end = base;
+    for s in stop {
+        // The longest proper prefix of `s` that `text[..base]` ends with is held back.
+        let prefixes: Vec<&str> = s.char_indices().skip(1).map(|(i, _)| &s[..i]).collect();
+        if let Some(p) = prefixes
+            .into_iter()
+            .rev()
+            .find(|p| text[..base].ends_with(p))
+        {
+            end = end.min(base - p.len());
+        }
+    }
+    end
+}
+
+fn emit(row: &mut Row, stop: &[String], on_event: &mut impl FnMut(Event<'_>)) {
+    let upto = if row.finish.is_some() {
+        row.text.len()
+    } else {
+        settled(&row.text, stop)
+    };
+    if upto > row.emitted {
+        on_event(Event::Delta {
+            index: row.index,
+            text: &row.text[row.emitted..upto],
+        });
+        row.emitted = upto;
+    }
+    if let Some(finish) = row.finish {
+        on_event(Event::Done {
+            index: row.index,
+            finish,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_holds_back_stop_prefixes_and_partial_chars() {
+        let stop = vec!["\ndef".to_string()];
+        assert_eq!(settled("x = 1\nde", &stop), 5);
+        assert_eq!(settled("x = 1\n", &stop), 5);
+        assert_eq!(settled("x = 1", &stop), 5);
+        assert_eq!(settled("ab\u{FFFD}", &[]), 2);
+        assert_eq!(first_stop("a\nprint\ndef", &stop), Some(7));
+        assert_eq!(first_stop("a", &stop), None);
+    }
+}
