@@ -37,6 +37,8 @@ enum Command {
     Train(cmd::train::TrainCommand),
     /// Write a checkpoint in another format (HF safetensors + config.json).
     Export(cmd::train::ExportArgs),
+    /// Complete a prompt with a checkpoint: sampling, FIM, syntax-aware beam search.
+    Generate(cmd::generate::GenerateArgs),
     /// Tracked runs: list, show, compare, plot, sync to MLflow.
     #[command(subcommand)]
     Runs(cmd::runs::RunsCommand),
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Runs(c) => cmd::runs::run(c),
         Command::Train(c) => cmd::train::run(c),
         Command::Export(a) => cmd::train::export(a),
+        Command::Generate(a) => cmd::generate::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 pub mod data;
 pub mod eval;
+pub mod generate;
 pub mod recipe;
 pub mod runs;
 pub mod tokenizer;

@@ -1,0 +1,220 @@
+//! `anvil generate`: complete a prompt (or fill in the middle) with a checkpoint, by sampling or
+//! by beam search that can keep to valid syntax.
+
+use anvil_data::lang::Lang;
+use anvil_infer::{BeamParams, Event, GenerateParams, Generator, SamplingParams, Timing};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args)]
+#[command(after_help = "Examples:
+  anvil generate --checkpoint checkpoints/runs/quickstart --prompt 'def fib(n):' --max-tokens 64
+  anvil generate --checkpoint RUN --prompt 'import os' --temperature 0.8 --top-p 0.95 --n 4 --seed 1
+  anvil generate --checkpoint RUN --prompt 'def f(x):' --suffix '    return y' --max-tokens 32
+  anvil generate --checkpoint RUN --prompt 'def f(x):' --beam 4 --syntax python --stop '\\ndef'")]
+pub struct GenerateArgs {
+    /// A checkpoint folder (Anvil's, quantized or not, or HF's config.json + model.safetensors) or
+    /// a run folder (its newest checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// tokenizer.json (default: beside the weights or in the run folder).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// The prompt text.
+    #[arg(long, conflicts_with = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Fill in the middle: the text after the gap (the prompt is the text before it).
+    #[arg(long)]
+    suffix: Option<String>,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Keep the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling: keep tokens up to this probability mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// > 1 discourages tokens already in the prompt or output (HF's rule).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Stop at this string (repeatable; `\n`, `\t` and `\\` are unescaped).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Number of samples.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    n: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Beam search with this many beams instead of sampling.
+    #[arg(long)]
+    beam: Option<usize>,
+    /// With --beam: drop beams whose code stops parsing in this language (python, rust, …).
+    #[arg(long, requires = "beam", value_parser = anvil_data::lang::parse_one)]
+    syntax: Option<Lang>,
+    /// With --beam: scores are logprob / length^this.
+    #[arg(long, default_value_t = 1.0, requires = "beam")]
+    length_penalty: f32,
+    /// Generate past the end-of-sequence token (benchmarks).
+    #[arg(long)]
+    ignore_eos: bool,
+    /// One JSON object per sample on stdout instead of plain text.
+    #[arg(long)]
+    json: bool,
+    /// Write timings (prefill and decode tokens/s) as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Worker threads for tensor work (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// `\n`, `\t`, `\\` in a command-line stop sequence: shells make real newlines awkward to type.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+pub fn run(a: GenerateArgs) -> Result<()> {
+    if let Some(t) = a.threads.filter(|&t| t > 0) {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let prompt = match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the prompt {}", f.display()))?,
+        (None, None) => bail!("give --prompt TEXT or --prompt-file FILE"),
+    };
+    let stop: Vec<String> = a.stop.iter().map(|s| unescape(s)).collect();
+    let generator = Generator::load(&a.checkpoint, a.tokenizer.as_deref())?;
+    let ids = match &a.suffix {
+        Some(suffix) => generator.fim_prompt(&prompt, suffix)?,
+        None => generator.encode(&prompt)?,
+    };
+    let mut out = std::io::stdout().lock();
+
+    if let Some(beams) = a.beam {
+        let params = BeamParams {
+            beams,
+            max_new_tokens: a.max_tokens,
+            stop,
+            length_penalty: a.length_penalty,
+            syntax: a.syntax,
+        };
+        let t0 = std::time::Instant::now();
+        let hyps = generator.beam_search(&ids, &params)?;
+        let best = hyps.first().context("beam search finished no hypothesis")?;
+        if a.json {
+            for (rank, h) in hyps.iter().enumerate() {
+                let mut v = serde_json::to_value(h)?;
+                v["rank"] = rank.into();
+                writeln!(out, "{v}")?;
+            }
+        } else {
+            writeln!(out, "{}", best.text)?;
+            if best.syntax_valid == Some(false) {
+                eprintln!(
+                    "warning: no beam produced code that parses; this is the best-scoring one"
+                );
+            }
+        }
+        eprintln!(
+            "beam search: {} hypotheses in {:.2} s",
+            hyps.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+
+    let params = GenerateParams {
+        max_new_tokens: a.max_tokens,
+        n: a.n,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            repetition_penalty: a.repetition_penalty,
+            seed: a.seed,
+        },
+        stop,
+        ignore_eos: a.ignore_eos,
+    };
+    // One plain-text sample streams as it is generated.
+    let stream = a.n == 1 && !a.json;
+    let mut write_err = None;
+    let generation = generator.generate_streaming(&ids, &params, |ev| {
+        if let (true, Event::Delta { text, .. }) = (stream, ev) {
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                write_err.get_or_insert(e);
+            }
+        }
+    })?;
+    out.flush()?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing to stdout");
+    }
+    for (i, c) in generation.completions.iter().enumerate() {
+        if a.json {
+            let v = serde_json::json!({
+                "index": i,
+                "text": c.text,
+                "finish_reason": c.finish_reason,
+                "token_ids": c.token_ids,
+                "logprob": c.logprobs.iter().sum::<f32>(),
+            });
+            writeln!(out, "{v}")?;
+        } else if stream {
+            writeln!(out)?;
+        } else {
+            writeln!(out, "--- sample {i} ({:?})", c.finish_reason)?;
+            writeln!(out, "{}", c.text)?;
+        }
+    }
+    out.flush()?;
+    report(&generation.timing, a.report.as_ref())
+}
+
+fn report(t: &Timing, file: Option<&PathBuf>) -> Result<()> {
+    let rate = |n: usize, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
+    let prefill = rate(t.prompt_tokens, t.prefill_seconds);
+    let decode = rate(t.generated_tokens, t.decode_seconds);
+    eprintln!(
+        "prompt {} tokens ({prefill:.0} tokens/s) · generated {} tokens in {:.2} s ({decode:.1} tokens/s)",
+        t.prompt_tokens, t.generated_tokens, t.decode_seconds
+    );
+    if let Some(path) = file {
+        let mut v = serde_json::to_value(t)?;
+        v["prefill_tokens_per_second"] = prefill.into();
+        v["decode_tokens_per_second"] = decode.into();
+        anvil_data::atomic::write(path, serde_json::to_string_pretty(&v)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
