@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod evaluate;
+pub mod generate;
 pub mod pass_at_k;
 pub mod pyvalue;
 pub mod samples;

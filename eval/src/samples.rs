@@ -104,6 +104,17 @@ pub fn summary_path(samples: &Path) -> PathBuf {
 }
 
 /// Write every sample row with `passed`, `result` and (Anvil's addition) `check`, atomically.
+/// Write a samples file (one JSON object per line), all or nothing.
+pub fn write_samples(path: &Path, rows: &[Map<String, Value>]) -> anvil_data::Result<()> {
+    atomic::write_with(path, |w| {
+        for row in rows {
+            serde_json::to_writer(&mut *w, row)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+}
+
 pub fn write_results(
     path: &Path,
     rows: &[(Map<String, Value>, bool, String, &str)],

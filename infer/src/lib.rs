@@ -8,6 +8,7 @@ pub mod generate;
 pub mod load;
 pub mod sampling;
 pub mod syntax;
+pub mod testing;
 
 pub use beam::{BeamParams, Hypothesis};
 pub use generate::{

@@ -255,7 +255,7 @@ mod tests {
         let draw = |row| {
             let mut rng = p.rng(row);
             (0..32)
-                .map(|_| sample(&mut vec![0.0; 50], &[], &p, &mut rng))
+                .map(|_| sample(&mut [0.0; 50], &[], &p, &mut rng))
                 .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));

@@ -4,24 +4,10 @@
 //! it where plain beam search does not).
 
 use anvil_data::lang::Lang;
-use anvil_data::tokenizer::{self, TrainConfig};
+use anvil_infer::testing::{bigram_model, byte_tokenizer};
 use anvil_infer::{BeamParams, FinishReason, GenerateParams, Generator, SamplingParams};
 use anvil_models::{LlamaConfig, store};
-use burn::module::Param;
-use burn::tensor::{Device, Tensor, TensorData};
-use std::path::Path;
-
-/// Specials, the 256 byte symbols and one merge: every ASCII character is its own token.
-fn byte_tokenizer(dir: &Path) -> tokenizers::Tokenizer {
-    let cfg = TrainConfig {
-        vocab_size: tokenizer::MIN_VOCAB_SIZE,
-        min_frequency: 1,
-        max_bytes: None,
-    };
-    let tok = tokenizer::train_from_texts(std::iter::once("qqqq".to_string()), &cfg).unwrap();
-    tokenizer::save(&tok, &dir.join("tokenizer.json")).unwrap();
-    tokenizer::load(&dir.join("tokenizer.json")).unwrap()
-}
+use burn::tensor::Device;
 
 fn config(vocab: usize, d_model: usize, n_layers: usize) -> LlamaConfig {
     LlamaConfig {
@@ -37,10 +23,8 @@ fn config(vocab: usize, d_model: usize, n_layers: usize) -> LlamaConfig {
     }
 }
 
-fn id(tok: &tokenizers::Tokenizer, s: &str) -> usize {
-    let ids = tokenizer::encode_text(tok, s).unwrap().ids;
-    assert_eq!(ids.len(), 1, "{s:?} is one token");
-    ids[0] as usize
+fn id(tok: &tokenizers::Tokenizer, s: &str) -> u32 {
+    anvil_infer::testing::token_id(tok, s)
 }
 
 #[test]
@@ -154,42 +138,6 @@ fn cached_decoding_equals_full_recompute_and_samples_are_reproducible() {
         fim,
         vec![3, id(&tok, "a") as u32, 4, id(&tok, "b") as u32, 5]
     );
-}
-
-/// A one-layer model whose attention and MLP add nothing: the logits depend only on the last
-/// token, through `table[last][next]`.
-fn bigram_model(dir: &Path, tok: &tokenizers::Tokenizer, table: &[(usize, Vec<(usize, f32)>)]) {
-    let vocab = tok.get_vocab_size(true);
-    let d = vocab + 8 - vocab % 8;
-    let device = Device::default();
-    let mut m = config(vocab, d, 1).init(&device);
-    let param = |data: Vec<f32>, shape: [usize; 2]| {
-        Param::from_tensor(Tensor::<2>::from_data(
-            TensorData::new(data, shape),
-            &device,
-        ))
-    };
-    let mut embed = vec![0.0; vocab * d];
-    for t in 0..vocab {
-        embed[t * d + t] = 1.0;
-    }
-    m.model.embed_tokens.weight = param(embed, [vocab, d]);
-    let layer = &mut m.model.layers[0];
-    let o = layer.self_attn.o_proj.weight.dims();
-    layer.self_attn.o_proj.weight = param(vec![0.0; o[0] * o[1]], o);
-    let mlp = layer.mlp.as_mut().unwrap();
-    let dn = mlp.down_proj.weight.dims();
-    mlp.down_proj.weight = param(vec![0.0; dn[0] * dn[1]], dn);
-    // The final RMSNorm turns the one-hot row into sqrt(d) · e_t.
-    let scale = 1.0 / (d as f32).sqrt();
-    let mut head = vec![-10.0 * scale; d * vocab];
-    for (from, nexts) in table {
-        for &(to, p) in nexts {
-            head[from * vocab + to] = p.ln() * scale;
-        }
-    }
-    m.lm_head.as_mut().unwrap().weight = param(head, [d, vocab]);
-    store::save(&m, dir).unwrap();
 }
 
 #[test]

@@ -25,7 +25,9 @@ Examples:
   anvil eval pass-at-k --problems humaneval --samples samples.jsonl --k 1,10
   anvil eval pass-at-k --problems synth/heldout.jsonl --samples out.jsonl --workers 2 --timeout 5
   anvil eval pass-at-k --problems humaneval --samples raw.jsonl --stop-defaults --isolation full
-  anvil eval pass-at-k --problems humaneval --samples samples.jsonl --run-dir checkpoints/runs/he-quick-1"
+  anvil eval pass-at-k --problems humaneval --samples samples.jsonl --run-dir checkpoints/runs/he-quick-1
+  anvil eval pass-at-k --problems humaneval --checkpoint checkpoints/runs/quickstart --n-samples 10 \\
+      --temperature 0.8 --samples qs_samples.jsonl --stop-defaults --k 1,10"
     )]
     PassAtK(PassAtKArgs),
 }
@@ -35,9 +37,29 @@ pub struct PassAtKArgs {
     /// `humaneval` (shipped with Anvil) or a JSONL file of task_id, prompt, test, entry_point.
     #[arg(long, default_value = "humaneval")]
     problems: String,
-    /// JSONL of task_id, completion (other fields are kept in the results).
+    /// JSONL of task_id, completion (other fields are kept in the results). With --checkpoint,
+    /// the generated samples are written here first.
     #[arg(long)]
     samples: PathBuf,
+    /// Generate the samples with this checkpoint (or run folder) first: --n-samples per problem,
+    /// the stop sequences applied while generating.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// With --checkpoint: samples per problem.
+    #[arg(long, default_value_t = 1, requires = "checkpoint")]
+    n_samples: usize,
+    /// With --checkpoint: sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.2, requires = "checkpoint")]
+    temperature: f32,
+    /// With --checkpoint: nucleus sampling mass.
+    #[arg(long, default_value_t = 0.95, requires = "checkpoint")]
+    top_p: f32,
+    /// With --checkpoint: new tokens per sample at most.
+    #[arg(long, default_value_t = 256, requires = "checkpoint")]
+    max_tokens: usize,
+    /// With --checkpoint: seed of the samples (problem i uses seed + i).
+    #[arg(long, default_value_t = 0, requires = "checkpoint")]
+    seed: u64,
     /// Values of k, comma-separated; each is reported only when every problem has ≥ k samples.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     k: Vec<u64>,
@@ -69,10 +91,6 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::PassAtK(a) => pass_at_k(a),
     }
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\n", "\n").replace("\\t", "\t")
 }
 
 fn pass_at_k(a: PassAtKArgs) -> Result<()> {
@@ -137,16 +155,29 @@ fn start_run(dir: &Path, a: &PassAtKArgs) -> Result<Run> {
             format!("{:?}", a.isolation).to_lowercase(),
         ),
     ])?;
+    if let Some(ckpt) = &a.checkpoint {
+        run.log_params([
+            ("generate.checkpoint", ckpt.display().to_string()),
+            ("generate.n_samples", a.n_samples.to_string()),
+            ("generate.temperature", a.temperature.to_string()),
+            ("generate.top_p", a.top_p.to_string()),
+            ("generate.max_tokens", a.max_tokens.to_string()),
+            ("generate.seed", a.seed.to_string()),
+        ])?;
+    }
     Ok(run)
 }
 
 fn evaluate(a: &PassAtKArgs, run: Option<&Run>) -> Result<()> {
     let problems = anvil_data::problems::load(&a.problems).context("--problems")?;
-    let mut samples = samples::read(&a.samples)?;
-    let mut stops: Vec<String> = a.stop.iter().map(|s| unescape(s)).collect();
+    let mut stops: Vec<String> = a.stop.iter().map(|s| super::unescape(s)).collect();
     if a.stop_defaults {
         stops.extend(["\ndef", "\nclass", "\nif", "\nprint", "\n#"].map(String::from));
     }
+    if let Some(ckpt) = &a.checkpoint {
+        generate(a, ckpt, &problems, &stops, run)?;
+    }
+    let mut samples = samples::read(&a.samples)?;
     if !stops.is_empty() {
         for s in &mut samples {
             s.completion = samples::truncate_at_stop(&s.completion, &stops);
@@ -242,6 +273,65 @@ fn evaluate(a: &PassAtKArgs, run: Option<&Run>) -> Result<()> {
         run.log_artifact_as(&summary_path, "summary.json")?;
         run.log_artifact_ref("results", &results)?;
         println!("recorded run {}", run.dir().display());
+    }
+    Ok(())
+}
+
+/// Writes `a.samples` with `a.n_samples` completions of every problem from `ckpt`.
+fn generate(
+    a: &PassAtKArgs,
+    ckpt: &Path,
+    problems: &[anvil_data::problems::Problem],
+    stops: &[String],
+    run: Option<&Run>,
+) -> Result<()> {
+    use anvil_infer::{GenerateParams, Generator, SamplingParams};
+    let generator = Generator::load(ckpt, None).context("--checkpoint")?;
+    let params = GenerateParams {
+        max_new_tokens: a.max_tokens,
+        n: a.n_samples,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_p: a.top_p,
+            seed: a.seed,
+            ..Default::default()
+        },
+        stop: stops.to_vec(),
+        ignore_eos: false,
+    };
+    params.validate()?;
+    let pb = anvil_data::progress::bar(problems.len() as u64, "generating", false);
+    let (rows, report) =
+        anvil_eval::generate::generate_samples(&generator, problems, &params, || pb.inc(1))?;
+    pb.finish_and_clear();
+    samples::write_samples(&a.samples, &rows)?;
+    println!(
+        "generated {} samples ({} tokens) in {:.1}s ({:.0} tokens/s) → {}",
+        report.n_samples,
+        report.generated_tokens,
+        report.seconds,
+        report.generated_tokens as f64 / report.seconds.max(1e-9),
+        a.samples.display()
+    );
+    if report.truncated_prompts > 0 {
+        eprintln!(
+            "warning: {} prompts were longer than the model's context allows with --max-tokens {} \
+             after them; their beginnings were cut",
+            report.truncated_prompts, a.max_tokens
+        );
+    }
+    if let Some(run) = run {
+        run.log_metrics(
+            0,
+            &[
+                ("generate/seconds", report.seconds),
+                ("generate/tokens", report.generated_tokens as f64),
+                (
+                    "generate/truncated_prompts",
+                    report.truncated_prompts as f64,
+                ),
+            ],
+        )?;
     }
     Ok(())
 }

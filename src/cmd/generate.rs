@@ -76,29 +76,6 @@ pub struct GenerateArgs {
     threads: Option<usize>,
 }
 
-/// `\n`, `\t`, `\\` in a command-line stop sequence: shells make real newlines awkward to type.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('\\') => out.push('\\'),
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
 pub fn run(a: GenerateArgs) -> Result<()> {
     if let Some(t) = a.threads.filter(|&t| t > 0) {
         rayon::ThreadPoolBuilder::new()
@@ -112,7 +89,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             .with_context(|| format!("reading the prompt {}", f.display()))?,
         (None, None) => bail!("give --prompt TEXT or --prompt-file FILE"),
     };
-    let stop: Vec<String> = a.stop.iter().map(|s| unescape(s)).collect();
+    let stop: Vec<String> = a.stop.iter().map(|s| super::unescape(s)).collect();
     let generator = Generator::load(&a.checkpoint, a.tokenizer.as_deref())?;
     let ids = match &a.suffix {
         Some(suffix) => generator.fim_prompt(&prompt, suffix)?,
@@ -170,10 +147,10 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let stream = a.n == 1 && !a.json;
     let mut write_err = None;
     let generation = generator.generate_streaming(&ids, &params, |ev| {
-        if let (true, Event::Delta { text, .. }) = (stream, ev) {
-            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                write_err.get_or_insert(e);
-            }
+        if let (true, Event::Delta { text, .. }) = (stream, ev)
+            && let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush())
+        {
+            write_err.get_or_insert(e);
         }
     })?;
     out.flush()?;

@@ -1,0 +1,61 @@
+//! Generate-then-score: samples for a problem set from a checkpoint, in the samples-file shape
+//! (`task_id`, `completion`, plus how each one ended) that the evaluator reads.
+
+use anvil_data::problems::Problem;
+use anvil_infer::{GenerateParams, Generator, InferError};
+use serde_json::{Map, Value, json};
+
+/// What happened while generating, for the user.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GenerateReport {
+    pub n_samples: usize,
+    pub generated_tokens: usize,
+    /// Prompts that did not fit the context with `max_new_tokens` after them, kept by their end.
+    pub truncated_prompts: usize,
+    pub seconds: f64,
+}
+
+/// `params.n` completions of every problem's prompt. Problem `i` samples with seed
+/// `params.sampling.seed + i`, so a problem's samples do not depend on which others are run.
+pub fn generate_samples(
+    g: &Generator,
+    problems: &[Problem],
+    params: &GenerateParams,
+    mut on_problem: impl FnMut(),
+) -> Result<(Vec<Map<String, Value>>, GenerateReport), InferError> {
+    let t0 = std::time::Instant::now();
+    let mut rows = Vec::with_capacity(problems.len() * params.n);
+    let mut report = GenerateReport::default();
+    let ctx = g.context_length();
+    for (i, p) in problems.iter().enumerate() {
+        let mut ids = g.encode(&p.prompt)?;
+        // Keep room for the answer: the end of a prompt (signature, docstring) matters most.
+        let room = ctx
+            .saturating_sub(params.max_new_tokens.min(ctx / 2))
+            .max(1);
+        if ids.len() > room {
+            ids.drain(..ids.len() - room);
+            report.truncated_prompts += 1;
+        }
+        let mut pp = params.clone();
+        pp.sampling.seed = params.sampling.seed.wrapping_add(i as u64);
+        let out = g.generate(&ids, &pp)?;
+        for (k, c) in out.completions.into_iter().enumerate() {
+            report.generated_tokens += c.token_ids.len();
+            let Value::Object(row) = json!({
+                "task_id": p.task_id,
+                "completion": c.text,
+                "sample": k,
+                "finish_reason": c.finish_reason,
+                "completion_tokens": c.token_ids.len(),
+            }) else {
+                unreachable!("json! of an object literal")
+            };
+            rows.push(row);
+        }
+        on_problem();
+    }
+    report.n_samples = rows.len();
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok((rows, report))
+}

@@ -1,0 +1,101 @@
+//! Small models with known behaviour, for tests of everything that decodes (generation, beam
+//! search, generate-then-score evaluation, the server): a byte-level tokenizer and a "bigram"
+//! Llama whose next-token distribution is a table of the last token.
+
+use anvil_data::tokenizer::{self, TrainConfig};
+use anvil_models::{LlamaConfig, store};
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// Writes `dir/tokenizer.json`: the special tokens, the 256 byte symbols and one merge, so every
+/// ASCII character is its own token. Returns it loaded.
+pub fn byte_tokenizer(dir: &Path) -> Tokenizer {
+    let cfg = TrainConfig {
+        vocab_size: tokenizer::MIN_VOCAB_SIZE,
+        min_frequency: 1,
+        max_bytes: None,
+    };
+    let texts = std::iter::once("qqqq".to_string());
+    let tok = tokenizer::train_from_texts(texts, &cfg).expect("a byte tokenizer trains");
+    let path = dir.join("tokenizer.json");
+    tokenizer::save(&tok, &path).expect("tokenizer.json is writable");
+    tokenizer::load(&path).expect("the saved tokenizer loads")
+}
+
+/// The id of `s`, which must be a single token.
+pub fn token_id(tok: &Tokenizer, s: &str) -> u32 {
+    let ids = tokenizer::encode_text(tok, s).expect("encodes").ids;
+    assert_eq!(ids.len(), 1, "{s:?} is one token");
+    ids[0]
+}
+
+/// Saves to `dir` a one-layer model whose attention and MLP add nothing, so the logits depend
+/// only on the last token: after token `a`, `table` gives the probabilities of the listed next
+/// tokens; unlisted pairs get logit −10.
+pub fn bigram_model(dir: &Path, tok: &Tokenizer, table: &[(u32, Vec<(u32, f32)>)]) {
+    let vocab = tok.get_vocab_size(true);
+    let d = vocab + 8 - vocab % 8;
+    let device = Device::default();
+    let config = LlamaConfig {
+        vocab_size: vocab,
+        d_model: d,
+        n_layers: 1,
+        n_heads: 2,
+        d_ff: 16,
+        max_seq_len: 512,
+        ..Default::default()
+    };
+    let mut m = config.init(&device);
+    let param = |data: Vec<f32>, shape: [usize; 2]| {
+        Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(data, shape),
+            &device,
+        ))
+    };
+    let mut embed = vec![0.0; vocab * d];
+    for t in 0..vocab {
+        embed[t * d + t] = 1.0;
+    }
+    m.model.embed_tokens.weight = param(embed, [vocab, d]);
+    let layer = &mut m.model.layers[0];
+    let o = layer.self_attn.o_proj.weight.dims();
+    layer.self_attn.o_proj.weight = param(vec![0.0; o[0] * o[1]], o);
+    let mlp = layer.mlp.as_mut().expect("a dense layer");
+    let dn = mlp.down_proj.weight.dims();
+    mlp.down_proj.weight = param(vec![0.0; dn[0] * dn[1]], dn);
+    // The final RMSNorm turns the one-hot row into sqrt(d) · e_t.
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut head = vec![-10.0 * scale; d * vocab];
+    for (from, nexts) in table {
+        for &(to, p) in nexts {
+            head[*from as usize * vocab + to as usize] = p.ln() * scale;
+        }
+    }
+    m.lm_head.as_mut().expect("an untied head").weight = param(head, [d, vocab]);
+    store::save(&m, dir).expect("the model saves");
+}
+
+/// A bigram model that answers `prompt` with exactly `answer` and then ends: every token of
+/// the answer must differ from the others and from the prompt's last token.
+pub fn scripted_model(dir: &Path, prompt_last: &str, answer: &str) -> Tokenizer {
+    let tok = byte_tokenizer(dir);
+    let mut chain = vec![token_id(&tok, prompt_last)];
+    chain.extend(answer.chars().map(|c| token_id(&tok, &c.to_string())));
+    let mut table = Vec::new();
+    for w in chain.windows(2) {
+        table.push((w[0], vec![(w[1], 1.0)]));
+    }
+    table.push((
+        *chain.last().expect("non-empty"),
+        vec![(tokenizer::EOT_ID, 1.0)],
+    ));
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        table.iter().all(|(from, _)| seen.insert(*from)),
+        "{answer:?} repeats a token: a bigram model cannot script it"
+    );
+    bigram_model(dir, &tok, &table);
+    tok
+}
