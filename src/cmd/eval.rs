@@ -30,6 +30,36 @@ Examples:
       --temperature 0.8 --samples qs_samples.jsonl --stop-defaults --k 1,10"
     )]
     PassAtK(PassAtKArgs),
+    /// Loss, perplexity and bits per byte of a checkpoint (f32, quantized or HF) on token shards.
+    #[command(after_help = "Examples:
+  anvil eval perplexity --checkpoint checkpoints/runs/quickstart --tokens checkpoints/data/HASH/tokens
+  anvil eval perplexity --checkpoint q4 --tokens DIR --split val --max-batches 20 --json")]
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args)]
+pub struct PerplexityArgs {
+    /// A checkpoint or run folder (Anvil's, quantized or not, or HF's).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// A folder of token shards (`anvil data tokenize` output; training runs cache theirs under
+    /// checkpoints/data/HASH/tokens).
+    #[arg(long)]
+    tokens: PathBuf,
+    /// Which split: val or train.
+    #[arg(long, default_value = "val")]
+    split: String,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Score only the first N batches (0 = all).
+    #[arg(long, default_value_t = 0)]
+    max_batches: usize,
+    /// tokenizer.json for bits per byte (default: the checkpoint's, or beside the shards).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -90,6 +120,7 @@ pub struct PassAtKArgs {
 pub fn run(cmd: EvalCommand) -> Result<()> {
     match cmd {
         EvalCommand::PassAtK(a) => pass_at_k(a),
+        EvalCommand::Perplexity(a) => perplexity(a),
     }
 }
 
@@ -332,6 +363,78 @@ fn generate(
                 ),
             ],
         )?;
+    }
+    Ok(())
+}
+
+fn perplexity(a: PerplexityArgs) -> Result<()> {
+    use anvil_data::shard::Split;
+    let split = match a.split.as_str() {
+        "val" => Split::Val,
+        "train" => Split::Train,
+        other => bail!("--split must be val or train, got {other:?}"),
+    };
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let device = burn::tensor::Device::default();
+    let (model, ckpt) = anvil_infer::load_model(&a.checkpoint, &device)?;
+    let tok_path = a
+        .tokenizer
+        .clone()
+        .or_else(|| anvil_infer::load::find_tokenizer(&ckpt))
+        .or_else(|| {
+            let beside = a.tokens.parent()?.join("tokenizer.json");
+            beside.is_file().then_some(beside)
+        })
+        .context("no tokenizer.json with the checkpoint or beside the shards (pass --tokenizer)")?;
+    let tokenizer = anvil_data::tokenizer::load(&tok_path)?;
+    let rows = anvil_train::loader::TokenRows::load(&a.tokens, split)?;
+    if rows.is_empty() {
+        bail!("{}: no {} rows", a.tokens.display(), a.split);
+    }
+    let vocab = tokenizer.get_vocab_size(true);
+    if vocab > model.config.vocab_size {
+        bail!(
+            "{}: the shards' tokenizer has {vocab} tokens, the model {}",
+            tok_path.display(),
+            model.config.vocab_size
+        );
+    }
+    let bytes = anvil_data::tokenizer::token_byte_lengths(&tokenizer);
+    let t0 = std::time::Instant::now();
+    let m = anvil_train::trainer::validate(&model, &rows, a.batch_size, a.max_batches, &bytes)
+        .context("no target tokens to score")?;
+    let secs = t0.elapsed().as_secs_f64();
+    let n_rows = if a.max_batches == 0 {
+        rows.len()
+    } else {
+        (a.max_batches * a.batch_size).min(rows.len())
+    };
+    let tokens = n_rows * rows.seq_len;
+    if a.json {
+        let v = serde_json::json!({
+            "checkpoint": ckpt,
+            "split": a.split,
+            "rows": n_rows,
+            "tokens": tokens,
+            "loss": m.loss,
+            "perplexity": m.perplexity,
+            "bits_per_byte": m.bits_per_byte,
+            "seconds": secs,
+            "tokens_per_second": tokens as f64 / secs,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{}: loss {:.4} · perplexity {:.3} · bits/byte {:.4} on {n_rows} {} rows ({tokens} tokens, {:.0} tokens/s)",
+            ckpt.display(),
+            m.loss,
+            m.perplexity,
+            m.bits_per_byte,
+            a.split,
+            tokens as f64 / secs
+        );
     }
     Ok(())
 }
