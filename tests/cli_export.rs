@@ -368,3 +368,56 @@ fn bad_export_arguments_fail_in_one_line_and_write_nothing() {
     assert_eq!(left, ["full"], "something was written");
     assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
 }
+
+/// The sizes and validation perplexities of docs/inference.md, for a real run (not in CI):
+/// `ANVIL_PPL_RUN=<run folder> ANVIL_PPL_TOKENS=<data>/tokens ANVIL_PPL_ROWS=64 cargo test -p
+/// anvil --test cli_export measure -- --ignored --nocapture`. The first `ANVIL_PPL_ROWS` rows of
+/// the validation split; the GGUF q8_0/q4_0 weights are bit-identical to the Anvil ones, so
+/// their perplexity is the same.
+#[test]
+#[ignore]
+fn measure_sizes_and_perplexity() {
+    use anvil_data::shard::Split;
+    use anvil_train::loader::TokenRows;
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("set {k}"));
+    let run = PathBuf::from(var("ANVIL_PPL_RUN"));
+    let tokens = PathBuf::from(var("ANVIL_PPL_TOKENS"));
+    let rows: usize = var("ANVIL_PPL_ROWS").parse().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let opened = anvil_train::checkpoint::open(&run).unwrap();
+    let tok = anvil_data::tokenizer::load(opened.tokenizer.as_ref().unwrap()).unwrap();
+    let token_bytes = anvil_data::tokenizer::token_byte_lengths(&tok);
+    let val = TokenRows::load(&tokens, Split::Val).unwrap();
+    let rows = rows.min(val.len());
+    let report = |label: &str, m: &Llama, bytes: u64| {
+        let t = std::time::Instant::now();
+        let v = anvil_train::trainer::validate(m, &val, 8, rows.div_ceil(8), &token_bytes).unwrap();
+        println!(
+            "{label}: {:.2} MB, val loss {:.4}, ppl {:.3}, bits/byte {:.4} ({} rows × {} tokens, {:.1} s)",
+            bytes as f64 / 1e6,
+            v.loss,
+            v.perplexity,
+            v.bits_per_byte,
+            rows,
+            val.seq_len,
+            t.elapsed().as_secs_f64()
+        );
+    };
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    report(
+        "f32 (model.bpk)",
+        &opened.model,
+        size(&opened.checkpoint.join("model.bpk")),
+    );
+    for q in ["f16", "q8_0", "q4_0"] {
+        let file = tmp.path().join(format!("m-{q}.gguf"));
+        ok(export(&run, "gguf", Some(q), &file, &[]));
+        println!("gguf {q}: {:.2} MB", size(&file) as f64 / 1e6);
+    }
+    for q in ["q8_0", "q4_0"] {
+        let dir = tmp.path().join(format!("anvil-{q}"));
+        ok(export(&run, "anvil", Some(q), &dir, &[]));
+        let m = store::load(&dir, &opened.model.device()).unwrap();
+        report(&format!("anvil {q}"), &m, size(&dir.join("model.bpk")));
+    }
+}

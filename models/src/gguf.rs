@@ -357,6 +357,9 @@ fn map_name(hf: &str, tied: bool) -> Option<Mapped> {
     Some(Mapped::Plain(format!("blk.{n}.{short}.weight"), role))
 }
 
+/// A matrix in torch layout: `(rows, cols, values)`.
+type Rows = (usize, usize, Vec<f32>);
+
 /// Every tensor of `model` named, laid out and typed for GGUF under `quant`.
 pub fn tensors(model: &Llama, quant: Quant) -> Result<Vec<GgufTensor>, GgufError> {
     let c = &model.config;
@@ -364,8 +367,7 @@ pub fn tensors(model: &Llama, quant: Quant) -> Result<Vec<GgufTensor>, GgufError
     let mixtral = c.moe.is_some();
     let mut out = Vec::new();
     // (layer, kind) → per-expert torch-layout `[out, in]` matrices.
-    let mut experts: BTreeMap<(usize, &'static str), Vec<Option<(usize, usize, Vec<f32>)>>> =
-        BTreeMap::new();
+    let mut experts: BTreeMap<(usize, &'static str), Vec<Option<Rows>>> = BTreeMap::new();
     for (path, shape, data) in hf::parameters(model) {
         let (name, matrix) = hf::hf_name(&path, mixtral);
         // Torch layout: rows are output channels, each a run of `cols` inputs (ggml's ne0).

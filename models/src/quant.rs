@@ -159,7 +159,11 @@ pub enum Role {
 /// crate does not write), since the logits are the most sensitive to its error.
 pub fn choose(quant: Quant, role: Role, row_len: usize) -> GgmlType {
     let blockwise = |t: GgmlType| {
-        if row_len % QK == 0 { t } else { GgmlType::F16 }
+        if row_len.is_multiple_of(QK) {
+            t
+        } else {
+            GgmlType::F16
+        }
     };
     match (role, quant) {
         (Role::Vector | Role::Router, _) => GgmlType::F32,
