@@ -664,4 +664,54 @@ mod tests {
         let e = read_vocab(&p, 4).err().unwrap().to_string();
         assert!(e.contains("past the model's vocab_size 4"), "{e}");
     }
+
+    #[test]
+    fn rope_scaling_and_experts_become_llama_cpp_keys() {
+        let get = |kv: &[(String, Value)], k: &str| {
+            kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+        };
+        let mut c = LlamaConfig {
+            vocab_size: 64,
+            rope_scaling: RopeScaling::Yarn {
+                factor: 4.0,
+                original_max_position: 512,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+            },
+            ..LlamaConfig::default()
+        };
+        let kv = model_metadata(&c, Quant::Q4_0, "m");
+        assert_eq!(get(&kv, "general.file_type"), Some(Value::U32(2)));
+        assert_eq!(
+            get(&kv, "llama.rope.scaling.type"),
+            Some(Value::Str("yarn".into()))
+        );
+        assert_eq!(get(&kv, "llama.rope.scaling.factor"), Some(Value::F32(4.0)));
+        assert_eq!(
+            get(&kv, "llama.rope.scaling.original_context_length"),
+            Some(Value::U32(512))
+        );
+        c.rope_scaling = RopeScaling::Ntk { factor: 2.0 };
+        c.moe = Some(crate::MoeConfig {
+            d_expert: 128,
+            ..Default::default()
+        });
+        let kv = model_metadata(&c, Quant::F16, "m");
+        assert_eq!(get(&kv, "llama.rope.scaling.type"), None);
+        // head_dim 64: the base grows by 2^(64/62).
+        let base = 10_000.0 * 2f64.powf(64.0 / 62.0);
+        assert_eq!(
+            get(&kv, "llama.rope.freq_base"),
+            Some(Value::F32(base as f32))
+        );
+        assert_eq!(get(&kv, "llama.expert_count"), Some(Value::U32(8)));
+        assert_eq!(get(&kv, "llama.expert_used_count"), Some(Value::U32(2)));
+        assert_eq!(get(&kv, "llama.feed_forward_length"), Some(Value::U32(128)));
+        c.moe.as_mut().unwrap().n_shared = 1;
+        assert!(check_supported(&c).is_err());
+        c.moe = None;
+        c.attention = vec!["sliding:16".into()];
+        let e = check_supported(&c).err().unwrap().to_string();
+        assert!(e.contains("sliding:16"), "{e}");
+    }
 }
