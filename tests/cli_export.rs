@@ -189,6 +189,16 @@ fn gguf_and_quantized_checkpoints_of_a_trained_model() {
             (l - base_loss).abs() <= 0.1 * base_loss,
             "{q}: loss {l} vs {base_loss}"
         );
+        // `anvil generate` takes the folder as it is.
+        ok(anvil(&[
+            "generate",
+            "--checkpoint",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "def total(",
+            "--max-tokens",
+            "8",
+        ]));
     }
     assert!(size(&out.join("anvil-q4_0/model.bpk")) < size(&out.join("anvil-q8_0/model.bpk")));
 }
