@@ -35,8 +35,9 @@ enum Command {
     /// Train models from a recipe file.
     #[command(subcommand)]
     Train(cmd::train::TrainCommand),
-    /// Write a checkpoint in another format (HF safetensors + config.json).
-    Export(cmd::train::ExportArgs),
+    /// Write a checkpoint in another format: HF safetensors, GGUF (f16/q8_0/q4_0) for llama.cpp,
+    /// or a quantized Anvil checkpoint.
+    Export(cmd::export::ExportArgs),
     /// Complete a prompt with a checkpoint: sampling, FIM, syntax-aware beam search.
     Generate(cmd::generate::GenerateArgs),
     /// Tracked runs: list, show, compare, plot, sync to MLflow.
@@ -77,7 +78,7 @@ fn main() -> ExitCode {
         Command::Eval(c) => cmd::eval::run(c),
         Command::Runs(c) => cmd::runs::run(c),
         Command::Train(c) => cmd::train::run(c),
-        Command::Export(a) => cmd::train::export(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Generate(a) => cmd::generate::run(a),
     };
     match res {

@@ -7,11 +7,14 @@
 
 pub mod attention;
 pub mod blocks;
+pub mod gguf;
 pub mod hf;
 pub mod llama;
 pub mod loss;
 pub mod moe;
+pub mod quant;
 pub mod store;
+pub mod store_quant;
 
 pub use attention::{AttentionPattern, KvCache};
 pub use llama::{Llama, LlamaConfig};

@@ -1,9 +1,12 @@
 //! A model on disk in Anvil's own layout: `model.json` (the [`LlamaConfig`]) next to
 //! `model.bpk` (Burn's burnpack). Checkpoint folders hold both, so any of them loads alone.
+//!
+//! A quantized folder (see [`crate::store_quant`]) has the same two files plus `quant.json`;
+//! [`load`] reads either kind.
 
 use crate::llama::{Llama, LlamaConfig};
-use burn::module::Module;
-use burn::tensor::Device;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "model.json";
@@ -63,8 +66,30 @@ pub fn load_weights(model: Llama, dir: &Path) -> Result<Llama, StoreError> {
         .map_err(|e| invalid(&p, format!("not a checkpoint of this model: {e:?}")))
 }
 
-/// Loads the model in `dir` onto `device`.
+/// Loads the model in `dir` onto `device`. Quantized weights come back as f32: the `flex`
+/// backend would dequantize them in every matmul anyway (see docs/inference.md).
 pub fn load(dir: &Path, device: &Device) -> Result<Llama, StoreError> {
     let config = read_config(dir)?;
-    load_weights(config.init(device), dir)
+    let quantized = crate::store_quant::read_info(dir)?.is_some();
+    let model = load_weights(config.init(device), dir)?;
+    Ok(if quantized {
+        model.map(&mut Dequantize)
+    } else {
+        model
+    })
+}
+
+/// Turns every quantized parameter back into an f32 one.
+struct Dequantize;
+
+impl ModuleMapper for Dequantize {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| {
+            if matches!(t.dtype(), DType::QFloat(_)) {
+                t.dequantize()
+            } else {
+                t
+            }
+        })
+    }
 }

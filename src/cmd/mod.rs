@@ -1,5 +1,6 @@
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod recipe;
 pub mod runs;

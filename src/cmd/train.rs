@@ -1,9 +1,9 @@
-//! `anvil train run` and `anvil export`.
+//! `anvil train run`.
 
 use crate::cmd::recipe;
 use anvil_train::{Recipe, RunOptions};
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -124,39 +124,5 @@ fn train_run(a: RunArgs) -> Result<()> {
     if s.interrupted {
         std::process::exit(130);
     }
-    Ok(())
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ExportFormat {
-    /// HF transformers: config.json + model.safetensors (+ tokenizer.json).
-    Hf,
-}
-
-#[derive(Args)]
-pub struct ExportArgs {
-    /// A checkpoint folder (`<run>/checkpoints/step-N` or `best`) or a run folder (its newest
-    /// checkpoint).
-    #[arg(long)]
-    checkpoint: PathBuf,
-    #[arg(long, value_enum, default_value = "hf")]
-    format: ExportFormat,
-    /// Output folder.
-    #[arg(long)]
-    out: PathBuf,
-}
-
-pub fn export(a: ExportArgs) -> Result<()> {
-    let loaded = anvil_train::checkpoint::open(&a.checkpoint)?;
-    match a.format {
-        ExportFormat::Hf => {
-            anvil_models::hf::export(&loaded.model, &a.out)?;
-            if let Some(tok) = &loaded.tokenizer {
-                std::fs::copy(tok, a.out.join("tokenizer.json"))
-                    .with_context(|| format!("copying {}", tok.display()))?;
-            }
-        }
-    }
-    println!("wrote {}", a.out.display());
     Ok(())
 }

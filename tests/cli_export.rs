@@ -1,0 +1,433 @@
+//! End-to-end `anvil export` to GGUF and to quantized Anvil checkpoints, on a model trained for a
+//! few steps by `anvil train run` and on a mixture of experts built in-process: gguf-py (llama.cpp's
+//! own reader) finds the metadata, tokenizer and tensors llama.cpp expects, bit-exact with its
+//! quantizers; the quantized checkpoints load through `store::load` with logits and loss close
+//! to the f32 model's; bad arguments fail in one line before writing anything.
+
+mod common;
+use anvil_models::{Llama, LlamaConfig, MoeConfig, TokenBatch, store};
+use burn::tensor::Device;
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// Small generated Python files: loops and arithmetic, varied enough to train a tokenizer on.
+fn write_corpus(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let words = [
+        "total", "count", "value", "items", "index", "limit", "score", "node",
+    ];
+    for i in 0..30 {
+        let mut s = format!("\"\"\"Helpers {i}.\"\"\"\n\nimport math\n\n");
+        for j in 0..6 {
+            let (a, b) = (words[(i + j) % 8], words[(i * 3 + j + 1) % 8]);
+            s += &format!(
+                "def {a}_{b}_{i}_{j}({a}, {b}={j}):\n    for k in range({a}):\n        {b} = {b} + k * {}\n    if {b} > {a}:\n        return {b} - {a}\n    return math.sqrt({b})\n\n",
+                i + j
+            );
+        }
+        std::fs::write(dir.join(format!("m{i}.py")), s).unwrap();
+    }
+}
+
+/// Trains the tiny model of this test (`d_model` 64, grouped-query attention, tied embedding) and
+/// returns its run folder.
+fn train(tmp: &Path) -> PathBuf {
+    write_corpus(&tmp.join("src"));
+    let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+    let recipe = tmp.join("recipe.toml");
+    let text = format!(
+        r#"[data]
+cache_dir = {cache}
+[data.corpus]
+sources = [{src}]
+langs = ["python"]
+val_fraction = 0.2
+[data.tokenizer]
+vocab_size = 320
+[data.tokenize]
+seq_len = 32
+fim_rate = 0.0
+ast = false
+[model]
+d_model = 64
+n_layers = 2
+n_heads = 4
+n_kv_heads = 2
+d_ff = 96
+max_seq_len = 64
+tie_embeddings = true
+[train]
+seed = 3
+max_steps = 30
+batch_size = 8
+log_every = 10
+[optim]
+lr = 1e-2
+[schedule]
+warmup_steps = 4
+[eval]
+every = 30
+batches = 2
+[checkpoint]
+every = 30
+[output]
+dir = {runs}
+name = "r"
+"#,
+        cache = q(tmp.join("cache")),
+        src = q(tmp.join("src")),
+        runs = q(tmp.join("runs")),
+    );
+    std::fs::write(&recipe, text).unwrap();
+    ok(anvil(&["train", "run", recipe.to_str().unwrap()]));
+    tmp.join("runs/r")
+}
+
+use std::process::Output;
+
+fn export(ckpt: &Path, format: &str, quant: Option<&str>, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "export",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--format",
+        format,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if let Some(q) = quant {
+        args.extend(["--quant", q]);
+    }
+    args.extend_from_slice(extra);
+    anvil(&args)
+}
+
+fn gguf_check(gguf: &Path, hf: &Path, quant: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gguf_check.py");
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .args([gguf, hf, Path::new(quant)])
+        .output()
+        .expect("run python3");
+    assert!(
+        o.status.success(),
+        "gguf check of {} failed: {}",
+        gguf.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("{quant}: {}", String::from_utf8_lossy(&o.stdout).trim());
+}
+
+fn rms(x: &[f32]) -> f32 {
+    (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt()
+}
+
+fn logits(m: &Llama, ids: &[u32]) -> Vec<f32> {
+    m.logits(ids, 1, 0, None)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+/// Mean next-token loss over rows of the given tokens.
+fn loss(m: &Llama, ids: &[u32], seq: usize) -> f64 {
+    let batch = ids.len() / seq;
+    let out = m.loss(&TokenBatch {
+        input_ids: ids[..batch * seq].to_vec(),
+        segment_ids: None,
+        batch,
+        seq_len: seq,
+    });
+    let sum: f32 = out.nll_sum.into_data().try_into_vec::<f32>().unwrap()[0];
+    sum as f64 / out.n_targets as f64
+}
+
+#[test]
+fn gguf_and_quantized_checkpoints_of_a_trained_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = train(tmp.path());
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let hf = out.join("hf");
+    ok(export(&run, "hf", None, &hf, &[]));
+    for q in ["f16", "q8_0", "q4_0"] {
+        let file = out.join(format!("r-{q}.gguf"));
+        let o = ok(export(&run, "gguf", Some(q), &file, &[]));
+        assert!(stdout(&o).contains(q), "{}", stdout(&o));
+        gguf_check(&file, &hf, q);
+    }
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&out.join("r-q4_0.gguf")) < size(&out.join("r-q8_0.gguf")));
+    assert!(size(&out.join("r-q8_0.gguf")) < size(&out.join("r-f16.gguf")));
+
+    // Quantized Anvil checkpoints: whole folders that every Anvil loader reads as they are.
+    let device = Device::default();
+    let f32_model = anvil_train::checkpoint::open(&run).unwrap().model;
+    let text: Vec<u32> = (0..256).map(|i| (i * 7919 + 13) % 320).collect();
+    let ids = &text[..64];
+    let reference = logits(&f32_model, ids);
+    let base_loss = loss(&f32_model, &text, 32);
+    for (q, bound) in [("q8_0", 0.03), ("q4_0", 0.3)] {
+        let dir = out.join(format!("anvil-{q}"));
+        ok(export(&run, "anvil", Some(q), &dir, &[]));
+        for file in ["model.json", "model.bpk", "quant.json", "tokenizer.json"] {
+            assert!(dir.join(file).is_file(), "{q}: no {file}");
+        }
+        let loaded = store::load(&dir, &device).unwrap();
+        let opened = anvil_train::checkpoint::open(&dir).unwrap();
+        assert_eq!(
+            opened.tokenizer.as_deref(),
+            Some(dir.join("tokenizer.json").as_path())
+        );
+        let got = logits(&loaded, ids);
+        let delta: Vec<f32> = reference.iter().zip(&got).map(|(a, b)| a - b).collect();
+        let rel = rms(&delta) / rms(&reference);
+        let l = loss(&loaded, &text, 32);
+        println!("{q}: rms(Δlogit)/rms(logit) = {rel:.4}, loss {l:.4} vs f32 {base_loss:.4}");
+        assert!(rel <= bound, "{q}: logits moved by {rel} of their rms");
+        assert!(
+            (l - base_loss).abs() <= 0.1 * base_loss,
+            "{q}: loss {l} vs {base_loss}"
+        );
+        // `anvil generate` takes the folder as it is.
+        ok(anvil(&[
+            "generate",
+            "--checkpoint",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "def total(",
+            "--max-tokens",
+            "8",
+        ]));
+    }
+    assert!(size(&out.join("anvil-q4_0/model.bpk")) < size(&out.join("anvil-q8_0/model.bpk")));
+}
+
+/// A byte-level BPE `tokenizer.json` with Anvil's seven special tokens, the 256 byte symbols
+/// and two merges: 265 tokens, so a 320-token model has unused ids to pad.
+fn write_byte_level_tokenizer(path: &Path) {
+    // GPT-2's byte-to-symbol table: printable Latin-1 maps to itself, the rest to U+0100 on.
+    let mut symbols = Vec::new();
+    let mut extra = 0;
+    for b in 0u32..256 {
+        let printable =
+            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        symbols.push(if printable {
+            char::from_u32(b).unwrap()
+        } else {
+            extra += 1;
+            char::from_u32(255 + extra).unwrap()
+        });
+    }
+    let specials = [
+        "<|endoftext|>",
+        "<|pad|>",
+        "<|mask|>",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        "<|file_sep|>",
+    ];
+    let mut vocab = serde_json::Map::new();
+    for (i, s) in specials.iter().enumerate() {
+        vocab.insert(s.to_string(), i.into());
+    }
+    for (i, c) in symbols.iter().enumerate() {
+        vocab.insert(c.to_string(), (7 + i).into());
+    }
+    vocab.insert("ĠĠ".into(), 263.into());
+    vocab.insert("de".into(), 264.into());
+    let added: Vec<serde_json::Value> = specials
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"id": i, "content": s, "special": true}))
+        .collect();
+    let json = serde_json::json!({
+        "version": "1.0",
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
+        "model": {"type": "BPE", "vocab": vocab, "merges": [["Ġ", "Ġ"], ["d", "e"]]}
+    });
+    std::fs::write(path, json.to_string()).unwrap();
+}
+
+#[test]
+fn gguf_of_a_mixture_of_experts_with_an_untied_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = LlamaConfig {
+        vocab_size: 320,
+        d_model: 64,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 1,
+        d_ff: 64,
+        max_seq_len: 128,
+        rope_theta: 50_000.0,
+        moe: Some(MoeConfig {
+            n_experts: 4,
+            top_k: 2,
+            ..MoeConfig::default()
+        }),
+        ..LlamaConfig::default()
+    };
+    let ckpt = tmp.path().join("moe");
+    std::fs::create_dir(&ckpt).unwrap();
+    store::save(&c.init(&Device::default()), &ckpt).unwrap();
+    let tok = tmp.path().join("tokenizer.json");
+    write_byte_level_tokenizer(&tok);
+    let hf = tmp.path().join("hf");
+    ok(export(
+        &ckpt,
+        "hf",
+        None,
+        &hf,
+        &["--tokenizer", tok.to_str().unwrap()],
+    ));
+    for q in ["f16", "q4_0"] {
+        let file = tmp.path().join(format!("moe-{q}.gguf"));
+        ok(export(
+            &ckpt,
+            "gguf",
+            Some(q),
+            &file,
+            &["--tokenizer", tok.to_str().unwrap()],
+        ));
+        gguf_check(&file, &hf, q);
+    }
+}
+
+#[test]
+fn bad_export_arguments_fail_in_one_line_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = LlamaConfig {
+        vocab_size: 320,
+        d_model: 32,
+        n_layers: 1,
+        n_heads: 2,
+        ..LlamaConfig::default()
+    };
+    let ckpt = tmp.path().join("ckpt");
+    std::fs::create_dir(&ckpt).unwrap();
+    store::save(&c.init(&Device::default()), &ckpt).unwrap();
+    let not_bpe = tmp.path().join("wordpiece.json");
+    std::fs::write(&not_bpe, r#"{"model": {"type": "WordPiece", "vocab": {}}}"#).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let full = out.join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("keep.txt"), "x").unwrap();
+    let gguf = out.join("m.gguf");
+    let tok = ["--tokenizer", not_bpe.to_str().unwrap()];
+    let cases: Vec<(Output, &str)> = vec![
+        (export(&ckpt, "gguf", Some("q5_k"), &gguf, &tok), "q5_k"),
+        (
+            export(&ckpt, "hf", Some("q8_0"), &out.join("hf"), &[]),
+            "--format hf",
+        ),
+        (
+            export(&ckpt, "anvil", None, &out.join("a"), &[]),
+            "q8_0 or q4_0",
+        ),
+        (
+            export(&ckpt, "anvil", Some("f16"), &out.join("a"), &[]),
+            "not f16",
+        ),
+        (
+            export(
+                &ckpt,
+                "gguf",
+                Some("q8_0"),
+                &out.join("missing/m.gguf"),
+                &tok,
+            ),
+            "no such folder",
+        ),
+        (
+            export(&ckpt, "anvil", Some("q8_0"), &out.join("missing/a"), &[]),
+            "no such folder",
+        ),
+        (
+            export(&ckpt, "anvil", Some("q4_0"), &full, &[]),
+            "not an empty folder",
+        ),
+        // Fails after the model is loaded, while the tokenizer is read.
+        (export(&ckpt, "gguf", Some("q4_0"), &gguf, &tok), "not BPE"),
+        (
+            export(
+                &ckpt,
+                "gguf",
+                Some("q8_0"),
+                &gguf,
+                &["--tokenizer", "/nonexistent.json"],
+            ),
+            "no such tokenizer",
+        ),
+    ];
+    for (o, needle) in cases {
+        let line = one_line_error(&o);
+        assert!(line.contains(needle), "expected `{needle}` in: {line}");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["full"], "something was written");
+    assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+}
+
+/// The sizes and validation perplexities of docs/inference.md, for a real run (not in CI):
+/// `ANVIL_PPL_RUN=<run folder> ANVIL_PPL_TOKENS=<data>/tokens ANVIL_PPL_ROWS=64 cargo test -p
+/// anvil --test cli_export measure -- --ignored --nocapture`. The first `ANVIL_PPL_ROWS` rows of
+/// the validation split; the GGUF q8_0/q4_0 weights are bit-identical to the Anvil ones, so
+/// their perplexity is the same.
+#[test]
+#[ignore]
+fn measure_sizes_and_perplexity() {
+    use anvil_data::shard::Split;
+    use anvil_train::loader::TokenRows;
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("set {k}"));
+    let run = PathBuf::from(var("ANVIL_PPL_RUN"));
+    let tokens = PathBuf::from(var("ANVIL_PPL_TOKENS"));
+    let rows: usize = var("ANVIL_PPL_ROWS").parse().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let opened = anvil_train::checkpoint::open(&run).unwrap();
+    let tok = anvil_data::tokenizer::load(opened.tokenizer.as_ref().unwrap()).unwrap();
+    let token_bytes = anvil_data::tokenizer::token_byte_lengths(&tok);
+    let val = TokenRows::load(&tokens, Split::Val).unwrap();
+    let rows = rows.min(val.len());
+    let report = |label: &str, m: &Llama, bytes: u64| {
+        let t = std::time::Instant::now();
+        let v = anvil_train::trainer::validate(m, &val, 8, rows.div_ceil(8), &token_bytes).unwrap();
+        println!(
+            "{label}: {:.2} MB, val loss {:.4}, ppl {:.3}, bits/byte {:.4} ({} rows × {} tokens, {:.1} s)",
+            bytes as f64 / 1e6,
+            v.loss,
+            v.perplexity,
+            v.bits_per_byte,
+            rows,
+            val.seq_len,
+            t.elapsed().as_secs_f64()
+        );
+    };
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    report(
+        "f32 (model.bpk)",
+        &opened.model,
+        size(&opened.checkpoint.join("model.bpk")),
+    );
+    for q in ["f16", "q8_0", "q4_0"] {
+        let file = tmp.path().join(format!("m-{q}.gguf"));
+        ok(export(&run, "gguf", Some(q), &file, &[]));
+        println!("gguf {q}: {:.2} MB", size(&file) as f64 / 1e6);
+    }
+    for q in ["q8_0", "q4_0"] {
+        let dir = tmp.path().join(format!("anvil-{q}"));
+        ok(export(&run, "anvil", Some(q), &dir, &[]));
+        let m = store::load(&dir, &opened.model.device()).unwrap();
+        report(&format!("anvil {q}"), &m, size(&dir.join("model.bpk")));
+    }
+}
