@@ -212,10 +212,22 @@ impl Generator {
         start: usize,
         caches: &mut [KvCache],
     ) -> Vec<Vec<f32>> {
+        self.logits_last(ids, batch, start, None, caches)
+    }
+
+    /// [`Self::forward_last`]; `segments` (`[batch · keys]`, 0 = padding) masks padded keys out.
+    fn logits_last(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        start: usize,
+        segments: Option<&[u16]>,
+        caches: &mut [KvCache],
+    ) -> Vec<Vec<f32>> {
         let seq = ids.len() / batch;
         let h = self
             .model
-            .hidden(ids, batch, start, None, Some(caches), &mut Vec::new());
+            .hidden(ids, batch, start, segments, Some(caches), &mut Vec::new());
         let [b, _, d] = h.dims();
         let last = h.narrow(1, seq - 1, 1).reshape([b, d]);
         let logits = last.matmul(self.model.head_weight());
@@ -244,56 +256,102 @@ impl Generator {
         params: &GenerateParams,
         mut on_event: impl FnMut(Event<'_>),
     ) -> Result<Generation, InferError> {
+        let seed = params.sampling.seed;
+        let (mut out, timing) =
+            self.generate_batch(&[prompt.to_vec()], &[seed], params, |_, ev| on_event(ev))?;
+        Ok(Generation {
+            completions: out.pop().expect("one prompt"),
+            timing,
+        })
+    }
+
+    /// `params.n` samples of each prompt, all decoded as one batch; prompt `p` samples with seed
+    /// `seeds[p]`. Prompts of different lengths are left-padded and the padding is masked out:
+    /// rotary attention only sees relative positions, so a padded row computes what it would
+    /// alone (up to float rounding). Events carry the prompt's index.
+    pub fn generate_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        params: &GenerateParams,
+        mut on_event: impl FnMut(usize, Event<'_>),
+    ) -> Result<(Vec<Vec<Completion>>, Timing), InferError> {
         params.validate()?;
-        let context = self.context_of(prompt);
-        let limit = self.budget(&context, params.max_new_tokens)?;
+        assert_eq!(prompts.len(), seeds.len(), "one seed per prompt");
+        let contexts: Vec<Vec<u32>> = prompts.iter().map(|p| self.context_of(p)).collect();
+        let limits = contexts
+            .iter()
+            .map(|c| self.budget(c, params.max_new_tokens))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut timing = Timing {
-            prompt_tokens: context.len(),
+            prompt_tokens: contexts.iter().map(Vec::len).sum(),
             ..Default::default()
         };
-        let mut rows: Vec<Row> = (0..params.n)
-            .map(|i| Row {
-                index: i,
-                tokens: Vec::new(),
-                logprobs: Vec::new(),
-                rng: params.sampling.rng(i),
-                emitted: 0,
-                text: String::new(),
-                finish: (limit == 0).then_some(FinishReason::Length),
-            })
-            .collect();
-        if limit == 0 {
-            for r in &rows {
-                on_event(Event::Done {
-                    index: r.index,
-                    finish: FinishReason::Length,
-                });
+        let n = params.n;
+        let mut rows: Vec<(usize, Row)> = Vec::with_capacity(prompts.len() * n);
+        for (p, &seed) in seeds.iter().enumerate() {
+            let sampling = SamplingParams {
+                seed,
+                ..params.sampling.clone()
+            };
+            for i in 0..n {
+                let row = Row {
+                    index: i,
+                    tokens: Vec::new(),
+                    logprobs: Vec::new(),
+                    rng: sampling.rng(i),
+                    emitted: 0,
+                    text: String::new(),
+                    finish: (limits[p] == 0).then_some(FinishReason::Length),
+                };
+                if let Some(finish) = row.finish {
+                    on_event(p, Event::Done { index: i, finish });
+                }
+                rows.push((p, row));
             }
-            return Ok(self.finish(rows, timing));
+        }
+        if prompts.is_empty() || limits.iter().all(|&l| l == 0) {
+            return Ok((self.finish(rows, prompts.len()), timing));
         }
 
+        // Prefill every prompt, left-padded to the longest.
         let t0 = Instant::now();
+        let width = contexts.iter().map(Vec::len).max().expect("a prompt");
+        let padded = contexts.iter().any(|c| c.len() < width);
+        let mut ids = Vec::with_capacity(prompts.len() * width);
+        // Per batch row, one segment id per key position: 0 = padding, 1 = the sequence.
+        let mut segs: Vec<Vec<u16>> = Vec::with_capacity(prompts.len());
+        for c in &contexts {
+            ids.extend(std::iter::repeat_n(self.eos[0], width - c.len()));
+            ids.extend_from_slice(c);
+            let mut s = vec![0u16; width - c.len()];
+            s.resize(width, 1);
+            segs.push(s);
+        }
         let mut caches = self.model.new_caches();
-        let first = self.forward_last(&context, 1, 0, &mut caches);
+        let first = self.forward(&ids, prompts.len(), 0, padded.then_some(&segs), &mut caches);
         timing.prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        if params.n > 1 {
-            for c in &mut caches {
-                c.key = c.key.take().map(|k| k.repeat_dim(0, params.n));
-                c.value = c.value.take().map(|v| v.repeat_dim(0, params.n));
-            }
+
+        // Batch row b decodes rows[active[b]]; prompt p's samples start as copies of its row.
+        let mut active: Vec<usize> = (0..rows.len())
+            .filter(|&r| rows[r].1.finish.is_none())
+            .collect();
+        let take: Vec<usize> = active.iter().map(|&r| rows[r].0).collect();
+        if take != (0..prompts.len()).collect::<Vec<_>>() {
+            select_rows(&mut caches, &take, &self.model.device());
         }
-        // Batch position b decodes rows[active[b]].
-        let mut active: Vec<usize> = (0..params.n).collect();
-        let mut logits: Vec<Vec<f32>> = vec![first[0].clone(); params.n];
-        let mut seen = context.clone();
-        let mut pos = context.len();
+        segs = take.iter().map(|&p| segs[p].clone()).collect();
+        let mut logits: Vec<Vec<f32>> = take.iter().map(|&p| first[p].clone()).collect();
+        let mut seen = Vec::new();
+        let mut pos = width;
         loop {
             let mut next = Vec::with_capacity(active.len());
             let mut keep = Vec::with_capacity(active.len());
             for (b, &ri) in active.iter().enumerate() {
-                let row = &mut rows[ri];
-                seen.truncate(context.len());
+                let (p, row) = &mut rows[ri];
+                seen.clear();
+                seen.extend_from_slice(&contexts[*p]);
                 seen.extend_from_slice(&row.tokens);
                 let raw = &mut logits[b];
                 let lp_all = sampling::log_sum_exp(raw);
@@ -308,11 +366,12 @@ impl Generator {
                     if let Some(cut) = first_stop(&row.text, &params.stop) {
                         row.text.truncate(cut);
                         row.finish = Some(FinishReason::Stop);
-                    } else if row.tokens.len() >= limit {
+                    } else if row.tokens.len() >= limits[*p] {
                         row.finish = Some(FinishReason::Length);
                     }
                 }
-                emit(row, &params.stop, &mut on_event);
+                let p = *p;
+                emit(row, &params.stop, &mut |ev| on_event(p, ev));
                 if row.finish.is_none() {
                     next.push(tok);
                     keep.push(b);
@@ -323,36 +382,59 @@ impl Generator {
                 break;
             }
             if keep.len() < active.len() {
-                let idx: Vec<i64> = keep.iter().map(|&b| b as i64).collect();
-                let device = self.model.device();
-                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [keep.len()]), &device);
-                for c in &mut caches {
-                    c.key = c.key.take().map(|k| k.select(0, idx.clone()));
-                    c.value = c.value.take().map(|v| v.select(0, idx.clone()));
-                }
+                select_rows(&mut caches, &keep, &self.model.device());
                 active = keep.iter().map(|&b| active[b]).collect();
+                segs = keep.iter().map(|&b| std::mem::take(&mut segs[b])).collect();
             }
-            logits = self.forward_last(&next, active.len(), pos, &mut caches);
+            segs.iter_mut().for_each(|s| s.push(1));
+            logits = self.forward(
+                &next,
+                active.len(),
+                pos,
+                padded.then_some(&segs),
+                &mut caches,
+            );
             timing.decode_steps += 1;
             pos += 1;
         }
         timing.decode_seconds = t1.elapsed().as_secs_f64();
-        Ok(self.finish(rows, timing))
+        Ok((self.finish(rows, prompts.len()), timing))
     }
 
-    fn finish(&self, rows: Vec<Row>, timing: Timing) -> Generation {
-        Generation {
-            completions: rows
-                .into_iter()
-                .map(|r| Completion {
-                    text: r.text,
-                    token_ids: r.tokens,
-                    logprobs: r.logprobs,
-                    finish_reason: r.finish.unwrap_or(FinishReason::Length),
-                })
-                .collect(),
-            timing,
+    /// [`Self::forward_last`] with per-row key segments (padding masked out) when given.
+    fn forward(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        start: usize,
+        segs: Option<&Vec<Vec<u16>>>,
+        caches: &mut [KvCache],
+    ) -> Vec<Vec<f32>> {
+        let flat: Option<Vec<u16>> = segs.map(|s| s.concat());
+        self.logits_last(ids, batch, start, flat.as_deref(), caches)
+    }
+
+    fn finish(&self, rows: Vec<(usize, Row)>, n_prompts: usize) -> Vec<Vec<Completion>> {
+        let mut out = vec![Vec::new(); n_prompts];
+        for (p, r) in rows {
+            out[p].push(Completion {
+                text: r.text,
+                token_ids: r.tokens,
+                logprobs: r.logprobs,
+                finish_reason: r.finish.unwrap_or(FinishReason::Length),
+            });
         }
+        out
+    }
+}
+
+/// Keeps batch rows `idx` (in that order, repeats allowed) of every cache.
+fn select_rows(caches: &mut [KvCache], idx: &[usize], device: &burn::tensor::Device) {
+    let idx: Vec<i64> = idx.iter().map(|&b| b as i64).collect();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx.clone(), [idx.len()]), device);
+    for c in caches {
+        c.key = c.key.take().map(|k| k.select(0, idx.clone()));
+        c.value = c.value.take().map(|v| v.select(0, idx.clone()));
     }
 }
 

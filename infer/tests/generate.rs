@@ -127,6 +127,41 @@ fn cached_decoding_equals_full_recompute_and_samples_are_reproducible() {
     assert_eq!(s1.text, text[..text.find(&stop).unwrap()]);
     assert_eq!(streamed, s1.text);
 
+    // Prompts of different lengths in one batch (left-padded, padding masked) decode what each
+    // decodes alone.
+    let prompts: Vec<Vec<u32>> = ["x", "def add(a, b):\n    return", "import os\nimport sys\n"]
+        .iter()
+        .map(|t| g.encode(t).unwrap())
+        .collect();
+    let seeds = [5, 6, 7];
+    let two = GenerateParams {
+        n: 2,
+        max_new_tokens: 12,
+        ..sampled.clone()
+    };
+    let (batched, _) = g.generate_batch(&prompts, &seeds, &two, |_, _| {}).unwrap();
+    for (p, prompt) in prompts.iter().enumerate() {
+        let alone = g
+            .generate(
+                prompt,
+                &GenerateParams {
+                    sampling: SamplingParams {
+                        seed: seeds[p],
+                        ..two.sampling.clone()
+                    },
+                    ..two.clone()
+                },
+            )
+            .unwrap();
+        assert_eq!(batched[p].len(), 2);
+        for (a, b) in alone.completions.iter().zip(&batched[p]) {
+            assert_eq!(a.token_ids, b.token_ids, "prompt {p}");
+            for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                assert!((x - y).abs() < 1e-4, "prompt {p}: {x} vs {y}");
+            }
+        }
+    }
+
     // The context bounds generation; a prompt that fills it is refused.
     let long = vec![7u32; 90];
     let out = g.generate(&long, &params).unwrap();
