@@ -27,33 +27,45 @@ pub fn generate_samples(
     let mut rows = Vec::with_capacity(problems.len() * params.n);
     let mut report = GenerateReport::default();
     let ctx = g.context_length();
-    for (i, p) in problems.iter().enumerate() {
-        let mut ids = g.encode(&p.prompt)?;
-        // Keep room for the answer: the end of a prompt (signature, docstring) matters most.
-        let room = ctx
-            .saturating_sub(params.max_new_tokens.min(ctx / 2))
-            .max(1);
-        if ids.len() > room {
-            ids.drain(..ids.len() - room);
-            report.truncated_prompts += 1;
+    // Several problems per forward pass (up to ROWS samples in all): small models are bound by
+    // per-step overhead, so a batch of rows costs little more than one.
+    const ROWS: usize = 16;
+    let per_batch = (ROWS / params.n).max(1);
+    let mut start = 0;
+    while start < problems.len() {
+        let end = (start + per_batch).min(problems.len());
+        let mut prompts = Vec::with_capacity(end - start);
+        for p in &problems[start..end] {
+            let mut ids = g.encode(&p.prompt)?;
+            // Keep room for the answer: the end of a prompt (signature, docstring) matters most.
+            let room = ctx.saturating_sub(params.max_new_tokens.min(ctx / 2)).max(1);
+            if ids.len() > room {
+                ids.drain(..ids.len() - room);
+                report.truncated_prompts += 1;
+            }
+            prompts.push(ids);
         }
-        let mut pp = params.clone();
-        pp.sampling.seed = params.sampling.seed.wrapping_add(i as u64);
-        let out = g.generate(&ids, &pp)?;
-        for (k, c) in out.completions.into_iter().enumerate() {
-            report.generated_tokens += c.token_ids.len();
-            let Value::Object(row) = json!({
-                "task_id": p.task_id,
-                "completion": c.text,
-                "sample": k,
-                "finish_reason": c.finish_reason,
-                "completion_tokens": c.token_ids.len(),
-            }) else {
-                unreachable!("json! of an object literal")
-            };
-            rows.push(row);
+        let seeds: Vec<u64> = (start..end)
+            .map(|i| params.sampling.seed.wrapping_add(i as u64))
+            .collect();
+        let (outs, _) = g.generate_batch(&prompts, &seeds, params, |_, _| {})?;
+        for (p, completions) in problems[start..end].iter().zip(outs) {
+            for (k, c) in completions.into_iter().enumerate() {
+                report.generated_tokens += c.token_ids.len();
+                let Value::Object(row) = json!({
+                    "task_id": p.task_id,
+                    "completion": c.text,
+                    "sample": k,
+                    "finish_reason": c.finish_reason,
+                    "completion_tokens": c.token_ids.len(),
+                }) else {
+                    unreachable!("json! of an object literal")
+                };
+                rows.push(row);
+            }
+            on_problem();
         }
-        on_problem();
+        start = end;
     }
     report.n_samples = rows.len();
     report.seconds = t0.elapsed().as_secs_f64();
