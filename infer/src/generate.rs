@@ -242,6 +242,19 @@ impl Generator {
         &self,
         prompt: &[u32],
         params: &GenerateParams,
+        on_event: impl FnMut(Event<'_>),
+    ) -> Result<Generation, InferError> {
+        self.generate_cancellable(prompt, params, || false, on_event)
+    }
+
+    /// [`Self::generate_streaming`] that gives up once `cancelled()` is true (asked before every
+    /// forward pass), so a server stops spending compute on a client that went away. Samples cut
+    /// short end with [`FinishReason::Length`] and get no `Done` event.
+    pub fn generate_cancellable(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        cancelled: impl Fn() -> bool,
         mut on_event: impl FnMut(Event<'_>),
     ) -> Result<Generation, InferError> {
         params.validate()?;
@@ -272,6 +285,9 @@ impl Generator {
             return Ok(self.finish(rows, timing));
         }
 
+        if cancelled() {
+            return Ok(self.finish(rows, timing));
+        }
         let t0 = Instant::now();
         let mut caches = self.model.new_caches();
         let first = self.forward_last(&context, 1, 0, &mut caches);
@@ -319,7 +335,7 @@ impl Generator {
                 }
             }
             timing.generated_tokens += active.len();
-            if keep.is_empty() {
+            if keep.is_empty() || cancelled() {
                 break;
             }
             if keep.len() < active.len() {
