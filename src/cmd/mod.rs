@@ -2,6 +2,7 @@ pub mod data;
 pub mod eval;
 pub mod recipe;
 pub mod runs;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 
