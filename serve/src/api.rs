@@ -7,7 +7,9 @@
 
 use anvil_infer::{GenerateParams, Generator, SamplingParams};
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// OpenAI's default `max_tokens` for completions.
 pub const DEFAULT_MAX_TOKENS: u64 = 16;
@@ -51,14 +53,59 @@ impl ApiError {
         self
     }
 
-    pub fn body(&self) -> Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "param": self.param,
-            "code": self.code,
-        }})
+    /// The JSON body.
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Detail<'a>,
+        }
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            message: &'a str,
+            #[serde(rename = "type")]
+            kind: &'a str,
+            param: Option<&'a str>,
+            code: Option<&'a str>,
+        }
+        let body = Body {
+            error: Detail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: self.code,
+            },
+        };
+        serde_json::to_string(&body).expect("plain fields serialize")
     }
+}
+
+/// A `text_completion` object: the whole answer, or one chunk of a stream. Structs rather than
+/// `json!` keep OpenAI's field order, which people reading `curl` output expect.
+#[derive(Debug, Serialize)]
+pub struct Completion<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
+    pub choices: Vec<Choice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Choice<'a> {
+    pub text: Cow<'a, str>,
+    pub index: usize,
+    /// Always null: per-token log-probabilities are not offered.
+    pub logprobs: Option<()>,
+    pub finish_reason: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
 }
 
 /// One prompt as sent: text, or token ids.
@@ -512,7 +559,9 @@ mod tests {
             let e = err(body);
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
             assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
-            assert_eq!(e.body()["error"]["type"], "invalid_request_error");
+            let body: Value = serde_json::from_str(&e.to_json()).unwrap();
+            assert_eq!(body["error"]["type"], "invalid_request_error");
+            assert_eq!(body["error"]["param"], param);
         }
         assert_eq!(err("{").status, StatusCode::BAD_REQUEST);
         assert_eq!(err("[1]").status, StatusCode::BAD_REQUEST);

@@ -1,7 +1,7 @@
 //! Routes and handlers: `/v1/completions` (plain JSON or server-sent events), `/v1/models`,
 //! `/healthz`, `/metrics`, and OpenAI-shaped errors for everything else.
 
-use crate::api::{self, ApiError, CompletionRequest, Prepared};
+use crate::api::{self, ApiError, Choice, Completion, CompletionRequest, Prepared, Usage};
 use crate::engine::{Job, Msg, Queue, Submit};
 use crate::metrics::{Inflight, Metrics};
 use anvil_infer::{Generation, Generator};
@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ fn unix_now() -> u64 {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, axum_json(&self.body())).into_response();
+        let mut r = (self.status, json_response(self.to_json())).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -66,8 +67,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 fn axum_json(v: &Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    json_response(v.to_string())
 }
 
 /// Counts every answer by endpoint and status. Paths outside the API are one label, so random
@@ -147,28 +152,31 @@ struct Head {
 }
 
 impl Head {
-    fn chunk(&self, choices: Value) -> Value {
-        json!({
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        })
+    /// A `text_completion` object as JSON.
+    fn completion(&self, choices: Vec<Choice<'_>>, usage: Option<Usage>) -> String {
+        let c = Completion {
+            id: &self.id,
+            object: "text_completion",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+        };
+        serde_json::to_string(&c).expect("plain fields serialize")
     }
 }
 
-fn usage(prompt_tokens: usize, generations: &[Generation]) -> Value {
-    let completion: usize = generations
+fn usage(prompt_tokens: usize, generations: &[Generation]) -> Usage {
+    let completion_tokens: usize = generations
         .iter()
         .flat_map(|g| &g.completions)
         .map(|c| c.token_ids.len())
         .sum();
-    json!({
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": prompt_tokens + completion,
-    })
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    }
 }
 
 async fn completions(State(s): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -266,17 +274,21 @@ async fn respond(
     let mut choices = Vec::new();
     for (p, g) in generations.iter().enumerate() {
         for (i, c) in g.completions.iter().enumerate() {
-            choices.push(json!({
-                "text": format!("{}{}", prepared.echoes[p], c.text),
-                "index": p * req.n + i,
-                "logprobs": null,
-                "finish_reason": c.finish_reason.openai(),
-            }));
+            let echo = &prepared.echoes[p];
+            choices.push(Choice {
+                text: if echo.is_empty() {
+                    Cow::Borrowed(&c.text)
+                } else {
+                    Cow::Owned(format!("{echo}{}", c.text))
+                },
+                index: p * req.n + i,
+                logprobs: None,
+                finish_reason: Some(c.finish_reason.openai()),
+            });
         }
     }
-    let mut body = head.chunk(Value::Array(choices));
-    body["usage"] = usage(prepared.prompt_tokens(), &generations);
-    Ok(axum_json(&body))
+    let u = usage(prepared.prompt_tokens(), &generations);
+    Ok(json_response(head.completion(choices, Some(u))))
 }
 
 /// A streamed answer in progress.
@@ -292,17 +304,18 @@ struct Streaming {
 }
 
 impl Streaming {
-    fn event(&mut self, v: &Value) {
-        self.pending.push_back(format!("data: {v}\n\n"));
+    fn event(&mut self, json: &str) {
+        self.pending.push_back(format!("data: {json}\n\n"));
     }
 
-    fn choice(&mut self, index: usize, text: &str, finish: Option<&str>) {
-        let c = self.head.chunk(json!([{
-            "text": text,
-            "index": index,
-            "logprobs": null,
-            "finish_reason": finish,
-        }]));
+    fn choice(&mut self, index: usize, text: &str, finish_reason: Option<&'static str>) {
+        let choice = Choice {
+            text: Cow::Borrowed(text),
+            index,
+            logprobs: None,
+            finish_reason,
+        };
+        let c = self.head.completion(vec![choice], None);
         self.event(&c);
     }
 
@@ -313,8 +326,8 @@ impl Streaming {
             Msg::Done { index, finish } => self.choice(index, "", Some(finish.openai())),
             Msg::Finished(Ok(generations)) => {
                 if self.include_usage {
-                    let mut c = self.head.chunk(json!([]));
-                    c["usage"] = usage(self.prompt_tokens, &generations);
+                    let u = usage(self.prompt_tokens, &generations);
+                    let c = self.head.completion(Vec::new(), Some(u));
                     self.event(&c);
                 }
                 self.pending.push_back("data: [DONE]\n\n".into());
@@ -322,7 +335,7 @@ impl Streaming {
             }
             Msg::Finished(Err(e)) => {
                 // The status line is long gone: report in-band, as OpenAI does.
-                self.event(&internal(e).body());
+                self.event(&internal(e).to_json());
                 self.pending.push_back("data: [DONE]\n\n".into());
                 return false;
             }
@@ -369,7 +382,7 @@ fn stream(
                     }
                 }
                 None => {
-                    st.event(&internal("the decoding thread stopped".into()).body());
+                    st.event(&internal("the decoding thread stopped".into()).to_json());
                     st.rx = None;
                 }
             }
