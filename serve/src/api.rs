@@ -132,6 +132,8 @@ pub struct CompletionRequest {
     pub include_usage: bool,
     /// Prepend the prompt to each choice's text.
     pub echo: bool,
+    /// Keep going past the end-of-text token (vLLM's extension; benchmarks and tests).
+    pub ignore_eos: bool,
 }
 
 impl CompletionRequest {
@@ -141,7 +143,7 @@ impl CompletionRequest {
             n: self.n,
             sampling: self.sampling.clone(),
             stop: self.stop.clone(),
-            ignore_eos: false,
+            ignore_eos: self.ignore_eos,
         }
     }
 }
@@ -420,6 +422,7 @@ pub fn parse(body: &[u8], model: &str) -> Result<CompletionRequest, ApiError> {
         stream,
         include_usage: stream && include_usage,
         echo: f.bool("echo")?,
+        ignore_eos: f.bool("ignore_eos")?,
     })
 }
 
@@ -575,11 +578,12 @@ mod tests {
         let r = ok(
             r#"{"prompt": "x", "stop": "\n", "top_k": -1, "best_of": 2, "n": 2, "logprobs": null,
                "presence_penalty": 0, "logit_bias": {}, "stream": true,
-               "stream_options": {"include_usage": true}, "user": "u", "echo": true}"#,
+               "stream_options": {"include_usage": true}, "user": "u", "echo": true,
+               "ignore_eos": true}"#,
         );
         assert_eq!(r.stop, vec!["\n".to_string()]);
         assert_eq!((r.sampling.top_k, r.n), (0, 2));
-        assert!(r.stream && r.include_usage && r.echo);
+        assert!(r.stream && r.include_usage && r.echo && r.generate_params().ignore_eos);
         assert!(!ok(r#"{"stream_options": {"include_usage": true}}"#).include_usage);
     }
 }
