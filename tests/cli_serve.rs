@@ -49,7 +49,12 @@ fn model(name: &str, d_model: usize, n_layers: usize, max_seq_len: usize) -> Pat
         init_std: 0.2,
         ..Default::default()
     };
-    let m = cfg.init(&Default::default());
+    // One model at a time: the seeded generator is the device's, shared by both.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    let device = burn::tensor::Device::default();
+    device.seed(11);
+    let m = cfg.init(&device);
     anvil_models::store::save(&m, &dir).unwrap();
     dir
 }
@@ -359,7 +364,7 @@ fn n_several_prompts_seeds_echo_and_fim() {
 #[test]
 fn stop_sequences_cut_the_text() {
     let s = Server::start(tiny(), &[]);
-    let req = json!({"prompt": "for i in", "max_tokens": 30, "temperature": 0});
+    let req = json!({"prompt": "for i in", "max_tokens": 30, "temperature": 0, "ignore_eos": true});
     let full = texts(&s.ok(&req))[0].clone();
     // Stop at a character the greedy text does contain, after its start.
     let stop: String = full
@@ -533,9 +538,11 @@ fn bad_checkpoint_or_options_fail_in_one_line() {
     assert!(line.contains("cannot listen on"), "{line}");
 }
 
-/// A request long enough on the wide model to overlap others (a few seconds on a busy CI core).
+/// A request long enough on the wide model to overlap others (seconds on a busy CI core): past
+/// the end-of-text token, so random weights cannot make it short.
 fn slow_request(max_tokens: usize) -> Value {
-    json!({"prompt": "def", "max_tokens": max_tokens, "temperature": 0, "n": 4})
+    json!({"prompt": "def", "max_tokens": max_tokens, "temperature": 0, "n": 4,
+           "ignore_eos": true})
 }
 
 #[test]
@@ -704,15 +711,14 @@ fn abandon(s: &Server, body: &Value) {
 #[test]
 fn a_client_leaving_stops_its_generation() {
     let s = Server::start(wide(), &[]);
-    // 16 samples of up to 900 tokens: thousands of tokens, seconds of work, if nothing stops it
-    // (sampled rows rarely all draw the end-of-text token early).
+    // 16 samples of 900 tokens: seconds of work if nothing stops it.
     let (n, max_tokens) = (16, 900);
     let mut generated = 0.0;
     for stream in [true, false] {
         abandon(
             &s,
             &json!({"prompt": "def", "max_tokens": max_tokens, "n": n, "temperature": 1.0,
-                    "seed": 3, "stream": stream}),
+                    "seed": 3, "stream": stream, "ignore_eos": true}),
         );
         // The decoding thread is free again long before the job would be done.
         s.ok(&json!({"prompt": "x", "max_tokens": 2}));
@@ -733,12 +739,12 @@ fn a_client_leaving_stops_its_generation() {
 #[test]
 fn sigterm_finishes_requests_in_flight_then_exits_0() {
     let mut s = Server::start(wide(), &[]);
-    let ((status, plain), (text, finish)) = std::thread::scope(|sc| {
-        let plain = sc.spawn(|| s.complete(&slow_request(200)));
+    let (signalled, (plain, plain_done), (streamed, streamed_done)) = std::thread::scope(|sc| {
+        let plain = sc.spawn(|| (s.complete(&slow_request(200)), Instant::now()));
         let streamed = sc.spawn(|| {
             let mut req = slow_request(50);
             req["stream"] = json!(true);
-            collect_stream(&s.stream(&req))
+            (collect_stream(&s.stream(&req)), Instant::now())
         });
         // Both received (one decoding, one queued behind it) before the signal.
         let t = Instant::now();
@@ -750,17 +756,28 @@ fn sigterm_finishes_requests_in_flight_then_exits_0() {
             std::thread::sleep(Duration::from_millis(20));
         }
         signal(&s.child, libc::SIGTERM);
+        let signalled = Instant::now();
         (
+            signalled,
             plain.join().unwrap_or_else(|_| panic!("{}", s.stderr())),
             streamed.join().unwrap_or_else(|_| panic!("{}", s.stderr())),
         )
     });
+    let ((status, plain), (text, finish)) = (plain, streamed);
     assert_eq!(status, 200, "{plain}");
     assert_eq!(plain["choices"].as_array().unwrap().len(), 4);
-    assert!(plain["usage"]["completion_tokens"].as_u64().unwrap() > 0);
-    assert_eq!((text.len(), finish.len()), (4, 4));
+    // Complete answers: every sample has all its tokens.
+    assert_eq!(plain["usage"]["completion_tokens"], 4 * 200);
+    assert_eq!(text.len(), 4);
+    assert!(finish.values().all(|f| f == "length"), "{finish:?}");
+    // At least the one queued behind the other was still to be decoded when the signal came.
+    assert!(
+        plain_done.max(streamed_done) > signalled,
+        "both answered before the signal"
+    );
     let exit = s.wait(Duration::from_secs(60));
     assert_eq!(exit.code(), Some(0), "{}", s.stderr());
+    assert!(s.stderr().contains("shutting down"), "{}", s.stderr());
     // Gone: nothing listens any more.
     assert!(TcpStream::connect(s.addr()).is_err());
 }
