@@ -214,6 +214,11 @@ async fn accept(
         ApiError::new(status, "invalid_request_error", msg)
     })?;
     let req = api::parse(&body, &s.model)?;
+    // Refuse before tokenizing when the queue is already full, so a flood costs little CPU; the
+    // submit below still decides.
+    if s.metrics.queue_depth.load(Relaxed) >= s.metrics.queue_capacity.load(Relaxed) {
+        return Err(queue_full());
+    }
     let generator = s.generator.clone();
     let (req, prepared) = tokio::task::spawn_blocking(move || {
         let p = api::prepare(&generator, &req);
@@ -239,18 +244,22 @@ async fn accept(
     };
     match s.queue.submit(job) {
         Ok(()) => Ok((req, prepared, rx)),
-        Err(Submit::Full) => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "server_overloaded",
-            "the server is busy: its queue of requests is full; retry later",
-        )
-        .with_code("queue_full")),
+        Err(Submit::Full) => Err(queue_full()),
         Err(Submit::Stopped) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
             "the server is shutting down",
         )),
     }
+}
+
+fn queue_full() -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "server_overloaded",
+        "the server is busy: its queue of requests is full; retry later",
+    )
+    .with_code("queue_full")
 }
 
 fn internal(msg: String) -> ApiError {
