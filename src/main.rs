@@ -43,6 +43,8 @@ enum Command {
     /// Tracked runs: list, show, compare, plot, sync to MLflow.
     #[command(subcommand)]
     Runs(cmd::runs::RunsCommand),
+    /// Serve a model over HTTP: OpenAI-compatible completions, health and Prometheus metrics.
+    Serve(cmd::serve::ServeArgs),
     /// Train a byte-level BPE tokenizer with FIM and mask tokens.
     #[command(subcommand)]
     Tokenizer(cmd::tokenizer::TokenizerCommand),
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Eval(c) => cmd::eval::run(c),
         Command::Runs(c) => cmd::runs::run(c),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Train(c) => cmd::train::run(c),
         Command::Export(a) => cmd::export::run(a),
         Command::Generate(a) => cmd::generate::run(a),

@@ -254,11 +254,29 @@ impl Generator {
         &self,
         prompt: &[u32],
         params: &GenerateParams,
+        on_event: impl FnMut(Event<'_>),
+    ) -> Result<Generation, InferError> {
+        self.generate_cancellable(prompt, params, || false, on_event)
+    }
+
+    /// [`Self::generate_streaming`] that gives up once `cancelled()` is true (asked before every
+    /// forward pass), so a server stops spending compute on a client that went away. Samples cut
+    /// short end with [`FinishReason::Length`] and get no `Done` event.
+    pub fn generate_cancellable(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        cancelled: impl Fn() -> bool,
         mut on_event: impl FnMut(Event<'_>),
     ) -> Result<Generation, InferError> {
         let seed = params.sampling.seed;
-        let (mut out, timing) =
-            self.generate_batch(&[prompt.to_vec()], &[seed], params, |_, ev| on_event(ev))?;
+        let (mut out, timing) = self.generate_batch_cancellable(
+            &[prompt.to_vec()],
+            &[seed],
+            params,
+            cancelled,
+            |_, ev| on_event(ev),
+        )?;
         Ok(Generation {
             completions: out.pop().expect("one prompt"),
             timing,
@@ -274,6 +292,19 @@ impl Generator {
         prompts: &[Vec<u32>],
         seeds: &[u64],
         params: &GenerateParams,
+        on_event: impl FnMut(usize, Event<'_>),
+    ) -> Result<(Vec<Vec<Completion>>, Timing), InferError> {
+        self.generate_batch_cancellable(prompts, seeds, params, || false, on_event)
+    }
+
+    /// [`Self::generate_batch`] that stops once `cancelled()` is true (see
+    /// [`Self::generate_cancellable`]).
+    pub fn generate_batch_cancellable(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        params: &GenerateParams,
+        cancelled: impl Fn() -> bool,
         mut on_event: impl FnMut(usize, Event<'_>),
     ) -> Result<(Vec<Vec<Completion>>, Timing), InferError> {
         params.validate()?;
@@ -310,7 +341,7 @@ impl Generator {
                 rows.push((p, row));
             }
         }
-        if prompts.is_empty() || limits.iter().all(|&l| l == 0) {
+        if prompts.is_empty() || limits.iter().all(|&l| l == 0) || cancelled() {
             return Ok((self.finish(rows, prompts.len()), timing));
         }
 
@@ -378,7 +409,7 @@ impl Generator {
                 }
             }
             timing.generated_tokens += active.len();
-            if keep.is_empty() {
+            if keep.is_empty() || cancelled() {
                 break;
             }
             if keep.len() < active.len() {

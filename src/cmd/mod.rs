@@ -4,6 +4,7 @@ pub mod export;
 pub mod generate;
 pub mod recipe;
 pub mod runs;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 

@@ -1,0 +1,88 @@
+//! `anvil serve`
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args)]
+#[command(
+    after_help = "Endpoints: POST /v1/completions (OpenAI's completions API, `stream` as \
+server-sent events), GET /v1/models, GET /healthz, GET /metrics (Prometheus). SIGTERM or Ctrl-C \
+stops accepting connections, finishes the requests already received, then exits 0.
+
+Examples:
+  anvil serve --checkpoint runs/quickstart --addr 127.0.0.1:8000
+  curl -s localhost:8000/v1/completions -d '{\"prompt\": \"def add(a, b):\", \"max_tokens\": 32}'
+
+See docs/serve.md."
+)]
+pub struct ServeArgs {
+    /// A checkpoint folder, a run folder (its newest checkpoint) or a Hugging Face folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Address to listen on; port 0 picks a free port (the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    /// tokenizer.json to use instead of the one found beside the checkpoint or in its run.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Completion requests that may wait while one is decoded; more are answered 429.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// Largest request body in bytes; larger ones are answered 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
+    /// The model's name in the API (default: the checkpoint folder's name).
+    #[arg(long)]
+    model_name: Option<String>,
+    /// Threads for the tensor math (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    // main() restores SIGPIPE's default so `anvil … | head` exits quietly; a server must instead
+    // survive writing to a socket whose client just went away.
+    // SAFETY: changing a signal disposition; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    if let Some(t) = a.threads.filter(|&t| t > 0) {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let model_name = match a.model_name {
+        Some(n) => n,
+        None => std::path::absolute(&a.checkpoint)
+            .ok()
+            .and_then(|p| Some(p.file_name()?.to_str()?.to_string()))
+            .unwrap_or_else(|| "anvil".into()),
+    };
+    let opts = anvil_serve::Options {
+        model_name,
+        queue: a.queue,
+        max_body: a.max_body,
+    };
+    opts.validate()?;
+    let listener = anvil_serve::bind(a.addr)?;
+    let loaded = anvil_infer::load(&a.checkpoint, a.tokenizer.as_deref(), &Default::default())?;
+    eprintln!(
+        "model `{}`: {} (tokenizer {}), context {} tokens",
+        opts.model_name,
+        loaded.checkpoint.display(),
+        loaded.tokenizer_path.display(),
+        loaded.model.config.max_seq_len
+    );
+    anvil_serve::run(loaded.into(), listener, &opts, |addr| {
+        // Tests and scripts read the real port from this line.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on http://{addr}");
+        let _ = out.flush();
+    })?;
+    eprintln!("stopped");
+    Ok(())
+}
