@@ -38,7 +38,9 @@ pub fn generate_samples(
         for p in &problems[start..end] {
             let mut ids = g.encode(&p.prompt)?;
             // Keep room for the answer: the end of a prompt (signature, docstring) matters most.
-            let room = ctx.saturating_sub(params.max_new_tokens.min(ctx / 2)).max(1);
+            let room = ctx
+                .saturating_sub(params.max_new_tokens.min(ctx / 2))
+                .max(1);
             if ids.len() > room {
                 ids.drain(..ids.len() - room);
                 report.truncated_prompts += 1;
