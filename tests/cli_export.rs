@@ -10,44 +10,14 @@ use burn::tensor::Device;
 use common::*;
 use std::path::{Path, PathBuf};
 
-/// Small generated Python files: loops and arithmetic, varied enough to train a tokenizer on.
-fn write_corpus(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let words = [
-        "total", "count", "value", "items", "index", "limit", "score", "node",
-    ];
-    for i in 0..30 {
-        let mut s = format!("\"\"\"Helpers {i}.\"\"\"\n\nimport math\n\n");
-        for j in 0..6 {
-            let (a, b) = (words[(i + j) % 8], words[(i * 3 + j + 1) % 8]);
-            s += &format!(
-                "def {a}_{b}_{i}_{j}({a}, {b}={j}):\n    for k in range({a}):\n        {b} = {b} + k * {}\n    if {b} > {a}:\n        return {b} - {a}\n    return math.sqrt({b})\n\n",
-                i + j
-            );
-        }
-        std::fs::write(dir.join(format!("m{i}.py")), s).unwrap();
-    }
-}
-
 /// Trains the tiny model of this test (`d_model` 64, grouped-query attention, tied embedding) and
 /// returns its run folder.
 fn train(tmp: &Path) -> PathBuf {
-    write_corpus(&tmp.join("src"));
+    write_python_corpus(&tmp.join("src"), 30);
     let q = |p: PathBuf| format!("{:?}", p.display().to_string());
     let recipe = tmp.join("recipe.toml");
     let text = format!(
-        r#"[data]
-cache_dir = {cache}
-[data.corpus]
-sources = [{src}]
-langs = ["python"]
-val_fraction = 0.2
-[data.tokenizer]
-vocab_size = 320
-[data.tokenize]
-seq_len = 32
-fim_rate = 0.0
-ast = false
+        r#"{data}
 [model]
 d_model = 64
 n_layers = 2
@@ -74,8 +44,7 @@ every = 30
 dir = {runs}
 name = "r"
 "#,
-        cache = q(tmp.join("cache")),
-        src = q(tmp.join("src")),
+        data = data_recipe(&tmp.join("cache"), &tmp.join("src")),
         runs = q(tmp.join("runs")),
     );
     std::fs::write(&recipe, text).unwrap();
@@ -203,57 +172,6 @@ fn gguf_and_quantized_checkpoints_of_a_trained_model() {
     assert!(size(&out.join("anvil-q4_0/model.bpk")) < size(&out.join("anvil-q8_0/model.bpk")));
 }
 
-/// A byte-level BPE `tokenizer.json` with Anvil's seven special tokens, the 256 byte symbols
-/// and two merges: 265 tokens, so a 320-token model has unused ids to pad.
-fn write_byte_level_tokenizer(path: &Path) {
-    // GPT-2's byte-to-symbol table: printable Latin-1 maps to itself, the rest to U+0100 on.
-    let mut symbols = Vec::new();
-    let mut extra = 0;
-    for b in 0u32..256 {
-        let printable =
-            (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
-        symbols.push(if printable {
-            char::from_u32(b).unwrap()
-        } else {
-            extra += 1;
-            char::from_u32(255 + extra).unwrap()
-        });
-    }
-    let specials = [
-        "<|endoftext|>",
-        "<|pad|>",
-        "<|mask|>",
-        "<|fim_prefix|>",
-        "<|fim_suffix|>",
-        "<|fim_middle|>",
-        "<|file_sep|>",
-    ];
-    let mut vocab = serde_json::Map::new();
-    for (i, s) in specials.iter().enumerate() {
-        vocab.insert(s.to_string(), i.into());
-    }
-    for (i, c) in symbols.iter().enumerate() {
-        vocab.insert(c.to_string(), (7 + i).into());
-    }
-    vocab.insert("ĠĠ".into(), 263.into());
-    vocab.insert("de".into(), 264.into());
-    let added: Vec<serde_json::Value> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, s)| serde_json::json!({"id": i, "content": s, "special": true}))
-        .collect();
-    let json = serde_json::json!({
-        "version": "1.0",
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
-        "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
-        "model": {"type": "BPE", "vocab": vocab, "merges": [["Ġ", "Ġ"], ["d", "e"]]}
-    });
-    std::fs::write(path, json.to_string()).unwrap();
-}
-
 #[test]
 fn gguf_of_a_mixture_of_experts_with_an_untied_head() {
     let tmp = tempfile::tempdir().unwrap();
@@ -276,8 +194,9 @@ fn gguf_of_a_mixture_of_experts_with_an_untied_head() {
     let ckpt = tmp.path().join("moe");
     std::fs::create_dir(&ckpt).unwrap();
     store::save(&c.init(&Device::default()), &ckpt).unwrap();
+    // Anvil's special tokens, the 256 byte symbols and a merge: a 320-token model has unused ids.
+    anvil_infer::testing::byte_tokenizer(tmp.path());
     let tok = tmp.path().join("tokenizer.json");
-    write_byte_level_tokenizer(&tok);
     let hf = tmp.path().join("hf");
     ok(export(
         &ckpt,

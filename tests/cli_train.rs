@@ -23,73 +23,15 @@ struct Fixture {
     recipe: PathBuf,
 }
 
-/// Deterministic small Python files, different enough that near-dedup keeps them.
-fn write_corpus(dir: &Path, files: usize) {
-    const WORDS: [&str; 24] = [
-        "alpha", "beta", "gamma", "delta", "total", "count", "value", "items", "result", "index",
-        "buffer", "name", "key", "data", "node", "tree", "left", "right", "parent", "child",
-        "size", "limit", "offset", "score",
-    ];
-    const OPS: [&str; 5] = ["+", "-", "*", "//", "%"];
-    const MODS: [&str; 5] = ["os", "sys", "math", "json", "re"];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = |n: usize| {
-        // xorshift64*
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    for i in 0..files {
-        let mut s = format!(
-            "\"\"\"Module {i}: helpers for {} {}.\"\"\"\n\nimport {}\n\n",
-            WORDS[rnd(24)],
-            WORDS[rnd(24)],
-            MODS[rnd(5)]
-        );
-        for j in 0..4 + rnd(5) {
-            let a = WORDS[rnd(24)];
-            let b = WORDS[(WORDS.iter().position(|w| *w == a).unwrap() + 1 + rnd(23)) % 24];
-            s += &format!("def {a}_{b}_{i}_{j}({a}, {b}={}):\n", rnd(100));
-            s += &format!("    \"\"\"Return the {a} of {b}.\"\"\"\n");
-            for _ in 0..2 + rnd(5) {
-                let (c, op) = (WORDS[rnd(24)], OPS[rnd(5)]);
-                s += &format!("    {c} = {a} {op} {}\n", 1 + rnd(999));
-                if rnd(10) < 4 {
-                    s += &format!("    if {c} > {b}:\n        {b} = {c} {op} {}\n", 1 + rnd(9));
-                }
-            }
-            s += &format!("    return {}\n\n", if rnd(2) == 0 { a } else { b });
-        }
-        std::fs::write(dir.join(format!("mod_{i}.py")), s).unwrap();
-    }
-}
-
 impl Fixture {
     fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
-        write_corpus(&src, 40);
+        write_python_corpus(&src, 40);
         let q = |p: PathBuf| format!("{:?}", p.display().to_string());
         let recipe = tmp.path().join("recipe.toml");
         let text = format!(
-            r#"[data]
-cache_dir = {cache}
-
-[data.corpus]
-sources = [{src}]
-langs = ["python"]
-val_fraction = 0.2
-
-[data.tokenizer]
-vocab_size = 320
-
-[data.tokenize]
-seq_len = 32
-fim_rate = 0.0
-ast = false
-
+            r#"{data}
 [model]
 d_model = 32
 n_layers = 2
@@ -121,8 +63,7 @@ keep_best = true
 [output]
 dir = {runs}
 "#,
-            cache = q(tmp.path().join("cache")),
-            src = q(src),
+            data = data_recipe(&tmp.path().join("cache"), &src),
             runs = q(tmp.path().join("runs")),
         );
         std::fs::write(&recipe, text).unwrap();

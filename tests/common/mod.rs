@@ -115,3 +115,72 @@ pub fn anvil_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .output()
         .expect("run anvil")
 }
+
+/// Deterministic small Python files, different enough that near-dedup keeps them.
+pub fn write_python_corpus(dir: &Path, files: usize) {
+    const WORDS: [&str; 24] = [
+        "alpha", "beta", "gamma", "delta", "total", "count", "value", "items", "result", "index",
+        "buffer", "name", "key", "data", "node", "tree", "left", "right", "parent", "child",
+        "size", "limit", "offset", "score",
+    ];
+    const OPS: [&str; 5] = ["+", "-", "*", "//", "%"];
+    const MODS: [&str; 5] = ["os", "sys", "math", "json", "re"];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |n: usize| {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..files {
+        let mut s = format!(
+            "\"\"\"Module {i}: helpers for {} {}.\"\"\"\n\nimport {}\n\n",
+            WORDS[rnd(24)],
+            WORDS[rnd(24)],
+            MODS[rnd(5)]
+        );
+        for j in 0..4 + rnd(5) {
+            let a = WORDS[rnd(24)];
+            let b = WORDS[(WORDS.iter().position(|w| *w == a).unwrap() + 1 + rnd(23)) % 24];
+            s += &format!("def {a}_{b}_{i}_{j}({a}, {b}={}):\n", rnd(100));
+            s += &format!("    \"\"\"Return the {a} of {b}.\"\"\"\n");
+            for _ in 0..2 + rnd(5) {
+                let (c, op) = (WORDS[rnd(24)], OPS[rnd(5)]);
+                s += &format!("    {c} = {a} {op} {}\n", 1 + rnd(999));
+                if rnd(10) < 4 {
+                    s += &format!("    if {c} > {b}:\n        {b} = {c} {op} {}\n", 1 + rnd(9));
+                }
+            }
+            s += &format!("    return {}\n\n", if rnd(2) == 0 { a } else { b });
+        }
+        std::fs::write(dir.join(format!("mod_{i}.py")), s).unwrap();
+    }
+}
+
+/// The `[data]` section of a tiny training recipe: a Python corpus in `src`, a 320-token
+/// tokenizer, 32-token rows, the data cache in `cache`.
+pub fn data_recipe(cache: &Path, src: &Path) -> String {
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    format!(
+        r#"[data]
+cache_dir = {}
+
+[data.corpus]
+sources = [{}]
+langs = ["python"]
+val_fraction = 0.2
+
+[data.tokenizer]
+vocab_size = 320
+
+[data.tokenize]
+seq_len = 32
+fim_rate = 0.0
+ast = false
+"#,
+        q(cache),
+        q(src)
+    )
+}
