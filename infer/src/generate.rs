@@ -107,6 +107,13 @@ pub enum Event<'a> {
     Done { index: usize, finish: FinishReason },
 }
 
+/// One prompt and how to continue it, for [`Generator::decode_requests`].
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub prompt: &'a [u32],
+    pub params: &'a GenerateParams,
+}
+
 /// A loaded model, its tokenizer and end-of-sequence ids.
 pub struct Generator {
     pub model: Llama,
@@ -269,24 +276,17 @@ impl Generator {
         cancelled: impl Fn() -> bool,
         mut on_event: impl FnMut(Event<'_>),
     ) -> Result<Generation, InferError> {
-        let seed = params.sampling.seed;
-        let (mut out, timing) = self.generate_batch_cancellable(
-            &[prompt.to_vec()],
-            &[seed],
-            params,
-            cancelled,
-            |_, ev| on_event(ev),
-        )?;
+        let req = Request { prompt, params };
+        let (mut out, timing) =
+            self.decode_requests(&[req], |_| cancelled(), |_, ev| on_event(ev))?;
         Ok(Generation {
-            completions: out.pop().expect("one prompt"),
+            completions: out.pop().expect("one request"),
             timing,
         })
     }
 
     /// `params.n` samples of each prompt, all decoded as one batch; prompt `p` samples with seed
-    /// `seeds[p]`. Prompts of different lengths are left-padded and the padding is masked out:
-    /// rotary attention only sees relative positions, so a padded row computes what it would
-    /// alone (up to float rounding). Events carry the prompt's index.
+    /// `seeds[p]`. Events carry the prompt's index.
     pub fn generate_batch(
         &self,
         prompts: &[Vec<u32>],
@@ -294,43 +294,57 @@ impl Generator {
         params: &GenerateParams,
         on_event: impl FnMut(usize, Event<'_>),
     ) -> Result<(Vec<Vec<Completion>>, Timing), InferError> {
-        self.generate_batch_cancellable(prompts, seeds, params, || false, on_event)
+        assert_eq!(prompts.len(), seeds.len(), "one seed per prompt");
+        let params: Vec<GenerateParams> = seeds
+            .iter()
+            .map(|&seed| GenerateParams {
+                sampling: SamplingParams {
+                    seed,
+                    ..params.sampling.clone()
+                },
+                ..params.clone()
+            })
+            .collect();
+        let reqs: Vec<Request<'_>> = prompts
+            .iter()
+            .zip(&params)
+            .map(|(prompt, params)| Request { prompt, params })
+            .collect();
+        self.decode_requests(&reqs, |_| false, on_event)
     }
 
-    /// [`Self::generate_batch`] that stops once `cancelled()` is true (see
-    /// [`Self::generate_cancellable`]).
-    pub fn generate_batch_cancellable(
+    /// Decodes several requests (each a prompt with its own parameters and `n` samples) as one
+    /// batch, so separate requests share every forward pass. Prompts of different lengths are
+    /// left-padded and the padding is masked out: rotary attention only sees relative positions,
+    /// so a padded row computes what it would alone (up to float rounding). Request `r` stops
+    /// early once `cancelled(r)`; events carry the request's index.
+    pub fn decode_requests(
         &self,
-        prompts: &[Vec<u32>],
-        seeds: &[u64],
-        params: &GenerateParams,
-        cancelled: impl Fn() -> bool,
+        reqs: &[Request<'_>],
+        cancelled: impl Fn(usize) -> bool,
         mut on_event: impl FnMut(usize, Event<'_>),
     ) -> Result<(Vec<Vec<Completion>>, Timing), InferError> {
-        params.validate()?;
-        assert_eq!(prompts.len(), seeds.len(), "one seed per prompt");
-        let contexts: Vec<Vec<u32>> = prompts.iter().map(|p| self.context_of(p)).collect();
+        for r in reqs {
+            r.params.validate()?;
+        }
+        let contexts: Vec<Vec<u32>> = reqs.iter().map(|r| self.context_of(r.prompt)).collect();
         let limits = contexts
             .iter()
-            .map(|c| self.budget(c, params.max_new_tokens))
+            .zip(reqs)
+            .map(|(c, r)| self.budget(c, r.params.max_new_tokens))
             .collect::<Result<Vec<_>, _>>()?;
         let mut timing = Timing {
             prompt_tokens: contexts.iter().map(Vec::len).sum(),
             ..Default::default()
         };
-        let n = params.n;
-        let mut rows: Vec<(usize, Row)> = Vec::with_capacity(prompts.len() * n);
-        for (p, &seed) in seeds.iter().enumerate() {
-            let sampling = SamplingParams {
-                seed,
-                ..params.sampling.clone()
-            };
-            for i in 0..n {
+        let mut rows: Vec<(usize, Row)> = Vec::new();
+        for (p, r) in reqs.iter().enumerate() {
+            for i in 0..r.params.n {
                 let row = Row {
                     index: i,
                     tokens: Vec::new(),
                     logprobs: Vec::new(),
-                    rng: sampling.rng(i),
+                    rng: r.params.sampling.rng(i),
                     emitted: 0,
                     text: String::new(),
                     finish: (limits[p] == 0).then_some(FinishReason::Length),
@@ -341,17 +355,18 @@ impl Generator {
                 rows.push((p, row));
             }
         }
-        if prompts.is_empty() || limits.iter().all(|&l| l == 0) || cancelled() {
-            return Ok((self.finish(rows, prompts.len()), timing));
+        let live = |p: usize| limits[p] > 0 && !cancelled(p);
+        if !(0..reqs.len()).any(live) {
+            return Ok((self.finish(rows, reqs.len()), timing));
         }
 
         // Prefill every prompt, left-padded to the longest.
         let t0 = Instant::now();
         let width = contexts.iter().map(Vec::len).max().expect("a prompt");
         let padded = contexts.iter().any(|c| c.len() < width);
-        let mut ids = Vec::with_capacity(prompts.len() * width);
+        let mut ids = Vec::with_capacity(reqs.len() * width);
         // Per batch row, one segment id per key position: 0 = padding, 1 = the sequence.
-        let mut segs: Vec<Vec<u16>> = Vec::with_capacity(prompts.len());
+        let mut segs: Vec<Vec<u16>> = Vec::with_capacity(reqs.len());
         for c in &contexts {
             ids.extend(std::iter::repeat_n(self.eos[0], width - c.len()));
             ids.extend_from_slice(c);
@@ -360,16 +375,16 @@ impl Generator {
             segs.push(s);
         }
         let mut caches = self.model.new_caches();
-        let first = self.forward(&ids, prompts.len(), 0, padded.then_some(&segs), &mut caches);
+        let first = self.forward(&ids, reqs.len(), 0, padded.then_some(&segs), &mut caches);
         timing.prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
 
-        // Batch row b decodes rows[active[b]]; prompt p's samples start as copies of its row.
+        // Batch row b decodes rows[active[b]]; request p's samples start as copies of its row.
         let mut active: Vec<usize> = (0..rows.len())
             .filter(|&r| rows[r].1.finish.is_none())
             .collect();
         let take: Vec<usize> = active.iter().map(|&r| rows[r].0).collect();
-        if take != (0..prompts.len()).collect::<Vec<_>>() {
+        if take != (0..reqs.len()).collect::<Vec<_>>() {
             select_rows(&mut caches, &take, &self.model.device());
         }
         segs = take.iter().map(|&p| segs[p].clone()).collect();
@@ -381,18 +396,22 @@ impl Generator {
             let mut keep = Vec::with_capacity(active.len());
             for (b, &ri) in active.iter().enumerate() {
                 let (p, row) = &mut rows[ri];
+                let params = reqs[*p].params;
                 seen.clear();
                 seen.extend_from_slice(&contexts[*p]);
                 seen.extend_from_slice(&row.tokens);
                 let raw = &mut logits[b];
                 let lp_all = sampling::log_sum_exp(raw);
-                let lp_raw = raw.clone();
+                // The penalty rewrites logits in place; the log-probability is of the raw ones.
+                let penalized = params.sampling.repetition_penalty != 1.0;
+                let lp_raw = penalized.then(|| raw.clone());
                 let tok = sampling::sample(raw, &seen, &params.sampling, &mut row.rng);
+                let lp_tok = lp_raw.as_ref().unwrap_or(raw)[tok as usize] - lp_all;
                 if !params.ignore_eos && self.eos.contains(&tok) {
                     row.finish = Some(FinishReason::Eos);
                 } else {
                     row.tokens.push(tok);
-                    row.logprobs.push(lp_raw[tok as usize] - lp_all);
+                    row.logprobs.push(lp_tok);
                     row.text = self.decode(&row.tokens)?;
                     if let Some(cut) = first_stop(&row.text, &params.stop) {
                         row.text.truncate(cut);
@@ -403,13 +422,13 @@ impl Generator {
                 }
                 let p = *p;
                 emit(row, &params.stop, &mut |ev| on_event(p, ev));
-                if row.finish.is_none() {
+                if row.finish.is_none() && !cancelled(p) {
                     next.push(tok);
                     keep.push(b);
                 }
             }
             timing.generated_tokens += active.len();
-            if keep.is_empty() || cancelled() {
+            if keep.is_empty() {
                 break;
             }
             if keep.len() < active.len() {
@@ -429,7 +448,7 @@ impl Generator {
             pos += 1;
         }
         timing.decode_seconds = t1.elapsed().as_secs_f64();
-        Ok((self.finish(rows, prompts.len()), timing))
+        Ok((self.finish(rows, reqs.len()), timing))
     }
 
     /// [`Self::forward_last`] with per-row key segments (padding masked out) when given.

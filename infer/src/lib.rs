@@ -12,7 +12,7 @@ pub mod testing;
 
 pub use beam::{BeamParams, Hypothesis};
 pub use generate::{
-    Completion, Event, FinishReason, GenerateParams, Generation, Generator, Timing,
+    Completion, Event, FinishReason, GenerateParams, Generation, Generator, Request, Timing,
 };
 pub use load::{Loaded, load, load_model};
 pub use sampling::SamplingParams;

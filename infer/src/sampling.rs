@@ -135,8 +135,15 @@ pub fn sample(logits: &mut [f32], seen: &[u32], p: &SamplingParams, rng: &mut Ch
         idx.select_nth_unstable_by(p.top_k - 1, by_logit);
         idx.truncate(p.top_k);
     }
-    idx.sort_unstable_by(by_logit);
-    let max = logits[idx[0] as usize];
+    // Only top-p needs the candidates in probability order; sorting the whole vocabulary for
+    // every row and step would cost more than the draw.
+    if p.top_p < 1.0 {
+        idx.sort_unstable_by(by_logit);
+    }
+    let max = idx
+        .iter()
+        .map(|&i| logits[i as usize])
+        .fold(f32::NEG_INFINITY, f32::max);
     let mut probs: Vec<f64> = idx
         .iter()
         .map(|&i| (((logits[i as usize] - max) / p.temperature) as f64).exp())

@@ -1,13 +1,14 @@
 //! The decoding thread and the bounded queue in front of it.
 //!
 //! Decoding is long CPU work (Burn's `flex` backend spreads each forward pass over the rayon
-//! pool), so it never runs on the async runtime: one thread takes jobs from a bounded queue, one
-//! at a time, and answers over a channel per job. A full queue refuses at once ([`Submit::Full`])
-//! so the HTTP side can answer 429 instead of letting requests pile up. The `n` samples of a
-//! prompt are decoded as one batch by the generator; requests are not batched with each other.
+//! pool), so it never runs on the async runtime: one thread takes jobs from a bounded queue and
+//! answers over a channel per job. A full queue refuses at once ([`Submit::Full`]) so the HTTP
+//! side can answer 429 instead of letting requests pile up. Every job waiting when the thread
+//! becomes free joins one batch (up to `batch_rows` sample rows: more rows make each step slower for every request in it): all their prompts and
+//! samples share each forward pass, each with its own parameters and seed.
 
 use crate::metrics::Metrics;
-use anvil_infer::{Event, FinishReason, GenerateParams, Generation, Generator};
+use anvil_infer::{Event, FinishReason, GenerateParams, Generation, Generator, Request};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -31,7 +32,7 @@ pub enum Msg {
     Finished(Result<Vec<Generation>, String>),
 }
 
-/// One request's work: every prompt, decoded in turn.
+/// One request's work: its prompts, decoded in a batch with whatever else is waiting.
 pub struct Job {
     pub inputs: Vec<Vec<u32>>,
     pub params: GenerateParams,
@@ -76,6 +77,7 @@ impl Queue {
 pub fn start(
     generator: Arc<Generator>,
     capacity: usize,
+    batch_rows: usize,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(Queue, JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel(capacity);
@@ -83,20 +85,43 @@ pub fn start(
     let m = metrics.clone();
     let handle = std::thread::Builder::new()
         .name("anvil-decode".into())
-        .spawn(move || worker(&generator, rx, &m))?;
+        .spawn(move || worker(&generator, rx, batch_rows, &m))?;
     Ok((Queue { tx, metrics }, handle))
 }
 
-fn worker(g: &Generator, rx: Receiver<Job>, metrics: &Metrics) {
-    while let Ok(job) = rx.recv() {
-        metrics.queue_depth.fetch_sub(1, Relaxed);
-        if job.reply.is_closed() {
+fn worker(g: &Generator, rx: Receiver<Job>, batch_rows: usize, metrics: &Metrics) {
+    while let Ok(first) = rx.recv() {
+        // Whatever else is already waiting joins this batch (up to `batch_rows` rows), so
+        // concurrent requests share forward passes instead of waiting for each other.
+        let mut jobs = vec![first];
+        let mut rows = jobs[0].inputs.len() * jobs[0].params.n;
+        while rows < batch_rows {
+            match rx.try_recv() {
+                Ok(job) => {
+                    rows += job.inputs.len() * job.params.n;
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics.queue_depth.fetch_sub(jobs.len() as u64, Relaxed);
+        jobs.retain(|job| {
             // Gave up while waiting in the queue.
-            metrics.cancelled.fetch_add(1, Relaxed);
+            let gone = job.reply.is_closed();
+            if gone {
+                metrics.cancelled.fetch_add(1, Relaxed);
+            }
+            !gone
+        });
+        if jobs.is_empty() {
             continue;
         }
-        // A panic in one request must not take the server down with it.
-        let res = std::panic::catch_unwind(AssertUnwindSafe(|| run(g, &job, metrics)))
+        metrics.batches.fetch_add(1, Relaxed);
+        metrics
+            .batched_requests
+            .fetch_add(jobs.len() as u64, Relaxed);
+        // A panic in one batch must not take the server down with it.
+        let res = std::panic::catch_unwind(AssertUnwindSafe(|| run(g, &jobs, metrics)))
             .unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<String>()
@@ -105,48 +130,65 @@ fn worker(g: &Generator, rx: Receiver<Job>, metrics: &Metrics) {
                     .unwrap_or("unknown panic");
                 Err(format!("internal error while decoding: {msg}"))
             });
-        if job.reply.is_closed() {
-            metrics.cancelled.fetch_add(1, Relaxed);
+        let mut per_job = match res {
+            Ok(per_job) => per_job.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e); jobs.len()],
+        };
+        for (job, res) in jobs.iter().zip(per_job.drain(..)) {
+            if job.reply.is_closed() {
+                metrics.cancelled.fetch_add(1, Relaxed);
+            }
+            let _ = job.reply.send(Msg::Finished(res));
         }
-        let _ = job.reply.send(Msg::Finished(res));
     }
 }
 
-fn run(g: &Generator, job: &Job, metrics: &Metrics) -> Result<Vec<Generation>, String> {
-    let n = job.params.n;
-    let gone = || job.reply.is_closed();
-    let mut out = Vec::with_capacity(job.inputs.len());
-    for (p, input) in job.inputs.iter().enumerate() {
-        if gone() {
-            break;
+/// Decodes every prompt of every job in one batch; one list of generations per job.
+fn run(g: &Generator, jobs: &[Job], metrics: &Metrics) -> Result<Vec<Vec<Generation>>, String> {
+    // Request r of the batch is prompt `slot[r].1` of job `slot[r].0`.
+    let mut slot = Vec::new();
+    let mut reqs = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        for (p, input) in job.inputs.iter().enumerate() {
+            slot.push((j, p));
+            reqs.push(Request {
+                prompt: input,
+                params: &job.params,
+            });
+            metrics.prompt_tokens.fetch_add(input.len() as u64, Relaxed);
         }
-        let send = |ev: Event<'_>| {
-            if !job.stream {
-                return;
-            }
-            let msg = match ev {
-                Event::Delta { index, text } => Msg::Delta {
-                    index: p * n + index,
-                    text: text.to_string(),
-                },
-                Event::Done { index, finish } => Msg::Done {
-                    index: p * n + index,
-                    finish,
-                },
-            };
-            let _ = job.reply.send(msg);
-        };
-        metrics.prompt_tokens.fetch_add(input.len() as u64, Relaxed);
-        let generation = g
-            .generate_cancellable(input, &job.params, gone, send)
-            .map_err(|e| e.to_string())?;
-        let tokens: usize = generation
-            .completions
-            .iter()
-            .map(|c| c.token_ids.len())
-            .sum();
-        metrics.generated_tokens.fetch_add(tokens as u64, Relaxed);
-        out.push(generation);
     }
-    Ok(out)
+    let gone = |r: usize| jobs[slot[r].0].reply.is_closed();
+    let send = |r: usize, ev: Event<'_>| {
+        let (j, p) = slot[r];
+        let job = &jobs[j];
+        if !job.stream {
+            return;
+        }
+        let n = job.params.n;
+        let msg = match ev {
+            Event::Delta { index, text } => Msg::Delta {
+                index: p * n + index,
+                text: text.to_string(),
+            },
+            Event::Done { index, finish } => Msg::Done {
+                index: p * n + index,
+                finish,
+            },
+        };
+        let _ = job.reply.send(msg);
+    };
+    let (outs, timing) = g
+        .decode_requests(&reqs, gone, send)
+        .map_err(|e| e.to_string())?;
+    let mut per_job: Vec<Vec<Generation>> = jobs.iter().map(|_| Vec::new()).collect();
+    for (r, completions) in outs.into_iter().enumerate() {
+        let tokens: usize = completions.iter().map(|c| c.token_ids.len()).sum();
+        metrics.generated_tokens.fetch_add(tokens as u64, Relaxed);
+        per_job[slot[r].0].push(Generation {
+            completions,
+            timing: timing.clone(),
+        });
+    }
+    Ok(per_job)
 }

@@ -34,12 +34,18 @@ pub struct Options {
     pub queue: usize,
     /// Largest request body in bytes; larger ones are answered 413.
     pub max_body: usize,
+    /// Most sample rows (prompts × `n`) of waiting requests decoded together; 1 decodes one
+    /// request at a time (a request larger than this still runs, alone).
+    pub batch_rows: usize,
 }
 
 impl Options {
     pub fn validate(&self) -> Result<(), ServeError> {
         if self.queue == 0 {
             return Err(ServeError::Config("--queue must be at least 1".into()));
+        }
+        if self.batch_rows == 0 {
+            return Err(ServeError::Config("--batch-rows must be at least 1".into()));
         }
         if self.max_body == 0 {
             return Err(ServeError::Config("--max-body must be at least 1".into()));
@@ -70,7 +76,12 @@ pub fn run(
     opts.validate()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let generator = Arc::new(generator);
-    let (queue, worker) = engine::start(generator.clone(), opts.queue, metrics.clone())?;
+    let (queue, worker) = engine::start(
+        generator.clone(),
+        opts.queue,
+        opts.batch_rows,
+        metrics.clone(),
+    )?;
     let state = Arc::new(http::AppState {
         generator,
         queue,

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub inflight: AtomicU64,
     /// Requests whose client went away before the answer was complete.
     pub cancelled: AtomicU64,
+    /// Batches the decoding thread ran, and the requests in them (their ratio is the mean
+    /// number of requests sharing a forward pass).
+    pub batches: AtomicU64,
+    pub batched_requests: AtomicU64,
 }
 
 impl Metrics {
@@ -131,6 +135,18 @@ impl Metrics {
                 "counter",
                 "Completion requests whose client went away before the answer was complete.",
                 &self.cancelled,
+            ),
+            (
+                "anvil_decode_batches_total",
+                "counter",
+                "Batches decoded (requests waiting together are decoded as one batch).",
+                &self.batches,
+            ),
+            (
+                "anvil_batched_requests_total",
+                "counter",
+                "Completion requests decoded, summed over batches.",
+                &self.batched_requests,
             ),
             (
                 "anvil_queue_depth",

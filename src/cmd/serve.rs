@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes; larger ones are answered 413.
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
+    /// Most sample rows (prompts × n) of waiting requests decoded together in one batch;
+    /// 1 = one request at a time.
+    #[arg(long, default_value_t = 32)]
+    batch_rows: usize,
     /// The model's name in the API (default: the checkpoint folder's name).
     #[arg(long)]
     model_name: Option<String>,
@@ -66,6 +70,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         model_name,
         queue: a.queue,
         max_body: a.max_body,
+        batch_rows: a.batch_rows,
     };
     opts.validate()?;
     let listener = anvil_serve::bind(a.addr)?;
