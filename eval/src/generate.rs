@@ -16,7 +16,8 @@ pub struct GenerateReport {
 }
 
 /// `params.n` completions of every problem's prompt. Problem `i` samples with seed
-/// `params.sampling.seed + i`, so a problem's samples do not depend on which others are run.
+/// `params.sampling.seed + i` (its index in `problems`); the samples do not depend on the
+/// problems batched beside it, up to float rounding.
 pub fn generate_samples(
     g: &Generator,
     problems: &[Problem],
@@ -40,6 +41,7 @@ pub fn generate_samples(
             // Keep room for the answer: the end of a prompt (signature, docstring) matters most.
             let room = ctx
                 .saturating_sub(params.max_new_tokens.min(ctx / 2))
+                .min(ctx - 1)
                 .max(1);
             if ids.len() > room {
                 ids.drain(..ids.len() - room);

@@ -63,9 +63,29 @@ impl Generator {
         if p.beams == 0 {
             return Err(InferError::Param("`beams`: must be at least 1".into()));
         }
+        if p.stop.iter().any(String::is_empty) {
+            return Err(InferError::Param(
+                "`stop`: stop sequences must not be empty".into(),
+            ));
+        }
         let context = self.context_of(prompt);
         let limit = self.budget(&context, p.max_new_tokens)?;
-        let prompt_text = self.decode(&context)?;
+        if limit == 0 {
+            return Ok(vec![Hypothesis {
+                text: String::new(),
+                token_ids: Vec::new(),
+                logprob: 0.0,
+                score: 0.0,
+                finish_reason: FinishReason::Length,
+                syntax_valid: None,
+            }]);
+        }
+        // The code the parser sees: special tokens (the end-of-text token an empty prompt starts
+        // after) are not code.
+        let prompt_text = self
+            .tokenizer
+            .decode(&context, true)
+            .map_err(|e| InferError::Tokenizer(e.to_string()))?;
         let mut checker = p.syntax.map(|l| SyntaxChecker::new(l, prompt_text.len()));
         let norm = |lp: f32, len: usize| lp / (len.max(1) as f32).powf(p.length_penalty);
 
@@ -148,10 +168,16 @@ impl Generator {
             if next.is_empty() {
                 next = held_back.into_iter().take(p.beams).collect();
             }
-            // Stop once no live beam can beat the worst of B finished hypotheses.
-            if done.len() >= p.beams {
-                done.sort_by(|a, b| b.score.total_cmp(&a.score));
-                let worst = done[p.beams - 1].score;
+            // Stop once no live beam can beat the worst of B finished hypotheses (with a
+            // language, B that parse: broken ones rank below every valid one anyway).
+            let mut finished: Vec<f32> = done
+                .iter()
+                .filter(|h| h.syntax_valid != Some(false))
+                .map(|h| h.score)
+                .collect();
+            if finished.len() >= p.beams {
+                finished.sort_by(|a, b| b.total_cmp(a));
+                let worst = finished[p.beams - 1];
                 let best_live = next
                     .iter()
                     .map(|(_, bm)| norm(bm.logprob, bm.tokens.len()))

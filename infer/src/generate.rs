@@ -316,7 +316,7 @@ impl Generator {
     /// Decodes several requests (each a prompt with its own parameters and `n` samples) as one
     /// batch, so separate requests share every forward pass. Prompts of different lengths are
     /// left-padded and the padding is masked out: rotary attention only sees relative positions,
-    /// so a padded row computes what it would alone (up to float rounding). Request `r` stops
+    /// so a padded row computes what it would alone, up to float rounding. Request `r` stops
     /// early once `cancelled(r)`; events carry the request's index.
     pub fn decode_requests(
         &self,
@@ -412,6 +412,7 @@ impl Generator {
                 } else {
                     row.tokens.push(tok);
                     row.logprobs.push(lp_tok);
+                    timing.generated_tokens += 1;
                     row.text = self.decode(&row.tokens)?;
                     if let Some(cut) = first_stop(&row.text, &params.stop) {
                         row.text.truncate(cut);
@@ -427,7 +428,6 @@ impl Generator {
                     keep.push(b);
                 }
             }
-            timing.generated_tokens += active.len();
             if keep.is_empty() {
                 break;
             }

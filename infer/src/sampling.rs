@@ -50,10 +50,11 @@ impl SamplingParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(("top_p", format!("must be in (0, 1], got {}", self.top_p)));
         }
-        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+        // Outside this range a logit divided by the penalty can overflow to infinity.
+        if !(0.01..=100.0).contains(&self.repetition_penalty) {
             return Err((
                 "repetition_penalty",
-                format!("must be > 0, got {}", self.repetition_penalty),
+                format!("must be in [0.01, 100], got {}", self.repetition_penalty),
             ));
         }
         Ok(())

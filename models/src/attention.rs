@@ -127,11 +127,20 @@ pub fn attention_mask(
     let mut masked = Vec::with_capacity(batch * n_query * n_key);
     for b in 0..batch {
         let seg = segments.map(|s| &s[b * n_key..(b + 1) * n_key]);
+        // Leading padding (generation left-pads prompts of different lengths to batch them)
+        // shifts the row: patterns count positions from its first real token, so a global
+        // pattern's first tokens stay global. Packed training rows never start with padding.
+        let off = seg.map_or(0, |s| s.iter().take_while(|&&x| x == 0).count());
         for qi in 0..n_query {
             let q = q_start + qi;
             for k in 0..n_key {
                 let same_doc = seg.is_none_or(|s| s[q] == s[k]);
-                masked.push(!(same_doc && pattern.allows(q, k)));
+                let allowed = if q >= off && k >= off {
+                    pattern.allows(q - off, k - off)
+                } else {
+                    k <= q
+                };
+                masked.push(!(same_doc && allowed));
             }
         }
     }

@@ -57,7 +57,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     beam: Option<usize>,
     /// With --beam: drop beams whose code stops parsing in this language (python, rust, …).
-    #[arg(long, requires = "beam", value_parser = anvil_data::lang::parse_one)]
+    /// Not with --suffix: the middle of a fill-in is not code on its own.
+    #[arg(long, requires = "beam", conflicts_with = "suffix", value_parser = anvil_data::lang::parse_one)]
     syntax: Option<Lang>,
     /// With --beam: scores are logprob / length^this.
     #[arg(long, default_value_t = 1.0, requires = "beam")]
