@@ -22,6 +22,27 @@ struct RunResult {
 }
 
 impl Sandbox {
+    /// The memory and pids cgroup of one run, named `name`, beneath ours; `None` when this
+    /// sandbox has neither controller.
+    pub(crate) fn sample_cgroup(
+        &self,
+        name: &str,
+    ) -> Result<Option<cgroup::RunCgroup>, SandboxError> {
+        if self.cg_memory.is_none() && self.cg_pids.is_none() {
+            return Ok(None);
+        }
+        cgroup::RunCgroup::create(
+            self.cg_memory.as_ref(),
+            self.cg_pids.as_ref(),
+            self.memsw,
+            name,
+            self.limits.memory_bytes,
+            self.limits.max_procs,
+        )
+        .map(Some)
+        .map_err(io_err("creating the sample's cgroup"))
+    }
+
     /// Runs one job to completion. Errors are harness failures, never verdicts.
     pub fn run(&self, job: &Job) -> Result<Outcome, SandboxError> {
         self.execute(job, false).map(|r| r.outcome)
@@ -172,22 +193,8 @@ impl Sandbox {
             .map(|d| cstr(d, "a file name"))
             .collect::<Result<Vec<_>, _>>()?;
 
-        let cg = if ns
-            && !dry_run
-            && server.is_none()
-            && (self.cg_memory.is_some() || self.cg_pids.is_some())
-        {
-            Some(
-                cgroup::RunCgroup::create(
-                    self.cg_memory.as_ref(),
-                    self.cg_pids.as_ref(),
-                    self.memsw,
-                    &name,
-                    self.limits.memory_bytes,
-                    self.limits.max_procs,
-                )
-                .map_err(io_err("creating the sample's cgroup"))?,
-            )
+        let cg = if ns && !dry_run && server.is_none() {
+            self.sample_cgroup(&name)?
         } else {
             None
         };

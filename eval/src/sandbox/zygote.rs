@@ -26,7 +26,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::cgroup::{RunCgroup, Version};
+use super::cgroup::Version;
 use super::fds::{pipe, sealed_memfd, set_nonblocking};
 use super::run::{Capture, InitGuard, Reports, monitor, run_name};
 use super::{
@@ -242,21 +242,7 @@ impl ForkServer {
     ) -> Result<Ran, SandboxError> {
         let start = Instant::now();
         let name = run_name();
-        let mut cg = if sb.cg_memory.is_some() || sb.cg_pids.is_some() {
-            Some(
-                RunCgroup::create(
-                    sb.cg_memory.as_ref(),
-                    sb.cg_pids.as_ref(),
-                    sb.memsw,
-                    &name,
-                    sb.limits.memory_bytes,
-                    sb.limits.max_procs,
-                )
-                .map_err(io_err("creating the sample's cgroup"))?,
-            )
-        } else {
-            None
-        };
+        let mut cg = sb.sample_cgroup(&name)?;
         let join = match &cg {
             Some(c) => c
                 .v1_join_files()
