@@ -384,23 +384,15 @@ impl Sandbox {
             wall = start.elapsed();
         }
         // Everything in the namespace is gone now; collect what is left in the pipes.
-        let mut scratch = vec![0u8; 64 * 1024];
-        for c in [&mut out, &mut err, &mut res] {
-            c.read_available(&mut scratch);
-        }
-        rep.read_available();
-        let oom = cg.as_ref().is_some_and(|c| c.oom_killed());
-        if let Some(c) = cg.as_mut() {
-            match c.teardown() {
-                Ok(true) if ns => warn_once(&format!(
-                    "sandbox: processes of sample {name} outlived its PID namespace and were killed through its cgroup"
-                )),
-                Ok(_) => {}
-                Err(e) => warn_once(&format!(
-                    "sandbox: could not remove the cgroup of sample {name}: {e}"
-                )),
-            }
-        }
+        let oom = finish_run(
+            &mut out,
+            &mut err,
+            &mut res,
+            &mut rep,
+            cg.as_mut(),
+            &name,
+            ns,
+        );
         drop(plain_dir);
 
         if let Some(r) = rep.error {
@@ -523,6 +515,37 @@ impl Sandbox {
 
 /// Captures output (with caps), reads init's reports and enforces the wall clock until the
 /// report pipe closes (init is gone) or a limit is hit, which it returns.
+/// After a run: reads what is left in its pipes, then removes its cgroup (warning once about
+/// processes that outlived the PID namespace, when there was one). Whether the cgroup saw an
+/// out-of-memory kill.
+pub(super) fn finish_run(
+    out: &mut Capture,
+    err: &mut Capture,
+    res: &mut Capture,
+    rep: &mut Reports,
+    cg: Option<&mut cgroup::RunCgroup>,
+    name: &str,
+    pid_namespace: bool,
+) -> bool {
+    let mut scratch = vec![0u8; 64 * 1024];
+    for c in [out, err, res] {
+        c.read_available(&mut scratch);
+    }
+    rep.read_available();
+    let Some(c) = cg else { return false };
+    let oom = c.oom_killed();
+    match c.teardown() {
+        Ok(true) if pid_namespace => warn_once(&format!(
+            "sandbox: processes of sample {name} outlived its PID namespace and were killed through its cgroup"
+        )),
+        Ok(_) => {}
+        Err(e) => warn_once(&format!(
+            "sandbox: could not remove the cgroup of sample {name}: {e}"
+        )),
+    }
+    oom
+}
+
 pub(super) fn monitor(
     out: &mut Capture,
     err: &mut Capture,

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::cgroup::Version;
 use super::fds::{pipe, sealed_memfd, set_nonblocking};
-use super::run::{Capture, InitGuard, Reports, monitor, run_name};
+use super::run::{Capture, InitGuard, Reports, finish_run, monitor, run_name};
 use super::{
     Job, Mode, Outcome, SANDBOX_GID, SANDBOX_UID, Sandbox, SandboxError, WORK_DIR, io_err,
     warn_once,
@@ -294,23 +294,15 @@ impl ForkServer {
             server.init.kill();
             let _ = server.init.wait();
         }
-        let mut scratch = vec![0u8; 64 * 1024];
-        for c in [&mut out, &mut err, &mut res] {
-            c.read_available(&mut scratch);
-        }
-        rep.read_available();
-        let oom = cg.as_ref().is_some_and(|c| c.oom_killed());
-        if let Some(c) = cg.as_mut() {
-            match c.teardown() {
-                Ok(true) => warn_once(&format!(
-                    "sandbox: processes of sample {name} outlived its PID namespace and were killed through its cgroup"
-                )),
-                Ok(_) => {}
-                Err(e) => warn_once(&format!(
-                    "sandbox: could not remove the cgroup of sample {name}: {e}"
-                )),
-            }
-        }
+        let oom = finish_run(
+            &mut out,
+            &mut err,
+            &mut res,
+            &mut rep,
+            cg.as_mut(),
+            &name,
+            true,
+        );
         if let Some(r) = rep.error {
             return Ok(Ran::SetupFailed(
                 sb.setup_error(&r, "(fork server)").to_string(),
