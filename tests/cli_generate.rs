@@ -11,48 +11,43 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// `anvil generate --checkpoint CKPT ARGS…`.
+fn generate(ckpt: &str, args: &[&str]) -> std::process::Output {
+    let mut a = vec!["generate", "--checkpoint", ckpt];
+    a.extend_from_slice(args);
+    anvil(&a)
+}
+
 #[test]
 fn generate_prints_the_completion_streams_it_and_reports_json() {
     let dir = tempfile::tempdir().unwrap();
     scripted_model(dir.path(), "n", " x\n");
     let ckpt = p(dir.path());
-    let o = ok(anvil(&[
-        "generate",
-        "--checkpoint",
-        ckpt,
-        "--prompt",
-        "    return",
-    ]));
+    let o = ok(generate(ckpt, &["--prompt", "    return"]));
     assert_eq!(stdout(&o), " x\n\n");
     // A stop sequence given with an escape cuts the text before it.
-    let o = ok(anvil(&[
-        "generate",
-        "--checkpoint",
+    let o = ok(generate(
         ckpt,
-        "--prompt",
-        "return",
-        "--stop",
-        "\\n",
-        "--json",
-    ]));
+        &["--prompt", "return", "--stop", "\\n", "--json"],
+    ));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["text"], " x");
     assert_eq!(v["finish_reason"], "stop");
     assert_eq!(v["token_ids"].as_array().unwrap().len(), 3);
     // max tokens, and the timing report.
     let report = dir.path().join("report.json");
-    let o = ok(anvil(&[
-        "generate",
-        "--checkpoint",
+    let o = ok(generate(
         ckpt,
-        "--prompt",
-        "return",
-        "--max-tokens",
-        "2",
-        "--json",
-        "--report",
-        p(&report),
-    ]));
+        &[
+            "--prompt",
+            "return",
+            "--max-tokens",
+            "2",
+            "--json",
+            "--report",
+            p(&report),
+        ],
+    ));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(
         (v["text"].as_str(), v["finish_reason"].as_str()),
@@ -80,27 +75,12 @@ fn syntax_aware_beam_search_from_the_command_line() {
     );
     let ckpt = p(dir.path());
     let prompt = "def f(x):\n    return x";
-    let plain = ok(anvil(&[
-        "generate",
-        "--checkpoint",
-        ckpt,
-        "--prompt",
-        prompt,
-        "--beam",
-        "3",
-    ]));
+    let plain = ok(generate(ckpt, &["--prompt", prompt, "--beam", "3"]));
     assert_eq!(stdout(&plain), ")\n\n");
-    let aware = ok(anvil(&[
-        "generate",
-        "--checkpoint",
+    let aware = ok(generate(
         ckpt,
-        "--prompt",
-        prompt,
-        "--beam",
-        "3",
-        "--syntax",
-        "python",
-    ]));
+        &["--prompt", prompt, "--beam", "3", "--syntax", "python"],
+    ));
     assert_eq!(stdout(&aware), "\n\n");
 }
 
@@ -108,13 +88,7 @@ fn syntax_aware_beam_search_from_the_command_line() {
 fn generate_rejects_bad_input_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
-    let e = one_line_error(&anvil(&[
-        "generate",
-        "--checkpoint",
-        p(&missing),
-        "--prompt",
-        "x",
-    ]));
+    let e = one_line_error(&generate(p(&missing), &["--prompt", "x"]));
     assert!(e.contains("nope") && e.contains("no such folder"), "{e}");
     scripted_model(dir.path(), "n", " x\n");
     let ckpt = p(dir.path());
@@ -124,23 +98,15 @@ fn generate_rejects_bad_input_with_one_line() {
         (vec!["-n", "0"], "`n`"),
         (vec!["--beam", "0"], "beams"),
     ] {
-        let mut a = vec!["generate", "--checkpoint", ckpt, "--prompt", "x"];
-        a.extend(args);
-        let e = one_line_error(&anvil(&a));
+        let e = one_line_error(&generate(ckpt, &[&["--prompt", "x"], &args[..]].concat()));
         assert!(e.contains(want), "{e}");
     }
     let long = "a".repeat(600);
-    let e = one_line_error(&anvil(&[
-        "generate",
-        "--checkpoint",
-        ckpt,
-        "--prompt",
-        &long,
-    ]));
+    let e = one_line_error(&generate(ckpt, &["--prompt", &long]));
     assert!(e.contains("context"), "{e}");
     // A checkpoint without a tokenizer anywhere near it.
     std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
-    let e = one_line_error(&anvil(&["generate", "--checkpoint", ckpt, "--prompt", "x"]));
+    let e = one_line_error(&generate(ckpt, &["--prompt", "x"]));
     assert!(e.contains("tokenizer.json"), "{e}");
 }
 
