@@ -5,29 +5,34 @@
 # `python3 -I -S harness.py` would.
 #
 # Trust: this process only ever runs this file and harness.py's definitions. Sample code runs in a
-# grandchild that has, before its first line: its own user, PID, mount, network, IPC, UTS and
-# cgroup namespaces; a fresh tmpfs work dir and /proc; its memory cgroup; rlimits; no capabilities;
+# grandchild that has, before its first line: its own user, PID, mount, IPC, UTS and cgroup
+# namespaces; a fresh tmpfs work dir and /proc; its memory cgroup; rlimits; no capabilities;
 # Landlock; the full seccomp deny-list. It cannot see this process (another PID namespace), signal
 # or ptrace it, or write to anything it reads (the root is read-only; this process reads nothing
 # after start-up). Everything a sample changes in its interpreter is in its own copy-on-write
-# memory and ends with it.
+# memory and ends with it. The network namespace is this server's own (see docs/eval.md): empty,
+# loopback down, owned by a user namespace in which samples hold no capability.
 #
 # Per sample, the Rust side sends one message "R" with file descriptors:
 #   stdin, stdout, stderr, result channel, report pipe, job files (memfd), cgroup `tasks` files...
 # and waits for "D", sent after the sample's namespace is gone. Per-sample process tree:
-#   server --fork--> helper (unshares the namespaces, maps its uid) --fork--> init (PID 1: mounts,
-#   files, cgroups; reports the sample's wait status like the Rust init) --fork--> the sample.
-import array, ctypes, os, resource, signal, socket, struct, sys
+#   server --clone(new namespaces)--> init (PID 1: maps its uid, mounts, files, cgroups; reports
+#   the sample's wait status like the Rust init) --fork--> the sample.
+import array, ctypes, os, resource, signal, socket, struct, sys, time
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.syscall.restype = ctypes.c_long
+# Keeps the GIL across the call: the child of a raw clone() resumes in Python holding it.
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+_pylibc.syscall.restype = ctypes.c_long
 
 CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x2000000, 0x4000000, 0x8000000
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWUSER, CLONE_NEWPID = 0x10000000, 0x20000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 1, 38, 47, 4
-SYS = {"x86_64": {"seccomp": 317, "capset": 126}, "aarch64": {"seccomp": 277, "capset": 91}}[os.uname().machine]
+SYS = {"x86_64": {"seccomp": 317, "capset": 126, "clone": 56},
+       "aarch64": {"seccomp": 277, "capset": 91, "clone": 220}}[os.uname().machine]
 SYS_LANDLOCK_RESTRICT_SELF = 446
 FD_REPORT, FD_LANDLOCK, FD_CGROUP = 4, 5, 6
 # Step numbers and record layout shared with eval/src/sandbox/child.rs.
@@ -88,27 +93,65 @@ def serve():
         os.unlink(name)  # nothing of the server's own is left for anyone to read or change
     ctl = socket.socket(fileno=3)
     ctl.send(b"ready")
+    outer = (os.geteuid(), os.getegid())
+    # A user namespace of its own gives the sample's init the capabilities it needs (mounts)
+    # without the server holding any, and makes RLIMIT_NPROC count this sample only. No network
+    # namespace per sample: a fresh one costs ~10% of a run's CPU (creation and the kernel's
+    # asynchronous teardown), and the server's own holds nothing a sample could leave behind.
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
     while True:
         msg, fds, _, _ = socket.recv_fds(ctl, 16, 16)
         if msg != b"R":
             os._exit(0)  # the evaluator closed the socket (or broke the protocol): done
-        pid = os.fork()
+        # clone() straight into the new namespaces instead of fork() + unshare() + fork(): one
+        # copy of this interpreter fewer to create, fault in and tear down per sample (~13% of a
+        # run's CPU). The child skips os.fork()'s bookkeeping, harmless for it: this process has
+        # one thread and holds no lock here, and the child only sets up and forks the sample
+        # with os.fork(), which reseeds `random` and gives the sample a correct thread id.
+        pid = _pylibc.syscall(SYS["clone"], flags | signal.SIGCHLD, 0, 0, 0, 0)
         if pid == 0:
             try:
                 ctl.detach()
-                _helper(cfg, fds)  # returns only in the sample
+                _init(cfg, fds, outer)  # returns only in the sample
             except BaseException:
                 os._exit(125)
             sys.argv = ["harness.py"]
             return
+        if pid < 0 and len(fds) > 4:
+            err = ctypes.get_errno()
+            os.write(fds[4], struct.pack("<Iiqqq", KIND_ERROR, S_UNSHARE, err, 0, 0))
         for fd in fds:
             os.close(fd)
-        os.waitpid(pid, 0)  # the helper waits for init, whose exit empties the PID namespace
-        ctl.send(b"D")
+        if pid > 0:
+            os.waitpid(pid, 0)  # init's exit empties the PID namespace
+        ctl.send(b"D" if _no_sockets() else b"X")  # "X": replace this server
 
 
-def _helper(cfg, fds):
-    # 0..4: stdin, stdout, stderr, result, report; then the files memfd, then cgroup fds.
+def _no_sockets():
+    """Whether this server's network namespace, which its samples share one after another, holds
+    no socket. A socket can outlive its processes while in flight in a unix socket (an
+    SCM_RIGHTS cycle) until the kernel's garbage collector frees it, within milliseconds; if
+    one stays, the evaluator replaces this server and its namespace."""
+    deadline = time.monotonic() + 0.5
+    while True:
+        try:
+            with open("/proc/net/sockstat", "rb") as f:
+                if f.readline().split()[2:3] == [b"0"]:  # "sockets: used N"
+                    return True
+        except OSError:
+            return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+
+
+def _init(cfg, fds, outer):
+    """PID 1 of the sample's namespaces. Signals stay blocked here: a sample shares its uid, and
+    what it sends must not end the report (the kernel already drops SIGKILL/SIGSTOP to PID 1 from
+    inside its namespace; Landlock's signal scoping, where present, blocks the rest too)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    # fds: stdin, stdout, stderr, result, report (they become 0..4), the job files memfd, then the
+    # cgroup `tasks` files (FD_CGROUP...). Moved high first: the targets may be among them.
     if len(fds) < 6:
         os._exit(124)
     high = [os.dup2(fd, 100 + i) for i, fd in enumerate(fds)]
@@ -123,37 +166,15 @@ def _helper(cfg, fds):
     for fd in high[:5] + high[6:]:
         os.close(fd)
     try:
-        # A user namespace of its own gives the sample's init the capabilities it needs (mounts)
-        # without the server holding any, and makes RLIMIT_NPROC count this sample only.
-        outer_uid, outer_gid = os.geteuid(), os.getegid()
-        flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
-        _check(_libc.unshare(flags) == 0, S_UNSHARE)
         try:
-            uid, gid = cfg["uid"], cfg["gid"]
             with open("/proc/self/setgroups", "w") as f:
                 f.write("deny")
             with open("/proc/self/uid_map", "w") as f:
-                f.write("%d %d 1\n" % (uid, outer_uid))
+                f.write("%d %d 1\n" % (cfg["uid"], outer[0]))
             with open("/proc/self/gid_map", "w") as f:
-                f.write("%d %d 1\n" % (gid, outer_gid))
+                f.write("%d %d 1\n" % (cfg["gid"], outer[1]))
         except OSError as e:
             raise _Step(S_ID_MAPS, e.errno or 0)
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-        pid = os.fork()
-        if pid == 0:
-            _init(cfg, files_fd, n_cgroups)  # returns only in the sample
-            return
-        os._exit(0 if os.waitpid(pid, 0)[0] == pid else 1)
-    except _Step as s:
-        _record(KIND_ERROR, s.step, s.err)
-        os._exit(121)
-
-
-def _init(cfg, files_fd, n_cgroups):
-    """PID 1 of the sample's namespaces. Signals stay blocked here: a sample shares its uid, and
-    what it sends must not end the report (the kernel already drops SIGKILL/SIGSTOP to PID 1 from
-    inside its namespace; Landlock's signal scoping, where present, blocks the rest too)."""
-    try:
         _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0, S_MOUNT_PRIVATE)
         work = cfg["workdir"].encode()
         _check(_libc.mount(b"tmpfs", work, b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, cfg["work_opts"].encode()) == 0, S_WORKDIR)

@@ -265,8 +265,8 @@ impl Sandbox {
             v.push((libc::RLIMIT_NPROC as i32, lim(l.max_procs, l.max_procs)));
         }
         // The fork server lives across samples: no CPU limit of its own (each sample sets its
-        // own after the fork), and room in RLIMIT_NPROC for itself, the per-sample helper and
-        // init beside a sample's own processes: its limit bounds the whole worker, while each
+        // own after the fork), and room in RLIMIT_NPROC for itself and the per-sample init
+        // beside a sample's own processes: its limit bounds the whole worker, while each
         // sample's (one more than `max_procs`, for its init, which shares its uid in the
         // per-sample user namespace) bounds that sample.
         self.server_rlimits = v

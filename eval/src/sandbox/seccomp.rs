@@ -131,9 +131,10 @@ pub(crate) struct FilterOptions {
     pub unix_sockets_only: bool,
     /// Without a PID namespace the sandbox relies on a subreaper; samples may not claim it.
     pub deny_subreaper: bool,
-    /// The fork server's own filter (see `zygote.rs`): `unshare` and `mount` stay allowed so
-    /// that it can give each sample fresh namespaces and a fresh work dir. Samples never run
-    /// under this filter alone: each one installs the full deny-list on top before its code runs.
+    /// The fork server's own filter (see `zygote.rs`): `mount` and `clone` with namespace flags
+    /// stay allowed so that it can give each sample fresh namespaces and a fresh work dir. Samples
+    /// never run under this filter alone: each one installs the full deny-list on top before its
+    /// code runs.
     pub fork_server: bool,
 }
 
@@ -155,7 +156,7 @@ pub(crate) fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     #[cfg(target_arch = "x86_64")]
     p.push(Insn::Jge(0x4000_0000, Target::Kill, None)); // x32 ABI
     for nr in denied() {
-        if opts.fork_server && (nr == libc::SYS_unshare || nr == libc::SYS_mount) {
+        if opts.fork_server && nr == libc::SYS_mount {
             continue;
         }
         p.push(Insn::Jeq(nr as u32, Target::Eperm, None));
@@ -205,7 +206,9 @@ pub(crate) fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     // clone(flags, ...): flags are args[0] on x86_64 and aarch64.
     p.push(Insn::Label(L_CLONE));
     p.push(Insn::LoadAbs(off_arg_lo(0)));
-    p.push(Insn::Jset(CLONE_NS_FLAGS, Target::Eperm, None));
+    if !opts.fork_server {
+        p.push(Insn::Jset(CLONE_NS_FLAGS, Target::Eperm, None));
+    }
     p.push(Insn::Ret(Target::Allow));
 
     // kill(-1, sig): never signal "every process we may signal".

@@ -5,13 +5,15 @@
 //! The server is started like any sample ([`Sandbox::spawn`]): fresh user, PID, mount, network,
 //! IPC, UTS and cgroup namespaces, the minimal read-only root, uid 65534 with no capabilities,
 //! `no_new_privs`, rlimits. It differs in three ways, all needed to build per-sample isolation:
-//! its seccomp filter allows `unshare` and `mount`; it holds the Landlock ruleset as an fd instead
-//! of being restricted by it (Landlock forbids mounting); and it has no CPU limit. It never runs
-//! sample code. Per sample, its child unshares a nested user namespace plus new PID, mount,
-//! network, IPC, UTS and cgroup namespaces, mounts a fresh work-dir tmpfs and `/proc`, joins the
-//! sample's memory/pids cgroups (created here, as for [`Sandbox::run`]), and forks the sample's
-//! init and the sample, which sets the per-sample rlimits, drops every capability, applies
-//! Landlock and the full seccomp deny-list, and only then runs the harness.
+//! its seccomp filter allows `mount` and `clone` into new namespaces; it holds the Landlock
+//! ruleset as an fd instead of being restricted by it (Landlock forbids mounting); and it has no
+//! CPU limit. It never runs sample code. Per sample, it clones the sample's init straight into a
+//! nested user namespace plus new PID, mount, IPC, UTS and cgroup namespaces (the network
+//! namespace is the server's own, empty, shared by its runs one after another and checked empty
+//! of sockets after each); init mounts a fresh work-dir tmpfs and `/proc`, joins the sample's
+//! memory/pids cgroups (created here, as for [`Sandbox::run`]), and forks the sample, which sets
+//! the per-sample rlimits, drops every capability, applies Landlock and the full seccomp
+//! deny-list, and only then runs the harness.
 //!
 //! The evaluator keeps what it decides outside: it creates the sample's pipes (stdin, stdout,
 //! stderr, result, report), captures them with the same caps, enforces the wall clock, reads the
@@ -282,8 +284,9 @@ impl ForkServer {
             start + sb.limits.wall,
         )?;
         let wall = start.elapsed();
-        // The sample's namespace is gone once the server says so (its helper reaped the init);
-        // after a limit, or without that word, the whole server goes.
+        // The sample's namespace is gone once the server says so ("D": it reaped the init, and
+        // no socket is left in its network namespace); after a limit, or without that word, the
+        // whole server goes.
         let mut reusable = verdict.is_none();
         if reusable {
             let mut b = [0u8; 4];
