@@ -127,6 +127,17 @@ fn hostile_samples_get_their_verdicts_and_leave_nothing_behind() {
         let name: &'static str = Box::leak(format!("leaves state behind #{i}").into_boxed_str());
         cases.push((name, "H/conv", poison.to_string(), &["passed"]));
     }
+    // Every run draws its own random stream (a forked server must reseed each sample).
+    let random = "    import random\n    return random.getrandbits(62)\n";
+    for i in 0..4 {
+        let name: &'static str = Box::leak(format!("random stream #{i}").into_boxed_str());
+        cases.push((
+            name,
+            "H/conv",
+            random.to_string(),
+            &["failed: expected 3, got", "-"],
+        ));
+    }
     let cases = cases;
     let samples = dir.join("samples.jsonl");
     let lines: Vec<String> = cases
@@ -203,6 +214,18 @@ fn hostile_samples_get_their_verdicts_and_leave_nothing_behind() {
             wrong.is_empty(),
             "fork server {fork_server}: unexpected verdicts:\n{}\n\nsummary: {out}",
             wrong.join("\n")
+        );
+        let draws: std::collections::HashSet<&str> = (0..4)
+            .map(|i| {
+                by_name[&format!("random stream #{i}")]["result"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            draws.len(),
+            4,
+            "fork server {fork_server}: runs share a random stream"
         );
         by_mode.push(by_name);
     }

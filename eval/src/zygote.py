@@ -105,11 +105,14 @@ def serve():
             os._exit(0)  # the evaluator closed the socket (or broke the protocol): done
         # clone() straight into the new namespaces instead of fork() + unshare() + fork(): one
         # copy of this interpreter fewer to create, fault in and tear down per sample (~13% of a
-        # run's CPU). The child skips os.fork()'s bookkeeping, harmless for it: this process has
-        # one thread and holds no lock here, and the child only sets up and forks the sample
-        # with os.fork(), which reseeds `random` and gives the sample a correct thread id.
+        # run's CPU). Wrapped in the interpreter's own fork bookkeeping, as os.fork() is; glibc's
+        # (one thread here, no lock held) is not needed: init only sets up and os.fork()s the
+        # sample, which so gets a correct thread id, and never raises a signal.
+        ctypes.pythonapi.PyOS_BeforeFork()
         pid = _pylibc.syscall(SYS["clone"], flags | signal.SIGCHLD, 0, 0, 0, 0)
+        err = ctypes.get_errno()
         if pid == 0:
+            ctypes.pythonapi.PyOS_AfterFork_Child()
             try:
                 ctl.detach()
                 _init(cfg, fds, outer)  # returns only in the sample
@@ -117,8 +120,8 @@ def serve():
                 os._exit(125)
             sys.argv = ["harness.py"]
             return
+        ctypes.pythonapi.PyOS_AfterFork_Parent()
         if pid < 0 and len(fds) > 4:
-            err = ctypes.get_errno()
             os.write(fds[4], struct.pack("<Iiqqq", KIND_ERROR, S_UNSHARE, err, 0, 0))
         for fd in fds:
             os.close(fd)
@@ -167,12 +170,11 @@ def _init(cfg, fds, outer):
         os.close(fd)
     try:
         try:
-            with open("/proc/self/setgroups", "w") as f:
-                f.write("deny")
-            with open("/proc/self/uid_map", "w") as f:
-                f.write("%d %d 1\n" % (cfg["uid"], outer[0]))
-            with open("/proc/self/gid_map", "w") as f:
-                f.write("%d %d 1\n" % (cfg["gid"], outer[1]))
+            for name, line in (("setgroups", b"deny"), ("uid_map", b"%d %d 1\n" % (cfg["uid"], outer[0])),
+                               ("gid_map", b"%d %d 1\n" % (cfg["gid"], outer[1]))):
+                fd = os.open("/proc/self/" + name, os.O_WRONLY | os.O_CLOEXEC)
+                os.write(fd, line)
+                os.close(fd)
         except OSError as e:
             raise _Step(S_ID_MAPS, e.errno or 0)
         _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) == 0, S_MOUNT_PRIVATE)
