@@ -24,7 +24,7 @@ const ZYGOTE: &str = include_str!("zygote.py");
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    #[error("{0}")]
+    #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("samples line {line}: task_id `{task_id}` is not among the problems")]
     UnknownTask { line: usize, task_id: String },
@@ -113,6 +113,7 @@ fn verdict_kind(result: &str) -> &str {
 impl Evaluator {
     pub fn new(sandbox: Sandbox, workers: usize) -> Result<Self, EvalError> {
         let python = crate::sandbox::resolve_python()?;
+        sandbox.check_executable(&python)?;
         let argv = vec![
             python.display().to_string(),
             "-I".into(),

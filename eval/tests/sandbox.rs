@@ -2,6 +2,7 @@
 //! run's marker survives it and, where relevant, that the host was not touched.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -644,6 +645,37 @@ fn namespaces_mode_without_cgroups() {
     assert!(r.stderr().contains("MemoryError"));
     let r = run_with(&sb, &python(), "import os; print(os.getuid())", b"");
     assert_eq!(r.stdout(), "65534\n");
+}
+
+/// Without namespaces (as root, dropping to uid 65534) an interpreter behind a directory closed
+/// to other users cannot run: said before any run, naming the file.
+#[test]
+fn rlimits_mode_refuses_an_unreachable_interpreter() {
+    let sb = Sandbox::new(Isolation::Rlimits, limits()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    let exe = closed.join("python3");
+    std::fs::write(&exe, "").unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dropped = sb
+        .report()
+        .iter()
+        .any(|l| l.layer == "uid-drop" && l.active);
+    match sb.check_executable(&exe) {
+        Err(e) => {
+            assert!(dropped);
+            assert!(e.to_string().contains(&exe.display().to_string()), "{e}");
+        }
+        Ok(()) => assert!(!dropped, "uid 65534 cannot reach {}", exe.display()),
+    }
+    // With namespaces the interpreter's directories are bind-mounted: nothing to check.
+    if using_namespaces(auto()) {
+        auto().check_executable(&exe).unwrap();
+    }
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sb.check_executable(&exe).unwrap();
 }
 
 /// The last-resort mode: no namespaces, a subreaper, Landlock and seccomp.

@@ -236,18 +236,14 @@ pub enum SandboxError {
     Unavailable(String),
     #[error("invalid sandbox job: {0}")]
     InvalidJob(String),
-    #[error("sandbox: {context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("sandbox setup failed in the child while {step}{what}: {source}")]
+    // The io::Error is part of the message, not a `source`: a chain printer would repeat it.
+    #[error("sandbox: {context}: {err}")]
+    Io { context: String, err: io::Error },
+    #[error("sandbox setup failed in the child while {step}{what}: {err}")]
     Setup {
         step: &'static str,
         what: String,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
     #[error("python interpreter: {0}")]
     Python(String),
@@ -257,7 +253,7 @@ pub enum SandboxError {
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> SandboxError {
     let context = context.into();
-    move |source| SandboxError::Io { context, source }
+    move |err| SandboxError::Io { context, err }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

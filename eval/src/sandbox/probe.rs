@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::mounts::{build_mount_plan, validate_limits, world_reachable};
 use super::{
-    DEV_NODES, HOSTNAME, Isolation, LayerReport, Limits, MIB, Mode, Options, PythonInfo,
-    SANDBOX_GID, SANDBOX_UID, SYSTEM_DIRS, Sandbox, SandboxError, WORK_DIR, cgroup, child, io_err,
-    landlock, python_info, seccomp,
+    DEV_NODES, HOSTNAME, Isolation, LayerReport, Limits, MIB, Mode, Options, SANDBOX_GID,
+    SANDBOX_UID, SYSTEM_DIRS, Sandbox, SandboxError, WORK_DIR, cgroup, child, io_err, landlock,
+    python_info, seccomp,
 };
 
 impl Sandbox {
@@ -214,7 +214,6 @@ impl Sandbox {
             &cg_state,
             &seccomp_state,
             &landlock_abi,
-            &python,
         );
         if isolation == Isolation::Full {
             let missing: Vec<String> = sb
@@ -283,6 +282,21 @@ impl Sandbox {
         self.rlimits = v;
     }
 
+    /// Whether samples can execute `exe`: without a mount namespace they reach it through the
+    /// host's directories as uid 65534, which may not search them (a pyenv under /root), and
+    /// every run would fail to exec; better said once, before any run.
+    pub fn check_executable(&self, exe: &Path) -> Result<(), SandboxError> {
+        if self.mode == Mode::Plain && self.drop_to.is_some() && !world_reachable(exe) {
+            return Err(SandboxError::Unavailable(format!(
+                "without namespaces samples run as uid {SANDBOX_UID}, which cannot reach {} (a \
+                 directory on the way is closed to other users); set ANVIL_PYTHON to a \
+                 system-wide interpreter such as /usr/bin/python3",
+                exe.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn build_report(
         &self,
         ns_failures: &[String],
@@ -290,7 +304,6 @@ impl Sandbox {
         cg: &(Result<(), String>, Result<(), String>),
         seccomp_state: &Result<(), String>,
         landlock_abi: &Result<i32, String>,
-        python: &Result<&'static PythonInfo, SandboxError>,
     ) -> Vec<LayerReport> {
         let mut v = Vec::new();
         let mut push = |layer: &'static str, active: bool, detail: String| {
@@ -479,16 +492,7 @@ impl Sandbox {
                     // setgroups is denied in an unprivileged user namespace.
                     "the invoking user's supplementary groups are kept (shown as 65534)"
                 };
-                let mut d = format!("uid {u} gid {g}, {groups}, no capabilities, no_new_privs");
-                if !ns
-                    && let Ok(p) = python
-                    && !world_reachable(&p.executable)
-                {
-                    d.push_str(&format!(
-                        "; WARNING: {} is not reachable by other users, so it cannot run here (use a system-wide interpreter)",
-                        p.executable.display()
-                    ));
-                }
+                let d = format!("uid {u} gid {g}, {groups}, no capabilities, no_new_privs");
                 push("uid-drop", true, d)
             }
             None => push(

@@ -295,7 +295,7 @@ impl Sandbox {
         if pid < 0 {
             return Err(SandboxError::Io {
                 context: "clone".into(),
-                source: io::Error::last_os_error(),
+                err: io::Error::last_os_error(),
             });
         }
         let init = InitGuard { pid, reaped: false };
@@ -508,7 +508,7 @@ impl Sandbox {
         SandboxError::Setup {
             step,
             what,
-            source: io::Error::from_raw_os_error(r.b as i32),
+            err: io::Error::from_raw_os_error(r.b as i32),
         }
     }
 }
@@ -572,7 +572,7 @@ pub(super) fn monitor(
             }
             return Err(SandboxError::Io {
                 context: "poll".into(),
-                source: e,
+                err: e,
             });
         }
         if pfds[0].revents != 0 {
