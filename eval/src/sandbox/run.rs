@@ -344,18 +344,8 @@ impl Sandbox {
             plain_dir,
             name,
         } = sp;
-        let cap = self.limits.output_bytes;
-        let mut out = Capture::new(out_r, cap);
-        let mut err = Capture::new(err_r, cap);
-        let mut res = Capture::new(res_r, cap);
-        let mut rep = Reports::new(rep_r);
-        let verdict = monitor(
-            &mut out,
-            &mut err,
-            &mut res,
-            &mut rep,
-            start + self.limits.wall,
-        )?;
+        let mut ch = Channels::new(out_r, err_r, res_r, rep_r, self.limits.output_bytes);
+        let verdict = ch.monitor(start + self.limits.wall)?;
         let mut wall = start.elapsed();
 
         if verdict.is_some() {
@@ -363,16 +353,16 @@ impl Sandbox {
                 Mode::Namespaces { .. } => init.kill(),
                 Mode::Plain => {
                     // init (a subreaper) kills the rest once the sample's group is gone.
-                    if let Some(g) = rep.started {
+                    if let Some(g) = ch.rep.started {
                         // SAFETY: kill(2) on the sample's process group and pid.
                         unsafe {
                             libc::kill(-g, libc::SIGKILL);
                             libc::kill(g, libc::SIGKILL);
                         }
                         let until = Instant::now() + Duration::from_secs(2);
-                        while !rep.eof && Instant::now() < until {
-                            rep.wait_readable(20);
-                            rep.read_available();
+                        while !ch.rep.eof && Instant::now() < until {
+                            ch.rep.wait_readable(20);
+                            ch.rep.read_available();
                         }
                     }
                     init.kill();
@@ -384,22 +374,15 @@ impl Sandbox {
             wall = start.elapsed();
         }
         // Everything in the namespace is gone now; collect what is left in the pipes.
-        let oom = finish_run(
-            &mut out,
-            &mut err,
-            &mut res,
-            &mut rep,
-            cg.as_mut(),
-            &name,
-            ns,
-        );
+        let oom = ch.finish(cg.as_mut(), &name, ns);
         drop(plain_dir);
 
-        if let Some(r) = rep.error {
+        if let Some(r) = ch.rep.error {
             return Err(self.setup_error(&r, exe));
         }
+        let warnings = std::mem::take(&mut ch.rep.warnings);
         if dry_run {
-            return if rep.ready {
+            return if ch.rep.ready {
                 Ok(RunResult {
                     outcome: Outcome {
                         status: Status::Exited(0),
@@ -408,7 +391,7 @@ impl Sandbox {
                         result: vec![],
                         wall,
                     },
-                    warnings: rep.warnings,
+                    warnings,
                 })
             } else {
                 Err(SandboxError::Internal(format!(
@@ -417,32 +400,23 @@ impl Sandbox {
                 )))
             };
         }
-        let status = self.decide(verdict, &out, &err, &res, &rep, oom, init_status)?;
+        let status = self.decide(verdict, &ch, oom, init_status)?;
         Ok(RunResult {
-            outcome: Outcome {
-                status,
-                stdout: out.buf,
-                stderr: err.buf,
-                result: res.buf,
-                wall,
-            },
-            warnings: rep.warnings,
+            outcome: ch.into_outcome(status, wall),
+            warnings,
         })
     }
 
     /// The status of a finished run: a limit the monitor hit, or the sample's wait status as
     /// its init reported it (CPU limit and OOM told apart from other SIGKILLs).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn decide(
         &self,
         verdict: Option<Status>,
-        out: &Capture,
-        err: &Capture,
-        res: &Capture,
-        rep: &Reports,
+        ch: &Channels,
         oom: bool,
         init_status: i32,
     ) -> Result<Status, SandboxError> {
+        let Channels { out, err, res, rep } = ch;
         Ok(match verdict {
             Some(v) => v,
             None if out.overflow || err.overflow || res.overflow => Status::OutputLimit,
@@ -513,86 +487,115 @@ impl Sandbox {
     }
 }
 
-/// Captures output (with caps), reads init's reports and enforces the wall clock until the
-/// report pipe closes (init is gone) or a limit is hit, which it returns.
-/// After a run: reads what is left in its pipes, then removes its cgroup (warning once about
-/// processes that outlived the PID namespace, when there was one). Whether the cgroup saw an
-/// out-of-memory kill.
-pub(super) fn finish_run(
-    out: &mut Capture,
-    err: &mut Capture,
-    res: &mut Capture,
-    rep: &mut Reports,
-    cg: Option<&mut cgroup::RunCgroup>,
-    name: &str,
-    pid_namespace: bool,
-) -> bool {
-    let mut scratch = vec![0u8; 64 * 1024];
-    for c in [out, err, res] {
-        c.read_available(&mut scratch);
-    }
-    rep.read_available();
-    let Some(c) = cg else { return false };
-    let oom = c.oom_killed();
-    match c.teardown() {
-        Ok(true) if pid_namespace => warn_once(&format!(
-            "sandbox: processes of sample {name} outlived its PID namespace and were killed through its cgroup"
-        )),
-        Ok(_) => {}
-        Err(e) => warn_once(&format!(
-            "sandbox: could not remove the cgroup of sample {name}: {e}"
-        )),
-    }
-    oom
+/// The evaluator's ends of a run's pipes: stdout, stderr and the result channel, captured up
+/// to the output cap, and init's reports.
+pub(super) struct Channels {
+    pub out: Capture,
+    pub err: Capture,
+    pub res: Capture,
+    pub rep: Reports,
 }
 
-pub(super) fn monitor(
-    out: &mut Capture,
-    err: &mut Capture,
-    res: &mut Capture,
-    rep: &mut Reports,
-    deadline: Instant,
-) -> Result<Option<Status>, SandboxError> {
-    let mut scratch = vec![0u8; 64 * 1024];
-    let mut verdict: Option<Status> = None;
-    while !rep.eof {
-        let now = Instant::now();
-        if now >= deadline {
-            verdict = Some(Status::TimedOut);
-            break;
-        }
-        let wait_ms = ((deadline - now).as_micros() / 1000 + 1).min(i32::MAX as u128) as i32;
-        let mut pfds = [out.pollfd(), err.pollfd(), res.pollfd(), rep.pollfd()];
-        // SAFETY: valid array of pollfd.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait_ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(SandboxError::Io {
-                context: "poll".into(),
-                err: e,
-            });
-        }
-        if pfds[0].revents != 0 {
-            out.read_available(&mut scratch);
-        }
-        if pfds[1].revents != 0 {
-            err.read_available(&mut scratch);
-        }
-        if pfds[2].revents != 0 {
-            res.read_available(&mut scratch);
-        }
-        if out.overflow || err.overflow || res.overflow {
-            verdict = Some(Status::OutputLimit);
-            break;
-        }
-        if pfds[3].revents != 0 {
-            rep.read_available();
+impl Channels {
+    pub(super) fn new(
+        out: OwnedFd,
+        err: OwnedFd,
+        res: OwnedFd,
+        rep: OwnedFd,
+        cap: usize,
+    ) -> Channels {
+        Channels {
+            out: Capture::new(out, cap),
+            err: Capture::new(err, cap),
+            res: Capture::new(res, cap),
+            rep: Reports::new(rep),
         }
     }
-    Ok(verdict)
+
+    /// Captures output, reads init's reports and enforces the wall clock until the report pipe
+    /// closes (init is gone) or a limit is hit, which it returns.
+    pub(super) fn monitor(&mut self, deadline: Instant) -> Result<Option<Status>, SandboxError> {
+        let Channels { out, err, res, rep } = self;
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut verdict: Option<Status> = None;
+        while !rep.eof {
+            let now = Instant::now();
+            if now >= deadline {
+                verdict = Some(Status::TimedOut);
+                break;
+            }
+            let wait_ms = ((deadline - now).as_micros() / 1000 + 1).min(i32::MAX as u128) as i32;
+            let mut pfds = [out.pollfd(), err.pollfd(), res.pollfd(), rep.pollfd()];
+            // SAFETY: valid array of pollfd.
+            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait_ms) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(SandboxError::Io {
+                    context: "poll".into(),
+                    err: e,
+                });
+            }
+            if pfds[0].revents != 0 {
+                out.read_available(&mut scratch);
+            }
+            if pfds[1].revents != 0 {
+                err.read_available(&mut scratch);
+            }
+            if pfds[2].revents != 0 {
+                res.read_available(&mut scratch);
+            }
+            if out.overflow || err.overflow || res.overflow {
+                verdict = Some(Status::OutputLimit);
+                break;
+            }
+            if pfds[3].revents != 0 {
+                rep.read_available();
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// After a run: reads what is left in the pipes, then removes its cgroup (warning once about
+    /// processes that outlived the PID namespace, when there was one). Whether the cgroup saw an
+    /// out-of-memory kill.
+    pub(super) fn finish(
+        &mut self,
+        cg: Option<&mut cgroup::RunCgroup>,
+        name: &str,
+        pid_namespace: bool,
+    ) -> bool {
+        let mut scratch = vec![0u8; 64 * 1024];
+        for c in [&mut self.out, &mut self.err, &mut self.res] {
+            c.read_available(&mut scratch);
+        }
+        self.rep.read_available();
+        let Some(c) = cg else { return false };
+        let oom = c.oom_killed();
+        match c.teardown() {
+            Ok(true) if pid_namespace => warn_once(&format!(
+                "sandbox: processes of sample {name} outlived its PID namespace and were killed through its cgroup"
+            )),
+            Ok(_) => {}
+            Err(e) => warn_once(&format!(
+                "sandbox: could not remove the cgroup of sample {name}: {e}"
+            )),
+        }
+        oom
+    }
+
+    /// The run's captured output with its status.
+    pub(super) fn into_outcome(self, status: Status, wall: Duration) -> Outcome {
+        Outcome {
+            status,
+            stdout: self.out.buf,
+            stderr: self.err.buf,
+            result: self.res.buf,
+            wall,
+        }
+    }
 }
 
 /// A started sandbox: its init (a child of this thread) and the evaluator's ends of the pipes.

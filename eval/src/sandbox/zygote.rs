@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::cgroup::Version;
 use super::fds::{pipe, sealed_memfd, set_nonblocking};
-use super::run::{Capture, InitGuard, Reports, finish_run, monitor, run_name};
+use super::run::{Capture, Channels, InitGuard, Reports, run_name};
 use super::{
     Job, Mode, Outcome, SANDBOX_GID, SANDBOX_UID, Sandbox, SandboxError, WORK_DIR, io_err,
     warn_once,
@@ -271,18 +271,8 @@ impl ForkServer {
         }
         drop((stdin, files, out_w, err_w, res_w, rep_w, join));
 
-        let cap = sb.limits.output_bytes;
-        let mut out = Capture::new(out_r, cap);
-        let mut err = Capture::new(err_r, cap);
-        let mut res = Capture::new(res_r, cap);
-        let mut rep = Reports::new(rep_r);
-        let verdict = monitor(
-            &mut out,
-            &mut err,
-            &mut res,
-            &mut rep,
-            start + sb.limits.wall,
-        )?;
+        let mut ch = Channels::new(out_r, err_r, res_r, rep_r, sb.limits.output_bytes);
+        let verdict = ch.monitor(start + sb.limits.wall)?;
         let wall = start.elapsed();
         // The sample's namespace is gone once the server says so ("D": it reaped the init, and
         // no socket is left in its network namespace); after a limit, or without that word, the
@@ -297,34 +287,17 @@ impl ForkServer {
             server.init.kill();
             let _ = server.init.wait();
         }
-        let oom = finish_run(
-            &mut out,
-            &mut err,
-            &mut res,
-            &mut rep,
-            cg.as_mut(),
-            &name,
-            true,
-        );
-        if let Some(r) = rep.error {
+        let oom = ch.finish(cg.as_mut(), &name, true);
+        if let Some(r) = ch.rep.error {
             return Ok(Ran::SetupFailed(
                 sb.setup_error(&r, "(fork server)").to_string(),
             ));
         }
-        if verdict.is_none() && rep.status.is_none() && !oom {
+        if verdict.is_none() && ch.rep.status.is_none() && !oom {
             return Ok(Ran::ServerLost);
         }
-        let status = sb.decide(verdict, &out, &err, &res, &rep, oom, 0)?;
-        Ok(Ran::Done(
-            Outcome {
-                status,
-                stdout: out.buf,
-                stderr: err.buf,
-                result: res.buf,
-                wall,
-            },
-            reusable,
-        ))
+        let status = sb.decide(verdict, &ch, oom, 0)?;
+        Ok(Ran::Done(ch.into_outcome(status, wall), reusable))
     }
 }
 
