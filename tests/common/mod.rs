@@ -2,8 +2,15 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The repository root, at run time (cargo sets CARGO_MANIFEST_DIR for tests): a test binary
+/// reused from a shared target dir may have been built in a clone at another path, which
+/// `env!("CARGO_MANIFEST_DIR")` would have baked in.
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+}
 
 pub fn anvil(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_anvil"))
