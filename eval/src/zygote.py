@@ -8,8 +8,8 @@
 # grandchild that has, before its first line: its own user, PID, mount, IPC, UTS and cgroup
 # namespaces; a fresh tmpfs work dir and /proc; its memory cgroup; rlimits; no capabilities;
 # Landlock; the full seccomp deny-list. It cannot see this process (another PID namespace), signal
-# or ptrace it, or write to anything it reads (the root is read-only; this process reads nothing
-# after start-up). Everything a sample changes in its interpreter is in its own copy-on-write
+# or ptrace it, or write to anything it reads (the root is read-only; after start-up this process
+# reads only the kernel's /proc/net/sockstat). Everything a sample changes in its interpreter is in its own copy-on-write
 # memory and ends with it. The network namespace is this server's own (see docs/eval.md): empty,
 # loopback down, owned by a user namespace in which samples hold no capability.
 #
@@ -104,8 +104,8 @@ def serve():
         if msg != b"R":
             os._exit(0)  # the evaluator closed the socket (or broke the protocol): done
         # clone() straight into the new namespaces instead of fork() + unshare() + fork(): one
-        # copy of this interpreter fewer to create, fault in and tear down per sample (~13% of a
-        # run's CPU). Wrapped in the interpreter's own fork bookkeeping, as os.fork() is; glibc's
+        # copy of this interpreter fewer to create, fault in and tear down per sample (−13% wall
+        # time over 656 runs, docs/BENCHMARKS.md). Wrapped in the interpreter's own fork bookkeeping, as os.fork() is; glibc's
         # (one thread here, no lock held) is not needed: init only sets up and os.fork()s the
         # sample, which so gets a correct thread id, and never raises a signal.
         ctypes.pythonapi.PyOS_BeforeFork()

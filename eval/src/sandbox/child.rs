@@ -80,6 +80,9 @@ steps! {
     S_EXEC = 26, "executing the program";
     S_SUBREAPER = 27, "becoming a subreaper";
     S_CGROUP = 28, "joining the sample's cgroup";
+    // Reported only by the fork server (zygote.py).
+    S_UNSHARE = 29, "cloning into the run's namespaces";
+    S_ID_MAPS = 30, "writing the run's uid/gid maps";
 }
 
 pub(crate) enum MountOp {
