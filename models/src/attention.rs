@@ -2,6 +2,7 @@
 //! contexts, document masking for packed rows, and a KV cache for decoding.
 
 use crate::blocks::{Rope, linear};
+use crate::fused;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::module::attention;
@@ -212,8 +213,16 @@ impl SelfAttention {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = Rope::apply(heads(self.q_proj.forward(x.clone()), h), cos, sin);
-        let mut k = Rope::apply(heads(self.k_proj.forward(x.clone()), kvh), cos, sin);
+        // Rotated and split into heads, `[batch, heads, seq, head_dim]`.
+        let rotated = |y: Tensor<3>, n: usize| {
+            if fused::enabled(&y.device()) {
+                fused::rope(y, cos.clone(), sin.clone(), n)
+            } else {
+                Rope::apply(heads(y, n), cos, sin)
+            }
+        };
+        let q = rotated(self.q_proj.forward(x.clone()), h);
+        let mut k = rotated(self.k_proj.forward(x.clone()), kvh);
         let mut v = heads(self.v_proj.forward(x), kvh);
         if let Some(cache) = cache {
             if let (Some(pk), Some(pv)) = (cache.key.take(), cache.value.take()) {
@@ -222,6 +231,10 @@ impl SelfAttention {
             }
             cache.key = Some(k.clone());
             cache.value = Some(v.clone());
+        }
+        if fused::enabled(&q.device()) {
+            let out = fused::attention(q, k, v, mask);
+            return self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * hd]));
         }
         let n_key = k.dims()[2];
         if kvh != h {

@@ -1,6 +1,7 @@
 //! Building blocks shared by every decoder: RMSNorm, the SwiGLU feed-forward, rotary position
 //! embeddings with their context-extension scalings, and weight initialization.
 
+use crate::fused;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
@@ -36,6 +37,15 @@ impl RmsNorm {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if fused::enabled(&x.device()) {
+            return fused::rms_norm(x, self.weight.val(), self.eps);
+        }
+        self.forward_composed(x)
+    }
+
+    /// The same in Burn tensor ops: the reference for [`fused::rms_norm`], and the path on devices
+    /// without the fused kernels.
+    pub fn forward_composed<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
         let w = self.weight.val().unsqueeze::<D>();
         x / rms * w
@@ -61,7 +71,12 @@ impl SwiGlu {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let h = silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x);
+        let (gate, up) = (self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        let h = if fused::enabled(&gate.device()) {
+            fused::swiglu(gate, up)
+        } else {
+            silu(gate) * up
+        };
         self.down_proj.forward(h)
     }
 }

@@ -7,8 +7,10 @@
 
 pub mod attention;
 pub mod blocks;
+pub mod fused;
 pub mod gguf;
 pub mod hf;
+pub mod kernels;
 pub mod llama;
 pub mod loss;
 pub mod moe;

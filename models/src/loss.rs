@@ -1,5 +1,6 @@
 //! The causal language-modelling loss on packed rows, shared by every decoder.
 
+use crate::fused;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -65,6 +66,20 @@ pub fn causal_lm_loss(h: Tensor<3>, head: Tensor<2>, batch: &TokenBatch) -> LmOu
     let (targets, weights, n_targets) = batch.targets();
     let n = b * t;
     let h = h.reshape([n, d]);
+    if fused::enabled(&device) {
+        let targets: Vec<i64> = targets
+            .iter()
+            .zip(&weights)
+            .map(|(&t, &w)| if w > 0.0 { t } else { -1 })
+            .collect();
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
+        return LmOutput {
+            nll_sum: fused::lm_head_nll(h, head, targets),
+            n_targets,
+            aux_loss: None,
+            expert_load: Vec::new(),
+        };
+    }
     let mut total: Option<Tensor<1>> = None;
     let mut start = 0;
     while start < n {

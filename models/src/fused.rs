@@ -1,0 +1,515 @@
+//! Fused operations with hand-written backward passes, as a Burn backend extension: one kernel
+//! where Burn's tensor API would run several element-wise ops, each allocating and each recorded
+//! by autodiff. Implemented for the `flex` CPU backend (kernels in [`crate::kernels`]) and for
+//! `Autodiff<Flex>`; on any other device the model keeps its composed tensor code, which is also
+//! the reference the tests hold these against.
+//!
+//! - [`lm_head_nll`]: LM head matmul + log-softmax + gather + sum in one pass over the logits,
+//!   whose backward turns the kept logits into `softmax − onehot` in place instead of running the
+//!   backward of each op over the `[tokens, vocab]` matrix.
+//! - [`swiglu`]: `silu(gate) · up`; [`rms_norm`]; [`rope`], which also lays the heads out as
+//!   attention reads them (no separate transpose copy).
+
+use crate::kernels;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::ops::{AttentionModuleOptions, BoolTensorOps, ModuleOps};
+use burn::backend::tensor::{BoolTensor, FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::TensorMetadata;
+use crate::kernels::attention::{self as attn, Block, Heads};
+use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
+
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// `Σ_i logsumexp(h_i · W) − (h_i · W)[t_i]` over rows `i` with `t_i ≥ 0`; `hidden` is
+    /// `[rows, d]`, `head` `[d, vocab]`, `targets` `[rows]` (−1 = no target). Shape `[1]`.
+    fn lm_head_nll(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// `silu(gate) · up`, element-wise, same shapes.
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) · weight`.
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
+
+    /// Rotary embedding of `x` (`[batch, seq, heads · head_dim]`) by `cos`/`sin` (`[seq,
+    /// head_dim]`), returned as `[batch, heads, seq, head_dim]`.
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self>;
+
+    /// `softmax(q·kᵀ·scale, masked) · v` for `q` `[batch, heads, seq, head_dim]`, `k`/`v`
+    /// `[batch, kv_heads, keys, head_dim]` (grouped-query: `kv_heads` divides `heads`) and `mask`
+    /// `[batch, 1, seq, keys]` (true = may not attend). Rows that see nothing give 0.
+    fn masked_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: BoolTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
+}
+
+// ---- The tensor-level API -------------------------------------------------------------------------
+
+/// Whether the model uses the fused kernels on this device: on `flex` (with or without autodiff),
+/// unless `ANVIL_FUSED=0` or [`set_enabled`] asks for Burn's composed ops (to compare the two).
+pub fn enabled(device: &Device) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let on = match SWITCH.load(Relaxed) {
+        UNSET => {
+            let on = std::env::var("ANVIL_FUSED").map_or(true, |v| v != "0");
+            SWITCH.store(if on { ON } else { OFF }, Relaxed);
+            on
+        }
+        state => state == ON,
+    };
+    on && matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
+}
+
+/// Turns the fused kernels on or off for the whole process (overriding `ANVIL_FUSED`).
+pub fn set_enabled(on: bool) {
+    SWITCH.store(if on { ON } else { OFF }, std::sync::atomic::Ordering::Relaxed);
+}
+
+const UNSET: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+static SWITCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNSET);
+
+pub fn lm_head_nll(hidden: Tensor<2>, head: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::lm_head_nll(
+        hidden.into_dispatch(),
+        head.into_dispatch(),
+        targets.into_dispatch(),
+    ))
+}
+
+pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::swiglu(
+        gate.into_dispatch(),
+        up.into_dispatch(),
+    ))
+}
+
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: Tensor<1>, eps: f64) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::rms_norm(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        eps,
+    ))
+}
+
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4, Bool>) -> Tensor<4> {
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    Tensor::from_dispatch(<Dispatch as FusedOps>::masked_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        mask.into_dispatch(),
+        scale,
+    ))
+}
+
+pub fn rope(x: Tensor<3>, cos: Tensor<2>, sin: Tensor<2>, heads: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::rope(
+        x.into_dispatch(),
+        cos.into_dispatch(),
+        sin.into_dispatch(),
+        heads,
+    ))
+}
+
+/// One AdamW update of a flattened parameter `p` with gradient `g` and moments `m`, `v`, in one
+/// pass over memory (Burn's ops would take a dozen, each allocating). The tensors must live on
+/// `flex` without autodiff (the optimizer's inner tensors): check [`enabled`] first.
+pub fn adamw(
+    p: Tensor<1>,
+    g: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    step: kernels::AdamWStep,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let flex = |t: Tensor<1>| owned(t.try_into_primitive::<Flex>().expect("a flex tensor without autodiff"));
+    let (mut p, g, mut m, mut v) = (flex(p), flex(g), flex(m), flex(v));
+    kernels::adamw(
+        p.storage_mut::<f32>(),
+        g.storage::<f32>(),
+        m.storage_mut::<f32>(),
+        v.storage_mut::<f32>(),
+        step,
+    );
+    (
+        Tensor::from_primitive::<Flex>(p),
+        Tensor::from_primitive::<Flex>(m),
+        Tensor::from_primitive::<Flex>(v),
+    )
+}
+
+// ---- Flex: the kernels ----------------------------------------------------------------------------
+
+/// `t` with storage holding exactly its elements in order, so `storage`/`storage_mut` are the
+/// tensor (a copy only for a strided or offset view; a shared buffer is copied on write).
+fn owned(t: FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "fused kernels run in f32");
+    let n = t.layout().num_elements();
+    let exact = t.layout().contiguous_offsets() == Some((0, n)) && t.bytes().len() == n * 4;
+    if exact {
+        t
+    } else {
+        let c = t.to_contiguous();
+        tensor(f32s(&c).to_vec(), t.shape())
+    }
+}
+
+/// A contiguous f32 copy of `t`'s elements (no copy when it already is contiguous).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    assert_eq!(t.dtype(), DType::F32, "fused kernels run in f32");
+    t.to_contiguous()
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 tensor")
+}
+
+fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape.into()))
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.shape().to_vec()
+}
+
+/// A 2-D tensor's elements as a strided matrix view (a transposed view stays a view).
+fn mat(t: &FlexTensor) -> kernels::MatRef<'_> {
+    assert_eq!(t.dtype(), DType::F32, "fused kernels run in f32");
+    let l = t.layout();
+    let [rows, cols]: [usize; 2] = l.shape().to_vec().try_into().expect("a 2-D tensor");
+    let [rs, cs]: [isize; 2] = l.strides().try_into().expect("a 2-D tensor");
+    kernels::MatRef {
+        data: t.storage::<f32>(),
+        offset: l.start_offset(),
+        rows,
+        cols,
+        row_stride: rs,
+        col_stride: cs,
+    }
+}
+
+fn int_vec(t: &FlexTensor) -> Vec<i64> {
+    let t = t.to_contiguous();
+    match t.dtype() {
+        DType::I64 => t.as_slice::<i64>().expect("contiguous").to_vec(),
+        DType::I32 => t.as_slice::<i32>().expect("contiguous").iter().map(|&v| v as i64).collect(),
+        other => panic!("integer tensor of dtype {other:?}"),
+    }
+}
+
+/// The LM head loss, and with `grad` the gradients of the summed loss for `hidden` and `head`.
+fn lm_head(hidden: &FlexTensor, head: &FlexTensor, targets: &FlexTensor, grad: bool) -> (FlexTensor, Option<(FlexTensor, FlexTensor)>) {
+    let hidden = hidden.to_contiguous();
+    let (h, w) = (mat(&hidden), mat(head));
+    let out = kernels::linear_cross_entropy(h, w, &int_vec(targets), grad);
+    let sum: f64 = out.losses.iter().map(|&l| l as f64).sum();
+    let grads = out.grads.map(|(dh, dw)| (tensor(dh, [h.rows, h.cols]), tensor(dw, [w.rows, w.cols])));
+    (tensor(vec![sum as f32], [1]), grads)
+}
+
+impl FusedOps for Flex {
+    fn lm_head_nll(hidden: FlexTensor, head: FlexTensor, targets: FlexTensor) -> FlexTensor {
+        lm_head(&hidden, &head, &targets, false).0
+    }
+
+    fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        assert_eq!(gate.shape(), up.shape(), "swiglu: gate and up differ in shape");
+        let (g, u) = (contiguous(&gate), contiguous(&up));
+        tensor(kernels::swiglu(f32s(&g), f32s(&u)), gate.shape())
+    }
+
+    fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f64) -> FlexTensor {
+        let (xc, w) = (contiguous(&x), contiguous(&weight));
+        let (out, _) = kernels::rms_norm(f32s(&xc), f32s(&w), eps as f32);
+        tensor(out, x.shape())
+    }
+
+    fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, heads: usize) -> FlexTensor {
+        let [b, t, width] = rank3(&x);
+        let hd = width / heads;
+        let (xc, c, s) = (contiguous(&x), contiguous(&cos), contiguous(&sin));
+        assert_eq!(dims(&c), [t, hd], "rope: cos/sin are [seq, head_dim]");
+        let y = kernels::rope(f32s(&xc), f32s(&c), f32s(&s), b, t, heads, hd);
+        tensor(y, [b, heads, t, hd])
+    }
+
+    /// Inference keeps Burn's own attention, which switches to a flash kernel for long contexts
+    /// instead of holding every score; the fused kernel is for training, where the
+    /// probabilities are kept for the backward pass anyway.
+    fn masked_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, mask: FlexTensor, scale: f64) -> FlexTensor {
+        let [b, h, t, _] = dims(&q).try_into().expect("q is 4-D");
+        let [_, kvh, n, hd] = dims(&k).try_into().expect("k is 4-D");
+        let expand = |x: FlexTensor| {
+            if kvh == h {
+                return x;
+            }
+            let x = Flex::float_reshape(x, [b, kvh, 1, n, hd].into());
+            let x = Flex::float_expand(x, [b, kvh, h / kvh, n, hd].into());
+            Flex::float_reshape(x, [b, h, n, hd].into())
+        };
+        let mask = Flex::bool_expand(mask, [b, h, t, n].into());
+        let options = AttentionModuleOptions { scale: Some(scale), ..Default::default() };
+        <Flex as ModuleOps<Flex>>::attention(q, expand(k), expand(v), Some(mask), None, options)
+    }
+}
+
+/// A 4-D tensor's elements with its layout, as the attention kernels read them.
+fn heads(t: &FlexTensor) -> Heads<'_> {
+    assert_eq!(t.dtype(), DType::F32, "fused kernels run in f32");
+    let l = t.layout();
+    Heads {
+        data: t.storage::<f32>(),
+        offset: l.start_offset(),
+        dims: l.shape().to_vec().try_into().expect("a 4-D tensor"),
+        strides: l.strides().try_into().expect("a 4-D tensor"),
+    }
+}
+
+/// The `[batch, 1, seq, keys]` mask as bytes `[batch, seq, keys]` (non-zero = masked out).
+fn mask_bytes(mask: &FlexTensor) -> Vec<u8> {
+    let m = mask.to_contiguous();
+    let (start, end) = m.layout().contiguous_offsets().expect("contiguous");
+    let dims = dims(&m);
+    assert!(dims.len() == 4 && dims[1] == 1, "attention mask is [batch, 1, seq, keys]");
+    m.storage::<u8>()[start..end].to_vec()
+}
+
+fn rank3(x: &FlexTensor) -> [usize; 3] {
+    dims(x).try_into().expect("a [batch, seq, width] tensor")
+}
+
+// ---- Autodiff<Flex>: the backward passes ---------------------------------------------------------
+
+type Ad<C> = Autodiff<Flex, C>;
+
+/// The single element of a `[1]`-shaped gradient (the loss is a scalar).
+fn scalar(t: FlexTensor) -> f32 {
+    contiguous(&t).as_slice::<f32>().expect("contiguous")[0]
+}
+
+#[derive(Debug)]
+struct LmHeadNllBackward;
+
+impl Backward<Flex, 2> for LmHeadNllBackward {
+    /// The gradients of the summed loss for `hidden` and `head`, computed in the forward pass.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_hidden, node_head] = ops.parents;
+        let g = scalar(grads.consume::<Flex>(&ops.node));
+        let (dh, dw) = ops.state;
+        for (node, grad) in [(node_hidden, dh), (node_head, dw)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, Flex::float_mul_scalar(grad, g.into()));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl Backward<Flex, 2> for SwigluBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_gate, node_up] = ops.parents;
+        let dout = contiguous(&grads.consume::<Flex>(&ops.node));
+        let (gate, up) = ops.state;
+        let shape = gate.shape();
+        let (dg, du) = kernels::swiglu_backward(f32s(&gate), f32s(&up), f32s(&dout));
+        if let Some(node) = node_gate {
+            grads.register::<Flex>(node.id, tensor(dg, shape.clone()));
+        }
+        if let Some(node) = node_up {
+            grads.register::<Flex>(node.id, tensor(du, shape));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl Backward<Flex, 2> for RmsNormBackward {
+    /// `x` (contiguous), `weight`, and each row's `1/rms`.
+    type State = (FlexTensor, FlexTensor, Vec<f32>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+        let (x, w, rstd) = ops.state;
+        let (dx, dw) = kernels::rms_norm_backward(f32s(&x), f32s(&w), &rstd, f32s(&dy));
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, tensor(dx, x.shape()));
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, tensor(dw, w.shape()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RopeBackward;
+
+impl Backward<Flex, 1> for RopeBackward {
+    /// `cos`, `sin` (contiguous) and the input's `[batch, seq, width]` and head count.
+    type State = (FlexTensor, FlexTensor, [usize; 3], usize);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = contiguous(&grads.consume::<Flex>(&ops.node));
+        let (cos, sin, [b, t, width], heads) = ops.state;
+        if let Some(node) = node_x {
+            let dx = kernels::rope_backward(f32s(&dy), f32s(&cos), f32s(&sin), b, t, heads, width / heads);
+            grads.register::<Flex>(node.id, tensor(dx, [b, t, width]));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 3> for AttentionBackward {
+    /// `q`, `k`, `v`, the probabilities, the blocks that were computed, and the scale.
+    type State = (FlexTensor, FlexTensor, FlexTensor, std::sync::Arc<Vec<f32>>, std::sync::Arc<Vec<Vec<Block>>>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_q, node_k, node_v] = ops.parents;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        let (q, k, v, probs, blocks, scale) = ops.state;
+        let (dq, dk, dv) = attn::backward(heads(&q), heads(&k), heads(&v), &probs, &blocks, heads(&d_out), scale);
+        for (node, g, like) in [(node_q, dq, &q), (node_k, dk, &k), (node_v, dv, &v)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, tensor(g, like.shape()));
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Ad<C> {
+    fn masked_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: BoolTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        match AttentionBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (qp, kp, vp) = (q.primitive().clone(), k.primitive().clone(), v.primitive().clone());
+                let bytes = mask_bytes(&mask);
+                let (out, probs, blocks) = attn::forward(heads(&qp), heads(&kp), heads(&vp), &bytes, scale as f32);
+                let out = tensor(out, qp.shape());
+                let state = (qp, kp, vp, std::sync::Arc::new(probs), std::sync::Arc::new(blocks), scale as f32);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::masked_attention(
+                q.into_primitive(),
+                k.into_primitive(),
+                v.into_primitive(),
+                mask,
+                scale,
+            )),
+        }
+    }
+
+    fn lm_head_nll(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match LmHeadNllBackward
+            .prepare::<C>([hidden.node(), head.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, grads) = lm_head(hidden.primitive(), head.primitive(), &targets, true);
+                prep.finish(grads.expect("asked for"), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::lm_head_nll(
+                hidden.into_primitive(),
+                head.into_primitive(),
+                targets,
+            )),
+        }
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SwigluBackward
+            .prepare::<C>([gate.node(), up.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (g, u) = (contiguous(gate.primitive()), contiguous(up.primitive()));
+                let out = Flex::swiglu(g.clone(), u.clone());
+                prep.finish((g, u), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::swiglu(gate.into_primitive(), up.into_primitive()))
+            }
+        }
+    }
+
+    fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        match RmsNormBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (xc, w) = (contiguous(x.primitive()), contiguous(weight.primitive()));
+                let (out, rstd) = kernels::rms_norm(f32s(&xc), f32s(&w), eps as f32);
+                let out = tensor(out, xc.shape());
+                prep.finish((xc, w, rstd), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::rms_norm(
+                x.into_primitive(),
+                weight.into_primitive(),
+                eps,
+            )),
+        }
+    }
+
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        // The angles are constants: only `x` gets a gradient.
+        let (c, s) = (contiguous(cos.primitive()), contiguous(sin.primitive()));
+        match RopeBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let shape = rank3(x.primitive());
+                let out = Flex::rope(x.primitive().clone(), c.clone(), s.clone(), heads);
+                prep.finish((c, s, shape, heads), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::rope(x.into_primitive(), c, s, heads)),
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! CPU kernels behind the fused operations of [`crate::fused`]: plain loops over slices that the
+//! compiler vectorizes, built once per instruction set (AVX-512, AVX2+FMA, baseline) and chosen
+//! at run time, split across cores with rayon. Each forward kernel has its backward beside it.
+//!
+//! Everything here is deterministic: work is split into fixed chunks and partial sums are added
+//! in chunk order, so a run and its resumed twin produce the same bits whatever the scheduling.
+
+use rayon::prelude::*;
+
+/// Defines `pub fn $name` that runs `$body` compiled for the best instruction set this CPU has.
+/// The body is written once; `#[inline(always)]` lets each `#[target_feature]` copy vectorize it
+/// with that set's registers.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? { imp($($arg),*) }
+                match $crate::kernels::simd_level() {
+                    // SAFETY: the CPU was checked to have these features.
+                    $crate::kernels::SimdLevel::V4 => return unsafe { v4($($arg),*) },
+                    $crate::kernels::SimdLevel::V3 => return unsafe { v3($($arg),*) },
+                    $crate::kernels::SimdLevel::Base => {}
+                }
+            }
+            imp($($arg),*)
+        }
+    };
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum SimdLevel {
+    Base,
+    V3,
+    V4,
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn simd_level() -> SimdLevel {
+    use std::sync::OnceLock;
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let has = |f: &str| match f {
+            "avx512" => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512dq")
+                    && is_x86_feature_detected!("avx512vl")
+            }
+            _ => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        };
+        if has("avx512") && has("avx2") {
+            SimdLevel::V4
+        } else if has("avx2") {
+            SimdLevel::V3
+        } else {
+            SimdLevel::Base
+        }
+    })
+}
+
+/// `e^x` to within 2 ulp over the f32 range, written so a loop of it vectorizes (glibc's `expf`
+/// is one call per element). Cephes' range reduction `x = n·ln 2 + r` with a degree-5 polynomial
+/// for `e^r`. Inputs below −87.3 give ~1e-38 instead of 0, above 88.3 saturate; NaN stays NaN.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // `if` rather than `clamp`/`max`, which would turn NaN into a bound.
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.3 { 88.3 } else { x };
+    // Round to nearest by the 1.5·2^23 trick: `round()` is a libm call without SSE4.1.
+    const MAGIC: f32 = 12_582_912.0;
+    let n = (x * LOG2E + MAGIC) - MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let er = p * r * r + r + 1.0;
+    // 2^n through the exponent bits; n is in [-126, 127] after the clamps (NaN casts to 0).
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    er * scale
+}
+
+/// Rows handed to one rayon task: enough work to amortize the task, few enough to balance.
+fn rows_per_task(row_len: usize) -> usize {
+    (16_384 / row_len.max(1)).clamp(1, 256)
+}
+
+// ---- Cross-entropy over the LM head's logits ---------------------------------------------------
+
+/// Lanes of the row reductions: independent accumulators, so the max and the sum vectorize
+/// (a single accumulator is a serial dependency chain the compiler may not reorder).
+const LANES: usize = 16;
+
+multiversion! {
+    /// One row of logits: returns the loss `logsumexp(x) − x[target]` (0 for `target < 0`, which
+    /// is not a target), and with `grad` overwrites `x` with `softmax(x) − onehot(target)` (zeros
+    /// for a non-target), the gradient of that loss. A NaN anywhere makes the loss NaN.
+    pub fn cross_entropy_row(x: &mut [f32], target: i64, grad: bool) -> f32 {
+        let x_t = if target >= 0 { x[target as usize] } else { 0.0 };
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut chunks = x.chunks_exact(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+            }
+        }
+        let mut max = f32::NEG_INFINITY;
+        for &v in chunks.remainder().iter().chain(&lanes) {
+            max = if v > max { v } else { max };
+        }
+        let mut acc = [0f32; LANES];
+        let mut rest = 0f32;
+        if grad {
+            let mut chunks = x.chunks_exact_mut(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    c[i] = exp(c[i] - max);
+                    acc[i] += c[i];
+                }
+            }
+            for v in chunks.into_remainder() {
+                *v = exp(*v - max);
+                rest += *v;
+            }
+        } else {
+            let mut chunks = x.chunks_exact(LANES);
+            for c in &mut chunks {
+                for i in 0..LANES {
+                    acc[i] += exp(c[i] - max);
+                }
+            }
+            rest = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
+        }
+        let sum = acc.iter().sum::<f32>() + rest;
+        if target < 0 {
+            if grad {
+                x.fill(0.0);
+            }
+            return 0.0;
+        }
+        if grad {
+            let inv = 1.0 / sum;
+            for v in x.iter_mut() {
+                *v *= inv;
+            }
+            x[target as usize] -= 1.0;
+        }
+        max + sum.ln() - x_t
+    }
+}
+
+/// Cross-entropy of every row of `logits` (`[rows, vocab]`, row-major) against `targets` (−1 =
+/// not a target). With `grad`, turns `logits` into the gradient of the summed loss. Returns each
+/// row's loss.
+pub fn cross_entropy(logits: &mut [f32], vocab: usize, targets: &[i64], grad: bool) -> Vec<f32> {
+    let rows = targets.len();
+    assert_eq!(logits.len(), rows * vocab, "logits are [rows, vocab]");
+    let mut losses = vec![0f32; rows];
+    let per = rows_per_task(vocab);
+    logits
+        .par_chunks_mut(per * vocab)
+        .zip(losses.par_chunks_mut(per))
+        .zip(targets.par_chunks(per))
+        .for_each(|((x, l), t)| {
+            for ((row, loss), &target) in x.chunks_mut(vocab).zip(l.iter_mut()).zip(t) {
+                *loss = cross_entropy_row(row, target, grad);
+            }
+        });
+    losses
+}
+
+/// A matrix in memory: element `(i, j)` at `data[offset + i·row_stride + j·col_stride]`, so a
+/// transpose is a swap of strides (a tied embedding serves as the LM head without a copy).
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub offset: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: isize,
+    pub col_stride: isize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `[rows, cols]` matrix.
+    pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        assert_eq!(data.len(), rows * cols);
+        Self { data, offset: 0, rows, cols, row_stride: cols as isize, col_stride: 1 }
+    }
+
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Rows `start..start + n`.
+    pub fn rows(self, start: usize, n: usize) -> Self {
+        assert!(start + n <= self.rows);
+        let offset = self.offset as isize + start as isize * self.row_stride;
+        Self { offset: offset as usize, rows: n, ..self }
+    }
+
+    /// Checks that every element is inside `data`.
+    fn check(&self) {
+        let last = |n: usize, s: isize| (n.max(1) - 1) as isize * s;
+        let lo = self.offset as isize + last(self.rows, self.row_stride.min(0)) + last(self.cols, self.col_stride.min(0));
+        let hi = self.offset as isize + last(self.rows, self.row_stride.max(0)) + last(self.cols, self.col_stride.max(0));
+        assert!(lo >= 0 && (hi as usize) < self.data.len().max(1), "matrix view out of bounds");
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` with `accumulate`); `dst` is row-major `[a.rows, b.cols]`.
+/// gemm's kernels, across all rayon threads; each output element is summed by one thread in a
+/// fixed order, so results do not depend on scheduling.
+pub fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) {
+    assert_eq!(dst.len(), a.rows * b.cols, "matmul: output size");
+    let cols = b.cols;
+    gemm_into(dst, cols, accumulate, a, b, 1.0, true);
+}
+
+/// `dst = scale · a · b` (or `+=` with `accumulate`) into a row-major block whose rows are
+/// `dst_row_stride` apart (the first `b.cols` elements of each row). `parallel` spreads one
+/// product over all threads; without it the caller is already running one task per thread.
+pub(crate) fn gemm_into(
+    dst: &mut [f32],
+    dst_row_stride: usize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    scale: f32,
+    parallel: bool,
+) {
+    assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(n <= dst_row_stride && (m - 1) * dst_row_stride + n <= dst.len(), "matmul: output size");
+    a.check();
+    b.check();
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the views were bounds-checked above, and so was every element of `dst` written.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_row_stride as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.col_stride,
+            a.row_stride,
+            b.data.as_ptr().add(b.offset),
+            b.col_stride,
+            b.row_stride,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// What [`linear_cross_entropy`] returns.
+pub struct LinearCrossEntropy {
+    /// Each row's loss (0 where there is no target).
+    pub losses: Vec<f32>,
+    /// With `grad`: the gradients of the summed loss with respect to `hidden` (`[rows, d]`) and
+    /// to `head` (`[d, vocab]`), both row-major.
+    pub grads: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// The LM head and its cross-entropy in chunks of rows, never holding the whole `[rows, vocab]`
+/// logits: per chunk, the logits, their loss and (with `grad`) `softmax − onehot` in place, then
+/// straight away that chunk's share of both gradients. The upstream gradient of a loss is a
+/// scalar, so the backward pass only has to scale them. (The "fused linear cross-entropy" of
+/// Liger-Kernel, on the CPU.)
+pub fn linear_cross_entropy(hidden: MatRef, head: MatRef, targets: &[i64], grad: bool) -> LinearCrossEntropy {
+    let (rows, d, vocab) = (hidden.rows, hidden.cols, head.cols);
+    assert_eq!(head.rows, d, "head is [d, vocab]");
+    assert_eq!(targets.len(), rows, "one target per row");
+    // ~16 MB of logits at a time: large matmuls, and an allocation glibc keeps on its heap.
+    let chunk = (4 << 20) / vocab.max(1);
+    let chunk = chunk.clamp(1, rows.max(1));
+    let mut logits = vec![0f32; chunk * vocab];
+    let mut losses = Vec::with_capacity(rows);
+    let mut grads = grad.then(|| (vec![0f32; rows * d], vec![0f32; d * vocab]));
+    let mut start = 0;
+    while start < rows {
+        let n = chunk.min(rows - start);
+        let h = hidden.rows(start, n);
+        let buf = &mut logits[..n * vocab];
+        matmul(buf, false, h, head);
+        losses.extend(cross_entropy(buf, vocab, &targets[start..start + n], grad));
+        if let Some((dh, dw)) = &mut grads {
+            let g = MatRef::dense(buf, n, vocab);
+            matmul(&mut dh[start * d..(start + n) * d], false, g, head.t());
+            matmul(dw, start > 0, h.t(), g);
+        }
+        start += n;
+    }
+    LinearCrossEntropy { losses, grads }
+}
+
+// ---- SwiGLU: silu(gate) · up ---------------------------------------------------------------------
+
+multiversion! {
+    fn swiglu_chunk(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + exp(-g)) * u;
+        }
+    }
+}
+
+multiversion! {
+    fn swiglu_backward_chunk(gate: &[f32], up: &[f32], dout: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+        for i in 0..gate.len() {
+            let (g, u, d) = (gate[i], up[i], dout[i]);
+            let s = 1.0 / (1.0 + exp(-g));
+            let silu = g * s;
+            dup[i] = d * silu;
+            // d silu/dg = s·(1 + g·(1 − s))
+            dgate[i] = d * u * (s + silu * (1.0 - s));
+        }
+    }
+}
+
+const ELEMS_PER_TASK: usize = 16_384;
+
+/// `silu(gate) · up`, element-wise.
+pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    assert_eq!(gate.len(), up.len());
+    let mut out = vec![0f32; gate.len()];
+    out.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(gate.par_chunks(ELEMS_PER_TASK))
+        .zip(up.par_chunks(ELEMS_PER_TASK))
+        .for_each(|((o, g), u)| swiglu_chunk(g, u, o));
+    out
+}
+
+/// Gradients of [`swiglu`] with respect to `gate` and `up` given the output's gradient `dout`.
+pub fn swiglu_backward(gate: &[f32], up: &[f32], dout: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let n = gate.len();
+    assert!(up.len() == n && dout.len() == n);
+    let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+    dg.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(du.par_chunks_mut(ELEMS_PER_TASK))
+        .zip(gate.par_chunks(ELEMS_PER_TASK))
+        .zip(up.par_chunks(ELEMS_PER_TASK))
+        .zip(dout.par_chunks(ELEMS_PER_TASK))
+        .for_each(|((((dg, du), g), u), d)| swiglu_backward_chunk(g, u, d, dg, du));
+    (dg, du)
+}
+
+// ---- RMSNorm ---------------------------------------------------------------------------------------
+
+multiversion! {
+    fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32]) {
+        let d = w.len();
+        for ((xr, or), r) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(rstd.iter_mut()) {
+            let mut ss = 0f32;
+            for &v in xr {
+                ss += v * v;
+            }
+            let inv = 1.0 / (ss / d as f32 + eps).sqrt();
+            *r = inv;
+            for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+                *o = v * inv * g;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// dx = r·(dy·w − x̂·mean(dy·w·x̂)) with x̂ = x·r; adds dy·x̂ into `dw`.
+    fn rms_norm_backward_rows(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32], dx: &mut [f32], dw: &mut [f32]) {
+        let d = w.len();
+        for (((xr, dyr), dxr), &r) in x
+            .chunks_exact(d)
+            .zip(dy.chunks_exact(d))
+            .zip(dx.chunks_exact_mut(d))
+            .zip(rstd)
+        {
+            let mut dot = 0f32;
+            for i in 0..d {
+                dot += dyr[i] * w[i] * xr[i];
+            }
+            let c = dot * r * r / d as f32;
+            for i in 0..d {
+                dxr[i] = r * (dyr[i] * w[i] - xr[i] * c);
+                dw[i] += dyr[i] * xr[i] * r;
+            }
+        }
+    }
+}
+
+/// RMSNorm of every row of `x` (rows of `w.len()`): returns the output and each row's
+/// `1/sqrt(mean(x²) + eps)`, which the backward reuses.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let rows = x.len() / d;
+    let (mut out, mut rstd) = (vec![0f32; x.len()], vec![0f32; rows]);
+    let per = rows_per_task(d);
+    out.par_chunks_mut(per * d)
+        .zip(rstd.par_chunks_mut(per))
+        .zip(x.par_chunks(per * d))
+        .for_each(|((o, r), x)| rms_norm_rows(x, w, eps, o, r));
+    (out, rstd)
+}
+
+/// Gradients of [`rms_norm`]: `(dx, dw)`. `dw` is summed per fixed chunk of rows, then over the
+/// chunks in order.
+pub fn rms_norm_backward(x: &[f32], w: &[f32], rstd: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let per = rows_per_task(d);
+    let mut dx = vec![0f32; x.len()];
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(per * d)
+        .zip(x.par_chunks(per * d))
+        .zip(dy.par_chunks(per * d))
+        .zip(rstd.par_chunks(per))
+        .map(|(((dx, x), dy), r)| {
+            let mut dw = vec![0f32; d];
+            rms_norm_backward_rows(x, w, r, dy, dx, &mut dw);
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; d];
+    for p in &partials {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    (dx, dw)
+}
+
+// ---- Rotary embeddings -----------------------------------------------------------------------------
+
+multiversion! {
+    /// Rotates one head vector: `y = x·cos + rotate_half(x)·sin` (HF's layout: channel i pairs
+    /// with i + d/2); `inverse` applies the transpose (the backward), rotating by −angle.
+    fn rope_head(x: &[f32], cos: &[f32], sin: &[f32], y: &mut [f32], inverse: bool) {
+        let half = x.len() / 2;
+        let (x1, x2) = x.split_at(half);
+        let (y1, y2) = y.split_at_mut(half);
+        let sgn = if inverse { -1.0 } else { 1.0 };
+        for i in 0..half {
+            let (c, s) = (cos[i], sgn * sin[i]);
+            y1[i] = x1[i] * c - x2[i] * s;
+            y2[i] = x2[i] * c + x1[i] * s;
+        }
+    }
+}
+
+/// Rotary embedding fused with the head split: `x` is `[batch, seq, heads · head_dim]` (a
+/// projection's output), the result `[batch, heads, seq, head_dim]` (what attention reads).
+/// `cos`/`sin` are `[seq, head_dim]` in HF's duplicated-halves layout (only the first half of each
+/// row is read).
+pub fn rope(
+    x: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Vec<f32> {
+    assert_eq!(x.len(), batch * seq * heads * head_dim);
+    let mut y = vec![0f32; x.len()];
+    // One task per (batch, head): it writes one contiguous [seq, head_dim] block.
+    y.par_chunks_mut(seq * head_dim)
+        .enumerate()
+        .for_each(|(bh, block)| {
+            let (b, h) = (bh / heads, bh % heads);
+            for (t, out) in block.chunks_exact_mut(head_dim).enumerate() {
+                let at = (b * seq + t) * heads * head_dim + h * head_dim;
+                let table = t * head_dim..t * head_dim + head_dim;
+                rope_head(
+                    &x[at..at + head_dim],
+                    &cos[table.clone()],
+                    &sin[table],
+                    out,
+                    false,
+                );
+            }
+        });
+    y
+}
+
+/// Backward of [`rope`]: `dy` is `[batch, heads, seq, head_dim]`, the result `[batch, seq,
+/// heads · head_dim]`.
+pub fn rope_backward(
+    dy: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+) -> Vec<f32> {
+    let mut dx = vec![0f32; dy.len()];
+    assert_eq!(dy.len(), batch * seq * heads * head_dim);
+    // One task per (batch, position): it writes one contiguous [heads · head_dim] row.
+    dx.par_chunks_mut(heads * head_dim)
+        .enumerate()
+        .for_each(|(bt, row)| {
+            let (b, t) = (bt / seq, bt % seq);
+            let table = t * head_dim..t * head_dim + head_dim;
+            for (h, out) in row.chunks_exact_mut(head_dim).enumerate() {
+                let at = ((b * heads + h) * seq + t) * head_dim;
+                rope_head(
+                    &dy[at..at + head_dim],
+                    &cos[table.clone()],
+                    &sin[table.clone()],
+                    out,
+                    true,
+                );
+            }
+        });
+    dx
+}
+
+// ---- AdamW ---------------------------------------------------------------------------------------
+
+/// One AdamW update's constants, as the f32 scalars Burn's tensor ops would apply, so the fused
+/// update gives the composed one's bits.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    /// `1 − lr·weight_decay`, for parameters that decay.
+    pub decay: Option<f32>,
+    pub beta1: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    /// `√(1 − β₂ᵗ)`.
+    pub sqrt_bias_correction2: f32,
+    pub eps: f32,
+    /// `lr / (1 − β₁ᵗ)`.
+    pub step_size: f32,
+}
+
+multiversion! {
+    fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamWStep) {
+        let decay = s.decay.unwrap_or(1.0);
+        for i in 0..p.len() {
+            let pi = if s.decay.is_some() { p[i] * decay } else { p[i] };
+            let mi = m[i] * s.beta1 + g[i] * s.one_minus_beta1;
+            let vi = v[i] * s.beta2 + g[i] * g[i] * s.one_minus_beta2;
+            let denom = vi.sqrt() / s.sqrt_bias_correction2 + s.eps;
+            p[i] = pi - mi / denom * s.step_size;
+            m[i] = mi;
+            v[i] = vi;
+        }
+    }
+}
+
+/// AdamW on one parameter in place, in one pass: `p ← p·decay − step·m̂/(√v̂ + eps)` with the
+/// moments updated on the way (PyTorch's order of operations).
+pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamWStep) {
+    let n = p.len();
+    assert!(g.len() == n && m.len() == n && v.len() == n, "adamw: lengths differ");
+    p.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(g.par_chunks(ELEMS_PER_TASK))
+        .zip(m.par_chunks_mut(ELEMS_PER_TASK))
+        .zip(v.par_chunks_mut(ELEMS_PER_TASK))
+        .for_each(|(((p, g), m), v)| adamw_chunk(p, g, m, v, s));
+}
+
+// After the macro: the attention kernels use `multiversion!` too.
+pub mod attention;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_libm_over_the_range() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp(x), x.exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(-1000.0) < 1e-37);
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    fn reference_ce(row: &[f32], t: i64) -> (f64, Vec<f64>) {
+        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let s: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+        let lse = m + s.ln();
+        if t < 0 {
+            return (0.0, vec![0.0; row.len()]);
+        }
+        let mut g: Vec<f64> = row.iter().map(|&v| (v as f64 - lse).exp()).collect();
+        g[t as usize] -= 1.0;
+        (lse - row[t as usize] as f64, g)
+    }
+
+    #[test]
+    fn cross_entropy_and_its_gradient_match_a_float64_reference() {
+        let (rows, vocab) = (37, 1000);
+        let logits: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 20.0)
+            .collect();
+        let targets: Vec<i64> = (0..rows as i64)
+            .map(|r| if r % 5 == 4 { -1 } else { r * 31 % vocab as i64 })
+            .collect();
+        let mut plain = logits.clone();
+        let sum: f64 = cross_entropy(&mut plain, vocab, &targets, false).iter().map(|&l| l as f64).sum();
+        assert_eq!(plain, logits, "without grad the logits are left alone");
+        let mut grad = logits.clone();
+        let sum_g: f64 = cross_entropy(&mut grad, vocab, &targets, true).iter().map(|&l| l as f64).sum();
+        let mut want = 0.0;
+        for r in 0..rows {
+            let (l, g) = reference_ce(&logits[r * vocab..(r + 1) * vocab], targets[r]);
+            want += l;
+            for (a, b) in grad[r * vocab..(r + 1) * vocab].iter().zip(&g) {
+                assert!((*a as f64 - b).abs() < 1e-6, "grad {a} vs {b}");
+            }
+        }
+        assert!((sum - want).abs() / want < 1e-6, "{sum} vs {want}");
+        assert!((sum_g - want).abs() / want < 1e-6, "{sum_g} vs {want}");
+    }
+
+    #[test]
+    fn cross_entropy_propagates_nan() {
+        let mut x = vec![0.0, f32::NAN, 1.0, 2.0];
+        assert!(cross_entropy(&mut x, 4, &[2], false)[0].is_nan());
+        let mut x = vec![0.0; 40];
+        x[33] = f32::NAN;
+        assert!(cross_entropy(&mut x, 40, &[2], true)[0].is_nan());
+    }
+}
