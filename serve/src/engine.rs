@@ -89,21 +89,47 @@ pub fn start(
     Ok((Queue { tx, metrics }, handle))
 }
 
+/// One batch: `first`, then whatever `next` yields while the rows still fit in `cap` (a job
+/// larger than `cap` runs alone). The job that did not fit is returned to lead the next batch.
+fn fill_batch<T>(
+    first: T,
+    mut next: impl FnMut() -> Option<T>,
+    rows: impl Fn(&T) -> usize,
+    cap: usize,
+) -> (Vec<T>, Option<T>) {
+    let mut total = rows(&first);
+    let mut batch = vec![first];
+    while total < cap {
+        let Some(job) = next() else { break };
+        let r = rows(&job);
+        if total + r > cap {
+            return (batch, Some(job));
+        }
+        total += r;
+        batch.push(job);
+    }
+    (batch, None)
+}
+
 fn worker(g: &Generator, rx: Receiver<Job>, batch_rows: usize, metrics: &Metrics) {
-    while let Ok(first) = rx.recv() {
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
         // Whatever else is already waiting joins this batch (up to `batch_rows` rows), so
         // concurrent requests share forward passes instead of waiting for each other.
-        let mut jobs = vec![first];
-        let mut rows = jobs[0].inputs.len() * jobs[0].params.n;
-        while rows < batch_rows {
-            match rx.try_recv() {
-                Ok(job) => {
-                    rows += job.inputs.len() * job.params.n;
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let (mut jobs, next) = fill_batch(
+            first,
+            || rx.try_recv().ok(),
+            |job: &Job| job.inputs.len() * job.params.n,
+            batch_rows,
+        );
+        held = next; // still waiting: counted in the queue depth
         metrics.queue_depth.fetch_sub(jobs.len() as u64, Relaxed);
         jobs.retain(|job| {
             // Gave up while waiting in the queue.
@@ -191,4 +217,31 @@ fn run(g: &Generator, jobs: &[Job], metrics: &Metrics) -> Result<Vec<Vec<Generat
         });
     }
     Ok(per_job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_batch;
+
+    /// Batches of jobs with these row counts, `cap` rows at most (a bigger job alone).
+    fn batches(jobs: &[usize], cap: usize) -> Vec<Vec<usize>> {
+        let mut queue = jobs.iter().copied();
+        let mut held = None;
+        let mut out = Vec::new();
+        while let Some(first) = held.take().or_else(|| queue.next()) {
+            let (batch, next) = fill_batch(first, || queue.next(), |r: &usize| *r, cap);
+            out.push(batch);
+            held = next;
+        }
+        out
+    }
+
+    #[test]
+    fn batches_never_pass_the_row_cap_and_keep_the_order() {
+        assert_eq!(batches(&[1, 64, 2], 32), vec![vec![1], vec![64], vec![2]]);
+        assert_eq!(batches(&[3, 3, 3, 3], 8), vec![vec![3, 3], vec![3, 3]]);
+        assert_eq!(batches(&[4, 4, 1], 8), vec![vec![4, 4], vec![1]]);
+        assert_eq!(batches(&[1, 1, 1], 1), vec![vec![1], vec![1], vec![1]]);
+        assert_eq!(batches(&[2, 5], 8), vec![vec![2, 5]]);
+    }
 }
