@@ -1,7 +1,7 @@
 //! Grouped-query self-attention with rotary embeddings, per-layer attention patterns for long
 //! contexts, document masking for packed rows, and a KV cache for decoding.
 
-use crate::blocks::{Rope, linear};
+use crate::blocks::{Rope, apply, linear};
 use crate::fused;
 use burn::module::Module;
 use burn::nn::Linear;
@@ -221,9 +221,9 @@ impl SelfAttention {
                 Rope::apply(heads(y, n), cos, sin)
             }
         };
-        let q = rotated(self.q_proj.forward(x.clone()), h);
-        let mut k = rotated(self.k_proj.forward(x.clone()), kvh);
-        let mut v = heads(self.v_proj.forward(x), kvh);
+        let q = rotated(apply(&self.q_proj, x.clone()), h);
+        let mut k = rotated(apply(&self.k_proj, x.clone()), kvh);
+        let mut v = heads(apply(&self.v_proj, x), kvh);
         if let Some(cache) = cache {
             if let (Some(pk), Some(pv)) = (cache.key.take(), cache.value.take()) {
                 k = Tensor::cat(vec![pk, k], 2);
@@ -234,7 +234,7 @@ impl SelfAttention {
         }
         if fused::enabled(&q.device()) {
             let out = fused::attention(q, k, v, mask);
-            return self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * hd]));
+            return apply(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, h * hd]));
         }
         let n_key = k.dims()[2];
         if kvh != h {

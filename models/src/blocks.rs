@@ -19,6 +19,19 @@ pub fn linear(d_in: usize, d_out: usize, init_std: f64, device: &Device) -> Line
         .init(device)
 }
 
+/// `linear.forward(x)`, through the fused kernel where there is one (Burn's matmul zeroes and then
+/// copies every output buffer).
+pub fn apply<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    if !fused::enabled(&x.device()) {
+        return linear.forward(x);
+    }
+    let y = fused::linear(x, linear.weight.val());
+    match &linear.bias {
+        Some(b) => y + b.val().unsqueeze::<D>(),
+        None => y,
+    }
+}
+
 /// Root-mean-square layer norm: `x / sqrt(mean(x²) + eps) · weight`, as Llama defines it (no
 /// mean subtraction, no bias). Named `weight` like HF's so the export table stays trivial.
 #[derive(Module, Debug)]
@@ -71,13 +84,13 @@ impl SwiGlu {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let (gate, up) = (self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
+        let (gate, up) = (apply(&self.gate_proj, x.clone()), apply(&self.up_proj, x));
         let h = if fused::enabled(&gate.device()) {
             fused::swiglu(gate, up)
         } else {
             silu(gate) * up
         };
-        self.down_proj.forward(h)
+        apply(&self.down_proj, h)
     }
 }
 

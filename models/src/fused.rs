@@ -40,6 +40,9 @@ pub trait FusedOps: Backend {
     /// RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) · weight`.
     fn rms_norm(x: FloatTensor<Self>, weight: FloatTensor<Self>, eps: f64) -> FloatTensor<Self>;
 
+    /// `x · w` over the last dimension of `x` (`w` is `[d_in, d_out]`, Burn's `Linear` layout).
+    fn matmul_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// Rotary embedding of `x` (`[batch, seq, heads · head_dim]`) by `cos`/`sin` (`[seq,
     /// head_dim]`), returned as `[batch, heads, seq, head_dim]`.
     fn rope(
@@ -93,6 +96,14 @@ pub fn lm_head_nll(hidden: Tensor<2>, head: Tensor<2>, targets: Tensor<1, Int>) 
         hidden.into_dispatch(),
         head.into_dispatch(),
         targets.into_dispatch(),
+    ))
+}
+
+/// A bias-free linear layer, `x · weight`.
+pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::matmul_linear(
+        x.into_dispatch(),
+        weight.into_dispatch(),
     ))
 }
 
@@ -226,7 +237,25 @@ fn lm_head(hidden: &FlexTensor, head: &FlexTensor, targets: &FlexTensor, grad: b
     (tensor(vec![sum as f32], [1]), grads)
 }
 
+/// `x` (`[.., d_in]`) as a row-major `[rows, d_in]` matrix, contiguous.
+fn rows_of(x: &FlexTensor) -> (FlexTensor, usize, usize) {
+    let x = contiguous(x);
+    let d = *dims(&x).last().expect("at least 1-D");
+    let rows = x.layout().num_elements() / d.max(1);
+    (x, rows, d)
+}
+
 impl FusedOps for Flex {
+    fn matmul_linear(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+        let (xc, rows, d_in) = rows_of(&x);
+        let wm = mat(&w);
+        assert_eq!(wm.rows, d_in, "linear: weight is [d_in, d_out]");
+        let out = kernels::matmul_new(kernels::MatRef::dense(f32s(&xc), rows, d_in), wm);
+        let mut shape = dims(&x);
+        *shape.last_mut().expect("at least 1-D") = wm.cols;
+        tensor(out, shape)
+    }
+
     fn lm_head_nll(hidden: FlexTensor, head: FlexTensor, targets: FlexTensor) -> FlexTensor {
         lm_head(&hidden, &head, &targets, false).0
     }
@@ -326,6 +355,32 @@ impl Backward<Flex, 2> for LmHeadNllBackward {
 }
 
 #[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 2> for LinearBackward {
+    /// `x` (contiguous) and `w`.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let (dy, rows, d_out) = rows_of(&grads.consume::<Flex>(&ops.node));
+        let (x, w) = ops.state;
+        let dym = kernels::MatRef::dense(f32s(&dy), rows, d_out);
+        let d_in = mat(&w).rows;
+        if let Some(node) = node_x {
+            // dX = dY · Wᵀ
+            let dx = kernels::matmul_new(dym, mat(&w).t());
+            grads.register::<Flex>(node.id, tensor(dx, x.shape()));
+        }
+        if let Some(node) = node_w {
+            // dW = Xᵀ · dY, summed over every row
+            let xm = kernels::MatRef::dense(f32s(&x), rows, d_in);
+            grads.register::<Flex>(node.id, tensor(kernels::matmul_new(xm.t(), dym), [d_in, d_out]));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct SwigluBackward;
 
 impl Backward<Flex, 2> for SwigluBackward {
@@ -406,6 +461,21 @@ impl Backward<Flex, 3> for AttentionBackward {
 }
 
 impl<C: CheckpointStrategy> FusedOps for Ad<C> {
+    fn matmul_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        match LinearBackward
+            .prepare::<C>([x.node(), w.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (xc, wp) = (contiguous(x.primitive()), w.primitive().clone());
+                let out = Flex::matmul_linear(xc.clone(), wp.clone());
+                prep.finish((xc, wp), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::matmul_linear(x.into_primitive(), w.into_primitive())),
+        }
+    }
+
     fn masked_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

@@ -235,6 +235,24 @@ pub fn matmul(dst: &mut [f32], accumulate: bool, a: MatRef, b: MatRef) {
     gemm_into(dst, cols, accumulate, a, b, 1.0, true);
 }
 
+/// `a · b` into a new row-major `[a.rows, b.cols]` buffer, across all threads. The buffer is not
+/// zeroed first: gemm writes every element (a page of zeros per output is what this saves).
+pub fn matmul_new(a: MatRef, b: MatRef) -> Vec<f32> {
+    assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
+    let (m, n) = (a.rows, b.cols);
+    if a.cols == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: gemm writes all m·n elements without reading them (`accumulate` false), then
+    // they are initialized.
+    unsafe {
+        gemm_raw(out.as_mut_ptr(), n, m * n, false, a, b, 1.0, true);
+        out.set_len(m * n);
+    }
+    out
+}
+
 /// `dst = scale · a · b` (or `+=` with `accumulate`) into a row-major block whose rows are
 /// `dst_row_stride` apart (the first `b.cols` elements of each row). `parallel` spreads one
 /// product over all threads; without it the caller is already running one task per thread.
@@ -247,12 +265,29 @@ pub(crate) fn gemm_into(
     scale: f32,
     parallel: bool,
 ) {
+    // SAFETY: `dst` is initialized memory of `dst.len()` elements.
+    unsafe { gemm_raw(dst.as_mut_ptr(), dst_row_stride, dst.len(), accumulate, a, b, scale, parallel) }
+}
+
+/// # Safety
+/// `dst` must be valid for writes of `dst_len` elements, and for reads too with `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw(
+    dst: *mut f32,
+    dst_row_stride: usize,
+    dst_len: usize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    scale: f32,
+    parallel: bool,
+) {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     let (m, n, k) = (a.rows, b.cols, a.cols);
     if m == 0 || n == 0 {
         return;
     }
-    assert!(n <= dst_row_stride && (m - 1) * dst_row_stride + n <= dst.len(), "matmul: output size");
+    assert!(n <= dst_row_stride && (m - 1) * dst_row_stride + n <= dst_len, "matmul: output size");
     a.check();
     b.check();
     let parallelism = if parallel {
@@ -266,7 +301,7 @@ pub(crate) fn gemm_into(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_row_stride as isize,
             accumulate,

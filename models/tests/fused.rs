@@ -177,3 +177,18 @@ fn attention_matches_burn_attention() {
         }
     }
 }
+
+#[test]
+fn linear_matches_matmul() {
+    let d = device();
+    let (x, w) = (rand([3, 11, 24], &d), rand([24, 40], &d));
+    let fused_out = fused::linear(x.clone(), w.clone());
+    let plain_out = x.clone().matmul(w.clone().unsqueeze::<3>());
+    close("linear", fused_out.clone(), plain_out.clone(), 1e-5);
+    d.seed(1);
+    let g1 = weighted_sum(fused_out, &d).backward();
+    d.seed(1);
+    let g2 = weighted_sum(plain_out, &d).backward();
+    close("linear dx", x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), 1e-5);
+    close("linear dw", w.grad(&g1).unwrap(), w.grad(&g2).unwrap(), 1e-5);
+}
