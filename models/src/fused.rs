@@ -1,27 +1,31 @@
 //! Fused operations with hand-written backward passes, as a Burn backend extension: one kernel
-//! where Burn's tensor API would run several element-wise ops, each allocating and each recorded
-//! by autodiff. Implemented for the `flex` CPU backend (kernels in [`crate::kernels`]) and for
-//! `Autodiff<Flex>`; on any other device the model keeps its composed tensor code, which is also
-//! the reference the tests hold these against.
+//! where Burn's tensor API would run several ops, each allocating and each recorded by autodiff.
+//! Implemented for the `flex` CPU backend (kernels in [`crate::kernels`]) and for
+//! `Autodiff<Flex>`; on any other device (or with `ANVIL_FUSED=0`) the model keeps its composed
+//! tensor code, which is also the reference the tests hold these against.
 //!
-//! - [`lm_head_nll`]: LM head matmul + log-softmax + gather + sum in one pass over the logits,
-//!   whose backward turns the kept logits into `softmax − onehot` in place instead of running the
-//!   backward of each op over the `[tokens, vocab]` matrix.
-//! - [`swiglu`]: `silu(gate) · up`; [`rms_norm`]; [`rope`], which also lays the heads out as
-//!   attention reads them (no separate transpose copy).
+//! - [`lm_head_nll`]: LM head + log-softmax + gather + sum, in chunks of rows, with both gradients
+//!   computed on the way (the `[tokens, vocab]` logits are never held whole).
+//! - [`attention`]: masked softmax attention that skips fully masked key blocks and keeps the
+//!   probabilities, so its backward is four products and no exp.
+//! - [`linear`]: `x · W` into an unzeroed buffer (Burn's matmul zeroes, then copies, every output).
+//! - [`swiglu`], [`rms_norm`], and [`rope`], which also lays the heads out as attention reads them.
+//! - [`adamw`]: the optimizer's update of one parameter in one pass, in place.
+//!
+//! Measured effect on the train benchmark: docs/BENCHMARKS.md.
 
 use crate::kernels;
+use crate::kernels::attention::{self as attn, Block, Heads};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
-use burn::backend::ops::{AttentionModuleOptions, BoolTensorOps, ModuleOps};
+use burn::backend::ops::{AttentionModuleOptions, BoolTensorOps, FloatTensorOps, ModuleOps};
 use burn::backend::tensor::{BoolTensor, FloatTensor, IntTensor};
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
-use burn::backend::TensorMetadata;
-use crate::kernels::attention::{self as attn, Block, Heads};
+use burn::backend::{
+    Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
+};
 use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
 
 #[backend_extension(Flex, Autodiff)]
@@ -78,12 +82,18 @@ pub fn enabled(device: &Device) -> bool {
         }
         state => state == ON,
     };
-    on && matches!(device.as_dispatch().clone().inner(), DispatchDevice::Flex(_))
+    on && matches!(
+        device.as_dispatch().clone().inner(),
+        DispatchDevice::Flex(_)
+    )
 }
 
 /// Turns the fused kernels on or off for the whole process (overriding `ANVIL_FUSED`).
 pub fn set_enabled(on: bool) {
-    SWITCH.store(if on { ON } else { OFF }, std::sync::atomic::Ordering::Relaxed);
+    SWITCH.store(
+        if on { ON } else { OFF },
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 const UNSET: u8 = 0;
@@ -152,7 +162,12 @@ pub fn adamw(
     v: Tensor<1>,
     step: kernels::AdamWStep,
 ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    let flex = |t: Tensor<1>| owned(t.try_into_primitive::<Flex>().expect("a flex tensor without autodiff"));
+    let flex = |t: Tensor<1>| {
+        owned(
+            t.try_into_primitive::<Flex>()
+                .expect("a flex tensor without autodiff"),
+        )
+    };
     let (mut p, g, mut m, mut v) = (flex(p), flex(g), flex(m), flex(v));
     kernels::adamw(
         p.storage_mut::<f32>(),
@@ -222,18 +237,30 @@ fn int_vec(t: &FlexTensor) -> Vec<i64> {
     let t = t.to_contiguous();
     match t.dtype() {
         DType::I64 => t.as_slice::<i64>().expect("contiguous").to_vec(),
-        DType::I32 => t.as_slice::<i32>().expect("contiguous").iter().map(|&v| v as i64).collect(),
+        DType::I32 => t
+            .as_slice::<i32>()
+            .expect("contiguous")
+            .iter()
+            .map(|&v| v as i64)
+            .collect(),
         other => panic!("integer tensor of dtype {other:?}"),
     }
 }
 
 /// The LM head loss, and with `grad` the gradients of the summed loss for `hidden` and `head`.
-fn lm_head(hidden: &FlexTensor, head: &FlexTensor, targets: &FlexTensor, grad: bool) -> (FlexTensor, Option<(FlexTensor, FlexTensor)>) {
+fn lm_head(
+    hidden: &FlexTensor,
+    head: &FlexTensor,
+    targets: &FlexTensor,
+    grad: bool,
+) -> (FlexTensor, Option<(FlexTensor, FlexTensor)>) {
     let hidden = hidden.to_contiguous();
     let (h, w) = (mat(&hidden), mat(head));
     let out = kernels::linear_cross_entropy(h, w, &int_vec(targets), grad);
     let sum: f64 = out.losses.iter().map(|&l| l as f64).sum();
-    let grads = out.grads.map(|(dh, dw)| (tensor(dh, [h.rows, h.cols]), tensor(dw, [w.rows, w.cols])));
+    let grads = out
+        .grads
+        .map(|(dh, dw)| (tensor(dh, [h.rows, h.cols]), tensor(dw, [w.rows, w.cols])));
     (tensor(vec![sum as f32], [1]), grads)
 }
 
@@ -261,7 +288,11 @@ impl FusedOps for Flex {
     }
 
     fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
-        assert_eq!(gate.shape(), up.shape(), "swiglu: gate and up differ in shape");
+        assert_eq!(
+            gate.shape(),
+            up.shape(),
+            "swiglu: gate and up differ in shape"
+        );
         let (g, u) = (contiguous(&gate), contiguous(&up));
         tensor(kernels::swiglu(f32s(&g), f32s(&u)), gate.shape())
     }
@@ -284,7 +315,13 @@ impl FusedOps for Flex {
     /// Inference keeps Burn's own attention, which switches to a flash kernel for long contexts
     /// instead of holding every score; the fused kernel is for training, where the
     /// probabilities are kept for the backward pass anyway.
-    fn masked_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, mask: FlexTensor, scale: f64) -> FlexTensor {
+    fn masked_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        mask: FlexTensor,
+        scale: f64,
+    ) -> FlexTensor {
         let [b, h, t, _] = dims(&q).try_into().expect("q is 4-D");
         let [_, kvh, n, hd] = dims(&k).try_into().expect("k is 4-D");
         let expand = |x: FlexTensor| {
@@ -296,7 +333,10 @@ impl FusedOps for Flex {
             Flex::float_reshape(x, [b, h, n, hd].into())
         };
         let mask = Flex::bool_expand(mask, [b, h, t, n].into());
-        let options = AttentionModuleOptions { scale: Some(scale), ..Default::default() };
+        let options = AttentionModuleOptions {
+            scale: Some(scale),
+            ..Default::default()
+        };
         <Flex as ModuleOps<Flex>>::attention(q, expand(k), expand(v), Some(mask), None, options)
     }
 }
@@ -318,7 +358,10 @@ fn mask_bytes(mask: &FlexTensor) -> Vec<u8> {
     let m = mask.to_contiguous();
     let (start, end) = m.layout().contiguous_offsets().expect("contiguous");
     let dims = dims(&m);
-    assert!(dims.len() == 4 && dims[1] == 1, "attention mask is [batch, 1, seq, keys]");
+    assert!(
+        dims.len() == 4 && dims[1] == 1,
+        "attention mask is [batch, 1, seq, keys]"
+    );
     m.storage::<u8>()[start..end].to_vec()
 }
 
@@ -375,7 +418,10 @@ impl Backward<Flex, 2> for LinearBackward {
         if let Some(node) = node_w {
             // dW = Xᵀ · dY, summed over every row
             let xm = kernels::MatRef::dense(f32s(&x), rows, d_in);
-            grads.register::<Flex>(node.id, tensor(kernels::matmul_new(xm.t(), dym), [d_in, d_out]));
+            grads.register::<Flex>(
+                node.id,
+                tensor(kernels::matmul_new(xm.t(), dym), [d_in, d_out]),
+            );
         }
     }
 }
@@ -434,7 +480,15 @@ impl Backward<Flex, 1> for RopeBackward {
         let dy = contiguous(&grads.consume::<Flex>(&ops.node));
         let (cos, sin, [b, t, width], heads) = ops.state;
         if let Some(node) = node_x {
-            let dx = kernels::rope_backward(f32s(&dy), f32s(&cos), f32s(&sin), b, t, heads, width / heads);
+            let dx = kernels::rope_backward(
+                f32s(&dy),
+                f32s(&cos),
+                f32s(&sin),
+                b,
+                t,
+                heads,
+                width / heads,
+            );
             grads.register::<Flex>(node.id, tensor(dx, [b, t, width]));
         }
     }
@@ -445,13 +499,28 @@ struct AttentionBackward;
 
 impl Backward<Flex, 3> for AttentionBackward {
     /// `q`, `k`, `v`, the probabilities, the blocks that were computed, and the scale.
-    type State = (FlexTensor, FlexTensor, FlexTensor, std::sync::Arc<Vec<f32>>, std::sync::Arc<Vec<Vec<Block>>>, f32);
+    type State = (
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        std::sync::Arc<Vec<f32>>,
+        std::sync::Arc<Vec<Vec<Block>>>,
+        f32,
+    );
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_q, node_k, node_v] = ops.parents;
         let d_out = grads.consume::<Flex>(&ops.node);
         let (q, k, v, probs, blocks, scale) = ops.state;
-        let (dq, dk, dv) = attn::backward(heads(&q), heads(&k), heads(&v), &probs, &blocks, heads(&d_out), scale);
+        let (dq, dk, dv) = attn::backward(
+            heads(&q),
+            heads(&k),
+            heads(&v),
+            &probs,
+            &blocks,
+            heads(&d_out),
+            scale,
+        );
         for (node, g, like) in [(node_q, dq, &q), (node_k, dk, &k), (node_v, dv, &v)] {
             if let Some(node) = node {
                 grads.register::<Flex>(node.id, tensor(g, like.shape()));
@@ -472,7 +541,9 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
                 let out = Flex::matmul_linear(xc.clone(), wp.clone());
                 prep.finish((xc, wp), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::matmul_linear(x.into_primitive(), w.into_primitive())),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::matmul_linear(x.into_primitive(), w.into_primitive()))
+            }
         }
     }
 
@@ -489,11 +560,23 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (qp, kp, vp) = (q.primitive().clone(), k.primitive().clone(), v.primitive().clone());
+                let (qp, kp, vp) = (
+                    q.primitive().clone(),
+                    k.primitive().clone(),
+                    v.primitive().clone(),
+                );
                 let bytes = mask_bytes(&mask);
-                let (out, probs, blocks) = attn::forward(heads(&qp), heads(&kp), heads(&vp), &bytes, scale as f32);
+                let (out, probs, blocks) =
+                    attn::forward(heads(&qp), heads(&kp), heads(&vp), &bytes, scale as f32);
                 let out = tensor(out, qp.shape());
-                let state = (qp, kp, vp, std::sync::Arc::new(probs), std::sync::Arc::new(blocks), scale as f32);
+                let state = (
+                    qp,
+                    kp,
+                    vp,
+                    std::sync::Arc::new(probs),
+                    std::sync::Arc::new(blocks),
+                    scale as f32,
+                );
                 prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::masked_attention(
@@ -573,7 +656,11 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
     ) -> FloatTensor<Self> {
         // The angles are constants: only `x` gets a gradient.
         let (c, s) = (contiguous(cos.primitive()), contiguous(sin.primitive()));
-        match RopeBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match RopeBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
                 let shape = rank3(x.primitive());
                 let out = Flex::rope(x.primitive().clone(), c.clone(), s.clone(), heads);

@@ -197,7 +197,14 @@ impl<'a> MatRef<'a> {
     /// A row-major `[rows, cols]` matrix.
     pub fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
         assert_eq!(data.len(), rows * cols);
-        Self { data, offset: 0, rows, cols, row_stride: cols as isize, col_stride: 1 }
+        Self {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
     }
 
     pub fn t(self) -> Self {
@@ -214,15 +221,26 @@ impl<'a> MatRef<'a> {
     pub fn rows(self, start: usize, n: usize) -> Self {
         assert!(start + n <= self.rows);
         let offset = self.offset as isize + start as isize * self.row_stride;
-        Self { offset: offset as usize, rows: n, ..self }
+        Self {
+            offset: offset as usize,
+            rows: n,
+            ..self
+        }
     }
 
     /// Checks that every element is inside `data`.
     fn check(&self) {
         let last = |n: usize, s: isize| (n.max(1) - 1) as isize * s;
-        let lo = self.offset as isize + last(self.rows, self.row_stride.min(0)) + last(self.cols, self.col_stride.min(0));
-        let hi = self.offset as isize + last(self.rows, self.row_stride.max(0)) + last(self.cols, self.col_stride.max(0));
-        assert!(lo >= 0 && (hi as usize) < self.data.len().max(1), "matrix view out of bounds");
+        let lo = self.offset as isize
+            + last(self.rows, self.row_stride.min(0))
+            + last(self.cols, self.col_stride.min(0));
+        let hi = self.offset as isize
+            + last(self.rows, self.row_stride.max(0))
+            + last(self.cols, self.col_stride.max(0));
+        assert!(
+            lo >= 0 && (hi as usize) < self.data.len().max(1),
+            "matrix view out of bounds"
+        );
     }
 }
 
@@ -266,7 +284,18 @@ pub(crate) fn gemm_into(
     parallel: bool,
 ) {
     // SAFETY: `dst` is initialized memory of `dst.len()` elements.
-    unsafe { gemm_raw(dst.as_mut_ptr(), dst_row_stride, dst.len(), accumulate, a, b, scale, parallel) }
+    unsafe {
+        gemm_raw(
+            dst.as_mut_ptr(),
+            dst_row_stride,
+            dst.len(),
+            accumulate,
+            a,
+            b,
+            scale,
+            parallel,
+        )
+    }
 }
 
 /// # Safety
@@ -287,7 +316,10 @@ unsafe fn gemm_raw(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(n <= dst_row_stride && (m - 1) * dst_row_stride + n <= dst_len, "matmul: output size");
+    assert!(
+        n <= dst_row_stride && (m - 1) * dst_row_stride + n <= dst_len,
+        "matmul: output size"
+    );
     a.check();
     b.check();
     let parallelism = if parallel {
@@ -335,7 +367,12 @@ pub struct LinearCrossEntropy {
 /// straight away that chunk's share of both gradients. The upstream gradient of a loss is a
 /// scalar, so the backward pass only has to scale them. (The "fused linear cross-entropy" of
 /// Liger-Kernel, on the CPU.)
-pub fn linear_cross_entropy(hidden: MatRef, head: MatRef, targets: &[i64], grad: bool) -> LinearCrossEntropy {
+pub fn linear_cross_entropy(
+    hidden: MatRef,
+    head: MatRef,
+    targets: &[i64],
+    grad: bool,
+) -> LinearCrossEntropy {
     let (rows, d, vocab) = (hidden.rows, hidden.cols, head.cols);
     assert_eq!(head.rows, d, "head is [d, vocab]");
     assert_eq!(targets.len(), rows, "one target per row");
@@ -618,7 +655,10 @@ multiversion! {
 /// moments updated on the way (PyTorch's order of operations).
 pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamWStep) {
     let n = p.len();
-    assert!(g.len() == n && m.len() == n && v.len() == n, "adamw: lengths differ");
+    assert!(
+        g.len() == n && m.len() == n && v.len() == n,
+        "adamw: lengths differ"
+    );
     p.par_chunks_mut(ELEMS_PER_TASK)
         .zip(g.par_chunks(ELEMS_PER_TASK))
         .zip(m.par_chunks_mut(ELEMS_PER_TASK))
@@ -669,13 +709,25 @@ mod tests {
             .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 20.0)
             .collect();
         let targets: Vec<i64> = (0..rows as i64)
-            .map(|r| if r % 5 == 4 { -1 } else { r * 31 % vocab as i64 })
+            .map(|r| {
+                if r % 5 == 4 {
+                    -1
+                } else {
+                    r * 31 % vocab as i64
+                }
+            })
             .collect();
         let mut plain = logits.clone();
-        let sum: f64 = cross_entropy(&mut plain, vocab, &targets, false).iter().map(|&l| l as f64).sum();
+        let sum: f64 = cross_entropy(&mut plain, vocab, &targets, false)
+            .iter()
+            .map(|&l| l as f64)
+            .sum();
         assert_eq!(plain, logits, "without grad the logits are left alone");
         let mut grad = logits.clone();
-        let sum_g: f64 = cross_entropy(&mut grad, vocab, &targets, true).iter().map(|&l| l as f64).sum();
+        let sum_g: f64 = cross_entropy(&mut grad, vocab, &targets, true)
+            .iter()
+            .map(|&l| l as f64)
+            .sum();
         let mut want = 0.0;
         for r in 0..rows {
             let (l, g) = reference_ce(&logits[r * vocab..(r + 1) * vocab], targets[r]);

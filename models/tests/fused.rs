@@ -25,8 +25,14 @@ fn close<const D: usize>(what: &str, a: Tensor<D>, b: Tensor<D>, tol: f32) {
     let a = a.into_data().try_into_vec::<f32>().unwrap();
     let b = b.into_data().try_into_vec::<f32>().unwrap();
     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(diff <= tol * scale, "{what}: max |Δ| = {diff:e} (scale {scale})");
+    let diff = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff <= tol * scale,
+        "{what}: max |Δ| = {diff:e} (scale {scale})"
+    );
 }
 
 /// `Σ out · r` for a fixed random `r`, so every output element gets its own upstream gradient.
@@ -48,8 +54,18 @@ fn rms_norm_matches_composed_ops() {
     let g1 = weighted_sum(fused_out, &d).backward();
     d.seed(1);
     let g2 = weighted_sum(plain_out, &d).backward();
-    close("rms_norm dx", x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), 1e-5);
-    close("rms_norm dw", w.grad(&g1).unwrap(), w.grad(&g2).unwrap(), 1e-5);
+    close(
+        "rms_norm dx",
+        x.grad(&g1).unwrap(),
+        x.grad(&g2).unwrap(),
+        1e-5,
+    );
+    close(
+        "rms_norm dw",
+        w.grad(&g1).unwrap(),
+        w.grad(&g2).unwrap(),
+        1e-5,
+    );
 }
 
 #[test]
@@ -64,8 +80,18 @@ fn swiglu_matches_composed_ops() {
     let g1 = weighted_sum(fused_out, &d).backward();
     d.seed(1);
     let g2 = weighted_sum(plain_out, &d).backward();
-    close("swiglu dup", u.grad(&g1).unwrap(), u.grad(&g2).unwrap(), 1e-6);
-    close("swiglu dgate", g.grad(&g1).unwrap(), g.grad(&g2).unwrap(), 1e-5);
+    close(
+        "swiglu dup",
+        u.grad(&g1).unwrap(),
+        u.grad(&g2).unwrap(),
+        1e-6,
+    );
+    close(
+        "swiglu dgate",
+        g.grad(&g1).unwrap(),
+        g.grad(&g2).unwrap(),
+        1e-5,
+    );
 }
 
 #[test]
@@ -98,12 +124,28 @@ fn lm_head_nll_matches_log_softmax_gather() {
     let head = rand_std([dm, vocab], 0.3, &d);
     let embed = rand([vocab, dm], &d);
     let targets: Vec<i64> = (0..rows as i64)
-        .map(|i| if i % 9 == 8 { -1 } else { i * 37 % vocab as i64 })
+        .map(|i| {
+            if i % 9 == 8 {
+                -1
+            } else {
+                i * 37 % vocab as i64
+            }
+        })
         .collect();
     for tied in [false, true] {
         // A backward pass consumes the graph it walks: each loss gets its own transpose.
-        let (name, leaf) = if tied { ("tied", embed.clone()) } else { ("untied", head.clone()) };
-        let w = || if tied { embed.clone().transpose() } else { head.clone() };
+        let (name, leaf) = if tied {
+            ("tied", embed.clone())
+        } else {
+            ("untied", head.clone())
+        };
+        let w = || {
+            if tied {
+                embed.clone().transpose()
+            } else {
+                head.clone()
+            }
+        };
         let t = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &d);
         let fused_loss = fused::lm_head_nll(h.clone(), w(), t) * 0.37;
 
@@ -117,7 +159,12 @@ fn lm_head_nll_matches_log_softmax_gather() {
 
         let g1 = fused_loss.backward();
         let g2 = plain_loss.backward();
-        close(&format!("{name} dh"), h.grad(&g1).unwrap(), h.grad(&g2).unwrap(), 1e-5);
+        close(
+            &format!("{name} dh"),
+            h.grad(&g1).unwrap(),
+            h.grad(&g2).unwrap(),
+            1e-5,
+        );
         let (a, b) = (leaf.grad(&g1).unwrap(), leaf.grad(&g2).unwrap());
         close(&format!("{name} dhead"), a, b, 1e-5);
     }
@@ -144,13 +191,15 @@ fn attention_matches_burn_attention() {
     use burn::tensor::ops::AttentionModuleOptions;
     let d = device();
     let (b, h, kvh, t, hd) = (2, 4, 2, 100, 16);
-    let segments: Vec<u16> = (0..b * t)
-        .map(|i| if i % t < 37 { 1 } else { 2 })
-        .collect();
+    let segments: Vec<u16> = (0..b * t).map(|i| if i % t < 37 { 1 } else { 2 }).collect();
     for pattern in ["causal", "sliding:20", "global:3:10", "dilated:8:3"] {
         let pattern: AttentionPattern = pattern.parse().unwrap();
         let mask = attention_mask(pattern, b, 0, t, t, Some(&segments), &d);
-        let (q, k, v) = (rand([b, h, t, hd], &d), rand([b, kvh, t, hd], &d), rand([b, kvh, t, hd], &d));
+        let (q, k, v) = (
+            rand([b, h, t, hd], &d),
+            rand([b, kvh, t, hd], &d),
+            rand([b, kvh, t, hd], &d),
+        );
         let fused_out = fused::attention(q.clone(), k.clone(), v.clone(), mask.clone());
         let group = h / kvh;
         let expand = |y: Tensor<4>| {
@@ -166,7 +215,12 @@ fn attention_matches_burn_attention() {
             None,
             AttentionModuleOptions::default(),
         );
-        close(&format!("{pattern} out"), fused_out.clone(), plain_out.clone(), 1e-5);
+        close(
+            &format!("{pattern} out"),
+            fused_out.clone(),
+            plain_out.clone(),
+            1e-5,
+        );
         d.seed(1);
         let g1 = weighted_sum(fused_out, &d).backward();
         d.seed(1);
@@ -189,6 +243,16 @@ fn linear_matches_matmul() {
     let g1 = weighted_sum(fused_out, &d).backward();
     d.seed(1);
     let g2 = weighted_sum(plain_out, &d).backward();
-    close("linear dx", x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), 1e-5);
-    close("linear dw", w.grad(&g1).unwrap(), w.grad(&g2).unwrap(), 1e-5);
+    close(
+        "linear dx",
+        x.grad(&g1).unwrap(),
+        x.grad(&g2).unwrap(),
+        1e-5,
+    );
+    close(
+        "linear dw",
+        w.grad(&g1).unwrap(),
+        w.grad(&g2).unwrap(),
+        1e-5,
+    );
 }

@@ -10,12 +10,19 @@ struct Collect<'a>(&'a Gradients, Vec<Vec<f32>>);
 
 impl ModuleVisitor for Collect<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        let g = p.val().grad(self.0).expect("every parameter gets a gradient");
+        let g = p
+            .val()
+            .grad(self.0)
+            .expect("every parameter gets a gradient");
         self.1.push(g.into_data().try_into_vec::<f32>().unwrap());
     }
 }
 
-fn loss_and_grads(config: &LlamaConfig, batch: &TokenBatch, fused_on: bool) -> (f32, Vec<Vec<f32>>) {
+fn loss_and_grads(
+    config: &LlamaConfig,
+    batch: &TokenBatch,
+    fused_on: bool,
+) -> (f32, Vec<Vec<f32>>) {
     fused::set_enabled(fused_on);
     let device = Device::default().autodiff();
     device.seed(3);
@@ -40,10 +47,19 @@ fn fused_and_composed_models_agree() {
     let segment_ids: Vec<u16> = (0..batch * seq)
         .map(|i| {
             let (r, p) = (i / seq, i % seq);
-            if r == 2 && p >= 40 { 0 } else { 1 + (p / 17) as u16 }
+            if r == 2 && p >= 40 {
+                0
+            } else {
+                1 + (p / 17) as u16
+            }
         })
         .collect();
-    let tokens = TokenBatch { input_ids, segment_ids: Some(segment_ids), batch, seq_len: seq };
+    let tokens = TokenBatch {
+        input_ids,
+        segment_ids: Some(segment_ids),
+        batch,
+        seq_len: seq,
+    };
     let base = LlamaConfig {
         vocab_size: vocab,
         d_model: 32,
@@ -57,19 +73,29 @@ fn fused_and_composed_models_agree() {
     let moe = LlamaConfig {
         tie_embeddings: true,
         n_kv_heads: 4,
-        moe: Some(MoeConfig { n_experts: 4, top_k: 2, ..Default::default() }),
+        moe: Some(MoeConfig {
+            n_experts: 4,
+            top_k: 2,
+            ..Default::default()
+        }),
         ..base.clone()
     };
     for (name, config) in [("dense", base), ("moe", moe)] {
         let (l1, g1) = loss_and_grads(&config, &tokens, true);
         let (l2, g2) = loss_and_grads(&config, &tokens, false);
         println!("{name}: loss {l1} vs {l2}, {} parameters", g1.len());
-        assert!((l1 - l2).abs() < 1e-5 * l2.abs(), "{name}: loss {l1} vs {l2}");
+        assert!(
+            (l1 - l2).abs() < 1e-5 * l2.abs(),
+            "{name}: loss {l1} vs {l2}"
+        );
         assert_eq!(g1.len(), g2.len());
         for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
             let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(diff <= 2e-4 * scale, "{name}: parameter {i} gradient differs by {diff:e} (scale {scale:e})");
+            assert!(
+                diff <= 2e-4 * scale,
+                "{name}: parameter {i} gradient differs by {diff:e} (scale {scale:e})"
+            );
         }
     }
 }

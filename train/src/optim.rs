@@ -269,9 +269,18 @@ mod tests {
     fn three_steps(fused_on: bool) -> Vec<Vec<u32>> {
         let device = Device::default().autodiff();
         device.seed(11);
-        let config = LlamaConfig { vocab_size: 50, d_model: 16, n_layers: 1, n_heads: 2, ..Default::default() };
+        let config = LlamaConfig {
+            vocab_size: 50,
+            d_model: 16,
+            n_layers: 1,
+            n_heads: 2,
+            ..Default::default()
+        };
         let mut model = config.init(&device);
-        let mut opt = AdamW::new(OptimConfig { lr: 1e-2, ..Default::default() });
+        let mut opt = AdamW::new(OptimConfig {
+            lr: 1e-2,
+            ..Default::default()
+        });
         let batch = TokenBatch {
             input_ids: (0..40).map(|i| (i * 7 % 50) as u32).collect(),
             segment_ids: None,
@@ -292,7 +301,8 @@ mod tests {
         struct Values(Vec<Vec<f32>>);
         impl ModuleVisitor for Values {
             fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                self.0.push(p.val().into_data().try_into_vec::<f32>().unwrap());
+                self.0
+                    .push(p.val().into_data().try_into_vec::<f32>().unwrap());
             }
         }
         let mut values = Values(Vec::new());

@@ -27,12 +27,18 @@ impl<'a> Heads<'a> {
     pub fn dense(data: &'a [f32], dims: [usize; 4]) -> Self {
         let [_, h, t, d] = dims;
         let strides = [(h * t * d) as isize, (t * d) as isize, d as isize, 1];
-        Self { data, offset: 0, dims, strides }
+        Self {
+            data,
+            offset: 0,
+            dims,
+            strides,
+        }
     }
 
     /// Head `h` of batch row `b` as a `[seq, head_dim]` matrix.
     fn head(&self, b: usize, h: usize) -> MatRef<'a> {
-        let off = self.offset as isize + b as isize * self.strides[0] + h as isize * self.strides[1];
+        let off =
+            self.offset as isize + b as isize * self.strides[0] + h as isize * self.strides[1];
         MatRef {
             data: self.data,
             offset: off as usize,
@@ -155,11 +161,23 @@ multiversion! {
 /// The forward pass: returns the output `[batch, heads, seq, head_dim]` (dense) and the
 /// attention probabilities `[batch, heads, seq, keys]` (0 where masked), which the backward
 /// needs. Query head `h` reads key/value head `h / (heads / kv_heads)` (grouped-query).
-pub fn forward(q: Heads, k: Heads, v: Heads, mask: &[u8], scale: f32) -> (Vec<f32>, Vec<f32>, Vec<Vec<Block>>) {
+pub fn forward(
+    q: Heads,
+    k: Heads,
+    v: Heads,
+    mask: &[u8],
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<Vec<Block>>) {
     let [batch, heads, seq, hd] = q.dims;
     let [kb, kv_heads, keys, khd] = k.dims;
-    assert!(kb == batch && khd == hd && v.dims == k.dims, "attention: q/k/v shapes");
-    assert!(kv_heads > 0 && heads % kv_heads == 0, "attention: kv heads divide heads");
+    assert!(
+        kb == batch && khd == hd && v.dims == k.dims,
+        "attention: q/k/v shapes"
+    );
+    assert!(
+        kv_heads > 0 && heads % kv_heads == 0,
+        "attention: kv heads divide heads"
+    );
     let group = heads / kv_heads;
     let blocks = blocks(mask, batch, seq, keys);
     let mut out = vec![0f32; batch * heads * seq * hd];
@@ -177,10 +195,33 @@ pub fn forward(q: Heads, k: Heads, v: Heads, mask: &[u8], scale: f32) -> (Vec<f3
                     continue; // no key visible: probabilities and output stay 0
                 }
                 let s = &mut p[blk.r0 * keys + blk.c0..];
-                gemm_into(s, keys, false, qm.rows(blk.r0, n), km.rows(blk.c0, w).t(), scale, false);
+                gemm_into(
+                    s,
+                    keys,
+                    false,
+                    qm.rows(blk.r0, n),
+                    km.rows(blk.c0, w).t(),
+                    scale,
+                    false,
+                );
                 masked_softmax(s, keys, w, n, &mask_b[blk.r0 * keys + blk.c0..], keys);
-                let pm = MatRef { data: &*p, offset: blk.r0 * keys + blk.c0, rows: n, cols: w, row_stride: keys as isize, col_stride: 1 };
-                gemm_into(&mut o[blk.r0 * hd..], hd, false, pm, vm.rows(blk.c0, w), 1.0, false);
+                let pm = MatRef {
+                    data: &*p,
+                    offset: blk.r0 * keys + blk.c0,
+                    rows: n,
+                    cols: w,
+                    row_stride: keys as isize,
+                    col_stride: 1,
+                };
+                gemm_into(
+                    &mut o[blk.r0 * hd..],
+                    hd,
+                    false,
+                    pm,
+                    vm.rows(blk.c0, w),
+                    1.0,
+                    false,
+                );
             }
         });
     (out, probs, blocks)
@@ -223,17 +264,55 @@ pub fn backward(
                     if w == 0 {
                         continue;
                     }
-                    let pm = MatRef { data: p, offset: blk.r0 * keys + blk.c0, rows: n, cols: w, row_stride: keys as isize, col_stride: 1 };
+                    let pm = MatRef {
+                        data: p,
+                        offset: blk.r0 * keys + blk.c0,
+                        rows: n,
+                        cols: w,
+                        row_stride: keys as isize,
+                        col_stride: 1,
+                    };
                     let do_blk = dom.rows(blk.r0, n);
                     // dV[c] += Pᵀ · dO
                     gemm_into(&mut dv[blk.c0 * hd..], hd, true, pm.t(), do_blk, 1.0, false);
                     // dP = dO · Vᵀ, then dS = P ⊙ (dP − rowsum(P ⊙ dP))
-                    gemm_into(&mut ds, w, false, do_blk, vm.rows(blk.c0, w).t(), 1.0, false);
+                    gemm_into(
+                        &mut ds,
+                        w,
+                        false,
+                        do_blk,
+                        vm.rows(blk.c0, w).t(),
+                        1.0,
+                        false,
+                    );
                     softmax_backward(&p[blk.r0 * keys + blk.c0..], keys, &mut ds, w, w, n);
-                    let dsm = MatRef { data: &ds, offset: 0, rows: n, cols: w, row_stride: w as isize, col_stride: 1 };
+                    let dsm = MatRef {
+                        data: &ds,
+                        offset: 0,
+                        rows: n,
+                        cols: w,
+                        row_stride: w as isize,
+                        col_stride: 1,
+                    };
                     // dQ = scale · dS · K ;  dK[c] += scale · dSᵀ · Q
-                    gemm_into(&mut dq[blk.r0 * hd..], hd, false, dsm, km.rows(blk.c0, w), scale, false);
-                    gemm_into(&mut dk[blk.c0 * hd..], hd, true, dsm.t(), qm.rows(blk.r0, n), scale, false);
+                    gemm_into(
+                        &mut dq[blk.r0 * hd..],
+                        hd,
+                        false,
+                        dsm,
+                        km.rows(blk.c0, w),
+                        scale,
+                        false,
+                    );
+                    gemm_into(
+                        &mut dk[blk.c0 * hd..],
+                        hd,
+                        true,
+                        dsm.t(),
+                        qm.rows(blk.r0, n),
+                        scale,
+                        false,
+                    );
                 }
             }
         });
@@ -245,7 +324,16 @@ mod tests {
     use super::*;
 
     /// Attention in f64 straight from the definition, with the mask applied per element.
-    fn reference(q: &[f32], k: &[f32], v: &[f32], mask: &[u8], dims: [usize; 4], kvh: usize, keys: usize, scale: f64) -> Vec<f64> {
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        mask: &[u8],
+        dims: [usize; 4],
+        kvh: usize,
+        keys: usize,
+        scale: f64,
+    ) -> Vec<f64> {
         let [b, h, t, d] = dims;
         let group = h / kvh;
         let mut out = vec![0f64; b * h * t * d];
@@ -258,11 +346,19 @@ mod tests {
                         .map(|c| {
                             (mask[(bi * t + r) * keys + c] == 0).then(|| {
                                 let kr = &k[((bi * kvh + g) * keys + c) * d..][..d];
-                                qr.iter().zip(kr).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale
+                                qr.iter()
+                                    .zip(kr)
+                                    .map(|(a, b)| *a as f64 * *b as f64)
+                                    .sum::<f64>()
+                                    * scale
                             })
                         })
                         .collect();
-                    let max = s.iter().flatten().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let max = s
+                        .iter()
+                        .flatten()
+                        .cloned()
+                        .fold(f64::NEG_INFINITY, f64::max);
                     if max == f64::NEG_INFINITY {
                         continue;
                     }
@@ -273,7 +369,9 @@ mod tests {
                     for (c, x) in s.iter().enumerate() {
                         if let Some(x) = x {
                             let vr = &v[((bi * kvh + g) * keys + c) * d..][..d];
-                            for (o, vv) in out[((bi * h + hi) * t + r) * d..][..d].iter_mut().zip(vr) {
+                            for (o, vv) in
+                                out[((bi * h + hi) * t + r) * d..][..d].iter_mut().zip(vr)
+                            {
                                 *o += x / sum * *vv as f64;
                             }
                         }
@@ -289,9 +387,15 @@ mod tests {
         let (b, h, kvh, t, d) = (2, 4, 2, 150, 8);
         let keys = t;
         let make = |n: usize, seed: usize| -> Vec<f32> {
-            (0..n).map(|i| (((i + seed) * 2654435761usize % 1000) as f32 / 500.0 - 1.0)).collect()
+            (0..n)
+                .map(|i| (((i + seed) * 2654435761usize % 1000) as f32 / 500.0 - 1.0))
+                .collect()
         };
-        let (q, k, v) = (make(b * h * t * d, 1), make(b * kvh * keys * d, 2), make(b * kvh * keys * d, 3));
+        let (q, k, v) = (
+            make(b * h * t * d, 1),
+            make(b * kvh * keys * d, 2),
+            make(b * kvh * keys * d, 3),
+        );
         // Row 0: causal with documents of 70 and 80; row 1: a sliding window of 40 positions
         // with the first 3 rows seeing nothing (padding).
         let mut mask = vec![1u8; b * t * keys];
@@ -331,6 +435,14 @@ mod tests {
             }
         }
         // The window's blocks skip columns: block 2 (rows 128..150) sees keys 89..150 only.
-        assert_eq!(blocks[1][2], Block { r0: 128, r1: 150, c0: 89, c1: 150 });
+        assert_eq!(
+            blocks[1][2],
+            Block {
+                r0: 128,
+                r1: 150,
+                c0: 89,
+                c1: 150
+            }
+        );
     }
 }
