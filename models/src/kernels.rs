@@ -92,6 +92,12 @@ pub fn exp(x: f32) -> f32 {
     er * scale
 }
 
+/// Items of `item_len` elements a rayon task takes at least: a small input (a decoded token's
+/// few rows) then stays on the calling thread instead of waking the pool for microseconds of work.
+fn min_tasks(item_len: usize) -> usize {
+    (ELEMS_PER_TASK / item_len.max(1)).max(1)
+}
+
 /// Rows handed to one rayon task: enough work to amortize the task, few enough to balance.
 fn rows_per_task(row_len: usize) -> usize {
     (16_384 / row_len.max(1)).clamp(1, 256)
@@ -322,7 +328,9 @@ unsafe fn gemm_raw(
     );
     a.check();
     b.check();
-    let parallelism = if parallel {
+    // Waking the other threads costs more than a small product gains (one decoded token's
+    // projections): flex's own threshold, 192³ multiply-adds.
+    let parallelism = if parallel && m * n * k >= 192 * 192 * 192 {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
@@ -567,6 +575,7 @@ pub fn rope(
     // One task per (batch, head): it writes one contiguous [seq, head_dim] block.
     y.par_chunks_mut(seq * head_dim)
         .enumerate()
+        .with_min_len(min_tasks(seq * head_dim))
         .for_each(|(bh, block)| {
             let (b, h) = (bh / heads, bh % heads);
             for (t, out) in block.chunks_exact_mut(head_dim).enumerate() {
@@ -600,6 +609,7 @@ pub fn rope_backward(
     // One task per (batch, position): it writes one contiguous [heads · head_dim] row.
     dx.par_chunks_mut(heads * head_dim)
         .enumerate()
+        .with_min_len(min_tasks(heads * head_dim))
         .for_each(|(bt, row)| {
             let (b, t) = (bt / seq, bt % seq);
             let table = t * head_dim..t * head_dim + head_dim;
