@@ -14,8 +14,8 @@
 //!
 //! Measured effect on the train benchmark: docs/BENCHMARKS.md.
 
-use crate::kernels;
 use crate::kernels::attention::{self as attn, Block, Heads};
+use crate::kernels::{self, RopeShape};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -308,7 +308,13 @@ impl FusedOps for Flex {
         let hd = width / heads;
         let (xc, c, s) = (contiguous(&x), contiguous(&cos), contiguous(&sin));
         assert_eq!(dims(&c), [t, hd], "rope: cos/sin are [seq, head_dim]");
-        let y = kernels::rope(f32s(&xc), f32s(&c), f32s(&s), b, t, heads, hd);
+        let shape = RopeShape {
+            batch: b,
+            seq: t,
+            heads,
+            head_dim: hd,
+        };
+        let y = kernels::rope(f32s(&xc), f32s(&c), f32s(&s), shape);
         tensor(y, [b, heads, t, hd])
     }
 
@@ -480,15 +486,13 @@ impl Backward<Flex, 1> for RopeBackward {
         let dy = contiguous(&grads.consume::<Flex>(&ops.node));
         let (cos, sin, [b, t, width], heads) = ops.state;
         if let Some(node) = node_x {
-            let dx = kernels::rope_backward(
-                f32s(&dy),
-                f32s(&cos),
-                f32s(&sin),
-                b,
-                t,
+            let shape = RopeShape {
+                batch: b,
+                seq: t,
                 heads,
-                width / heads,
-            );
+                head_dim: width / heads,
+            };
+            let dx = kernels::rope_backward(f32s(&dy), f32s(&cos), f32s(&sin), shape);
             grads.register::<Flex>(node.id, tensor(dx, [b, t, width]));
         }
     }

@@ -109,23 +109,31 @@ fn rows_per_task(row_len: usize) -> usize {
 /// (a single accumulator is a serial dependency chain the compiler may not reorder).
 const LANES: usize = 16;
 
+/// The largest element (−∞ for none; NaNs are passed over), in `LANES` independent lanes.
+/// Inlined into the callers' instruction-set builds.
+#[inline(always)]
+pub(crate) fn row_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in chunks.remainder().iter().chain(&lanes) {
+        max = if v > max { v } else { max };
+    }
+    max
+}
+
 multiversion! {
     /// One row of logits: returns the loss `logsumexp(x) − x[target]` (0 for `target < 0`, which
     /// is not a target), and with `grad` overwrites `x` with `softmax(x) − onehot(target)` (zeros
     /// for a non-target), the gradient of that loss. A NaN anywhere makes the loss NaN.
     pub fn cross_entropy_row(x: &mut [f32], target: i64, grad: bool) -> f32 {
         let x_t = if target >= 0 { x[target as usize] } else { 0.0 };
-        let mut lanes = [f32::NEG_INFINITY; LANES];
-        let mut chunks = x.chunks_exact(LANES);
-        for c in &mut chunks {
-            for i in 0..LANES {
-                lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
-            }
-        }
-        let mut max = f32::NEG_INFINITY;
-        for &v in chunks.remainder().iter().chain(&lanes) {
-            max = if v > max { v } else { max };
-        }
+        let max = row_max(x);
         let mut acc = [0f32; LANES];
         let mut rest = 0f32;
         if grad {
@@ -557,20 +565,33 @@ multiversion! {
     }
 }
 
+/// The sizes [`rope`] and [`rope_backward`] work with.
+#[derive(Clone, Copy, Debug)]
+pub struct RopeShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+impl RopeShape {
+    fn len(self) -> usize {
+        self.batch * self.seq * self.heads * self.head_dim
+    }
+}
+
 /// Rotary embedding fused with the head split: `x` is `[batch, seq, heads · head_dim]` (a
 /// projection's output), the result `[batch, heads, seq, head_dim]` (what attention reads).
 /// `cos`/`sin` are `[seq, head_dim]` in HF's duplicated-halves layout (only the first half of each
 /// row is read).
-pub fn rope(
-    x: &[f32],
-    cos: &[f32],
-    sin: &[f32],
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    head_dim: usize,
-) -> Vec<f32> {
-    assert_eq!(x.len(), batch * seq * heads * head_dim);
+pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], shape: RopeShape) -> Vec<f32> {
+    let RopeShape {
+        seq,
+        heads,
+        head_dim,
+        ..
+    } = shape;
+    assert_eq!(x.len(), shape.len());
     let mut y = vec![0f32; x.len()];
     // One task per (batch, head): it writes one contiguous [seq, head_dim] block.
     y.par_chunks_mut(seq * head_dim)
@@ -595,17 +616,15 @@ pub fn rope(
 
 /// Backward of [`rope`]: `dy` is `[batch, heads, seq, head_dim]`, the result `[batch, seq,
 /// heads · head_dim]`.
-pub fn rope_backward(
-    dy: &[f32],
-    cos: &[f32],
-    sin: &[f32],
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    head_dim: usize,
-) -> Vec<f32> {
+pub fn rope_backward(dy: &[f32], cos: &[f32], sin: &[f32], shape: RopeShape) -> Vec<f32> {
+    let RopeShape {
+        seq,
+        heads,
+        head_dim,
+        ..
+    } = shape;
+    assert_eq!(dy.len(), shape.len());
     let mut dx = vec![0f32; dy.len()];
-    assert_eq!(dy.len(), batch * seq * heads * head_dim);
     // One task per (batch, position): it writes one contiguous [heads · head_dim] row.
     dx.par_chunks_mut(heads * head_dim)
         .enumerate()

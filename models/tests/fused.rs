@@ -4,7 +4,7 @@
 use anvil_models::blocks::Rope;
 use anvil_models::fused;
 use burn::tensor::activation::{log_softmax, silu};
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Gradients, Int, Tensor, TensorData};
 
 fn device() -> Device {
     let d = Device::default().autodiff();
@@ -35,10 +35,11 @@ fn close<const D: usize>(what: &str, a: Tensor<D>, b: Tensor<D>, tol: f32) {
     );
 }
 
-/// `Σ out · r` for a fixed random `r`, so every output element gets its own upstream gradient.
-fn weighted_sum<const D: usize>(out: Tensor<D>, d: &Device) -> Tensor<1> {
-    let r = Tensor::<D>::random(out.dims(), Distribution::Normal(0.0, 1.0), d);
-    (out * r).sum()
+/// Backward passes of `Σ a · r` and `Σ b · r` for one random `r`, so every output element gets
+/// its own upstream gradient, the same on both sides.
+fn backward_both<const D: usize>(a: Tensor<D>, b: Tensor<D>, d: &Device) -> (Gradients, Gradients) {
+    let r = Tensor::<D>::random(a.dims(), Distribution::Normal(0.0, 1.0), d);
+    ((a * r.clone()).sum().backward(), (b * r).sum().backward())
 }
 
 #[test]
@@ -50,10 +51,7 @@ fn rms_norm_matches_composed_ops() {
     let rms = (x.clone().square().mean_dim(2) + eps).sqrt();
     let plain_out = x.clone() / rms * w.clone().unsqueeze::<3>();
     close("rms_norm", fused_out.clone(), plain_out.clone(), 1e-5);
-    d.seed(1);
-    let g1 = weighted_sum(fused_out, &d).backward();
-    d.seed(1);
-    let g2 = weighted_sum(plain_out, &d).backward();
+    let (g1, g2) = backward_both(fused_out, plain_out, &d);
     close(
         "rms_norm dx",
         x.grad(&g1).unwrap(),
@@ -76,10 +74,7 @@ fn swiglu_matches_composed_ops() {
     let fused_out = fused::swiglu(g.clone(), u.clone());
     let plain_out = silu(g.clone()) * u.clone();
     close("swiglu", fused_out.clone(), plain_out.clone(), 1e-6);
-    d.seed(1);
-    let g1 = weighted_sum(fused_out, &d).backward();
-    d.seed(1);
-    let g2 = weighted_sum(plain_out, &d).backward();
+    let (g1, g2) = backward_both(fused_out, plain_out, &d);
     close(
         "swiglu dup",
         u.grad(&g1).unwrap(),
@@ -106,10 +101,7 @@ fn rope_matches_rotate_half_and_splits_heads() {
     let split = x.clone().reshape([b, t, heads, hd]).swap_dims(1, 2);
     let plain_out = Rope::apply(split, &cos, &sin);
     close("rope", fused_out.clone(), plain_out.clone(), 1e-6);
-    d.seed(1);
-    let g1 = weighted_sum(fused_out, &d).backward();
-    d.seed(1);
-    let g2 = weighted_sum(plain_out, &d).backward();
+    let (g1, g2) = backward_both(fused_out, plain_out, &d);
     close("rope dx", x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), 1e-6);
 }
 
@@ -221,10 +213,7 @@ fn attention_matches_burn_attention() {
             plain_out.clone(),
             1e-5,
         );
-        d.seed(1);
-        let g1 = weighted_sum(fused_out, &d).backward();
-        d.seed(1);
-        let g2 = weighted_sum(plain_out, &d).backward();
+        let (g1, g2) = backward_both(fused_out, plain_out, &d);
         for (name, x) in [("dq", &q), ("dk", &k), ("dv", &v)] {
             let (a, e) = (x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
             close(&format!("{pattern} {name}"), a, e, 1e-5);
@@ -239,10 +228,7 @@ fn linear_matches_matmul() {
     let fused_out = fused::linear(x.clone(), w.clone());
     let plain_out = x.clone().matmul(w.clone().unsqueeze::<3>());
     close("linear", fused_out.clone(), plain_out.clone(), 1e-5);
-    d.seed(1);
-    let g1 = weighted_sum(fused_out, &d).backward();
-    d.seed(1);
-    let g2 = weighted_sum(plain_out, &d).backward();
+    let (g1, g2) = backward_both(fused_out, plain_out, &d);
     close(
         "linear dx",
         x.grad(&g1).unwrap(),

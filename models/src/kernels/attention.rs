@@ -8,7 +8,7 @@
 //! outside its band. The probabilities are kept for the backward pass, which is then four
 //! products per block and no exp at all.
 
-use super::{MatRef, exp, gemm_into};
+use super::{MatRef, exp, gemm_into, row_max};
 use rayon::prelude::*;
 
 /// Query rows per block: the unit over which masked-out columns are skipped.
@@ -59,6 +59,20 @@ pub struct Block {
     pub c1: usize,
 }
 
+impl Block {
+    /// This block's probabilities in one head's `[seq, keys]` matrix `p`.
+    fn probs(self, p: &[f32], keys: usize) -> MatRef<'_> {
+        MatRef {
+            data: p,
+            offset: self.r0 * keys + self.c0,
+            rows: self.r1 - self.r0,
+            cols: self.c1 - self.c0,
+            row_stride: keys as isize,
+            col_stride: 1,
+        }
+    }
+}
+
 /// The blocks of every batch row, from its `[seq, keys]` mask (non-zero = masked out).
 pub fn blocks(mask: &[u8], batch: usize, seq: usize, keys: usize) -> Vec<Vec<Block>> {
     assert_eq!(mask.len(), batch * seq * keys, "mask is [batch, seq, keys]");
@@ -98,17 +112,7 @@ multiversion! {
             for (v, &mk) in row.iter_mut().zip(m) {
                 *v = if mk != 0 { f32::NEG_INFINITY } else { *v };
             }
-            let mut lanes = [f32::NEG_INFINITY; L];
-            let mut chunks = row.chunks_exact(L);
-            for c in &mut chunks {
-                for i in 0..L {
-                    lanes[i] = if c[i] > lanes[i] { c[i] } else { lanes[i] };
-                }
-            }
-            let mut max = f32::NEG_INFINITY;
-            for &v in chunks.remainder().iter().chain(&lanes) {
-                max = if v > max { v } else { max };
-            }
+            let max = row_max(row);
             if max == f32::NEG_INFINITY {
                 row.fill(0.0);
                 continue;
@@ -205,14 +209,7 @@ pub fn forward(
                     false,
                 );
                 masked_softmax(s, keys, w, n, &mask_b[blk.r0 * keys + blk.c0..], keys);
-                let pm = MatRef {
-                    data: &*p,
-                    offset: blk.r0 * keys + blk.c0,
-                    rows: n,
-                    cols: w,
-                    row_stride: keys as isize,
-                    col_stride: 1,
-                };
+                let pm = blk.probs(p, keys);
                 gemm_into(
                     &mut o[blk.r0 * hd..],
                     hd,
@@ -264,14 +261,7 @@ pub fn backward(
                     if w == 0 {
                         continue;
                     }
-                    let pm = MatRef {
-                        data: p,
-                        offset: blk.r0 * keys + blk.c0,
-                        rows: n,
-                        cols: w,
-                        row_stride: keys as isize,
-                        col_stride: 1,
-                    };
+                    let pm = blk.probs(p, keys);
                     let do_blk = dom.rows(blk.r0, n);
                     // dV[c] += Pᵀ · dO
                     gemm_into(&mut dv[blk.c0 * hd..], hd, true, pm.t(), do_blk, 1.0, false);
