@@ -34,35 +34,56 @@ macro_rules! multiversion {
     };
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum SimdLevel {
+/// The instruction sets the kernels are built for, best last.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum SimdLevel {
     Base,
+    /// AVX2 + FMA (x86-64-v3).
     V3,
+    /// AVX-512 F/BW/DQ/VL (x86-64-v4).
     V4,
 }
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn simd_level() -> SimdLevel {
-    use std::sync::OnceLock;
-    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        let has = |f: &str| match f {
-            "avx512" => {
-                is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512dq")
-                    && is_x86_feature_detected!("avx512vl")
+/// The best level this CPU runs.
+pub fn detected_simd_level() -> SimdLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            let v3 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let v4 = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512dq")
+                && is_x86_feature_detected!("avx512vl");
+            match (v3, v4) {
+                (true, true) => SimdLevel::V4,
+                (true, false) => SimdLevel::V3,
+                _ => SimdLevel::Base,
             }
-            _ => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-        };
-        if has("avx512") && has("avx2") {
-            SimdLevel::V4
-        } else if has("avx2") {
-            SimdLevel::V3
-        } else {
-            SimdLevel::Base
-        }
-    })
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    SimdLevel::Base
+}
+
+/// 0 = the detected level; otherwise a level forced by [`force_simd_level`] plus one.
+static FORCED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Runs the kernels at `level` (at most the detected one) for the whole process, or at the
+/// detected level again with `None`. For tests: every build of a kernel must give the same bits.
+pub fn force_simd_level(level: Option<SimdLevel>) {
+    let v = level.map_or(0, |l| l.min(detected_simd_level()) as u8 + 1);
+    FORCED.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn simd_level() -> SimdLevel {
+    match FORCED.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => SimdLevel::Base,
+        2 => SimdLevel::V3,
+        3 => SimdLevel::V4,
+        _ => detected_simd_level(),
+    }
 }
 
 /// `e^x` to within 2 ulp over the f32 range, written so a loop of it vectorizes (glibc's `expf`
