@@ -298,6 +298,7 @@ impl FusedOps for Flex {
     }
 
     fn rms_norm(x: FlexTensor, weight: FlexTensor, eps: f64) -> FlexTensor {
+        check_norm(&x, &weight);
         let (xc, w) = (contiguous(&x), contiguous(&weight));
         let (out, _) = kernels::rms_norm(f32s(&xc), f32s(&w), eps as f32);
         tensor(out, x.shape())
@@ -360,8 +361,10 @@ fn heads(t: &FlexTensor) -> Heads<'_> {
 }
 
 /// The `[batch, 1, seq, keys]` mask as bytes `[batch, seq, keys]` (non-zero = masked out).
-fn mask_bytes(mask: &FlexTensor) -> Vec<u8> {
-    let m = mask.to_contiguous();
+fn mask_bytes(mask: FlexTensor, batch: usize) -> Vec<u8> {
+    // A mask shared by the whole batch (`[1, 1, seq, keys]`) is broadcast, as Burn's would be.
+    let [_, one, seq, keys]: [usize; 4] = dims(&mask).try_into().expect("a 4-D attention mask");
+    let m = Flex::bool_expand(mask, [batch, one, seq, keys].into()).to_contiguous();
     let (start, end) = m.layout().contiguous_offsets().expect("contiguous");
     let dims = dims(&m);
     assert!(
@@ -369,6 +372,15 @@ fn mask_bytes(mask: &FlexTensor) -> Vec<u8> {
         "attention mask is [batch, 1, seq, keys]"
     );
     m.storage::<u8>()[start..end].to_vec()
+}
+
+/// RMSNorm's weight must match the normalized (last) dimension, as the composed broadcast demands.
+fn check_norm(x: &FlexTensor, weight: &FlexTensor) {
+    assert_eq!(
+        dims(x).last(),
+        dims(weight).last(),
+        "rms_norm: weight does not match the last dimension"
+    );
 }
 
 fn rank3(x: &FlexTensor) -> [usize; 3] {
@@ -569,7 +581,7 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
                     k.primitive().clone(),
                     v.primitive().clone(),
                 );
-                let bytes = mask_bytes(&mask);
+                let bytes = mask_bytes(mask, dims(&qp)[0]);
                 let (out, probs, blocks) =
                     attn::forward(heads(&qp), heads(&kp), heads(&vp), &bytes, scale as f32);
                 let out = tensor(out, qp.shape());
@@ -639,6 +651,7 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
+                check_norm(x.primitive(), weight.primitive());
                 let (xc, w) = (contiguous(x.primitive()), contiguous(weight.primitive()));
                 let (out, rstd) = kernels::rms_norm(f32s(&xc), f32s(&w), eps as f32);
                 let out = tensor(out, xc.shape());

@@ -183,7 +183,8 @@ multiversion! {
             if grad {
                 x.fill(0.0);
             }
-            return 0.0;
+            // Not counted, but a NaN still shows (the composed `logp · 0` keeps it too).
+            return if sum.is_nan() { f32::NAN } else { 0.0 };
         }
         if grad {
             let inv = 1.0 / sum;
@@ -201,6 +202,7 @@ multiversion! {
 /// row's loss.
 pub fn cross_entropy(logits: &mut [f32], vocab: usize, targets: &[i64], grad: bool) -> Vec<f32> {
     let rows = targets.len();
+    assert!(vocab > 0, "cross-entropy over an empty vocabulary");
     assert_eq!(logits.len(), rows * vocab, "logits are [rows, vocab]");
     let mut losses = vec![0f32; rows];
     let per = rows_per_task(vocab);
@@ -264,16 +266,25 @@ impl<'a> MatRef<'a> {
     }
 
     /// Checks that every element is inside `data`.
+    /// Panics unless every element of a non-empty view is inside `data` (the products read
+    /// through raw pointers, and the views are public).
     fn check(&self) {
-        let last = |n: usize, s: isize| (n.max(1) - 1) as isize * s;
-        let lo = self.offset as isize
-            + last(self.rows, self.row_stride.min(0))
-            + last(self.cols, self.col_stride.min(0));
-        let hi = self.offset as isize
-            + last(self.rows, self.row_stride.max(0))
-            + last(self.cols, self.col_stride.max(0));
+        if self.rows == 0 || self.cols == 0 {
+            return;
+        }
+        let span = |n: usize, s: isize| (n as isize - 1).checked_mul(s);
+        let ends = (|| {
+            let (r, c) = (
+                span(self.rows, self.row_stride)?,
+                span(self.cols, self.col_stride)?,
+            );
+            let base = isize::try_from(self.offset).ok()?;
+            let lo = base.checked_add(r.min(0))?.checked_add(c.min(0))?;
+            let hi = base.checked_add(r.max(0))?.checked_add(c.max(0))?;
+            Some((lo, hi))
+        })();
         assert!(
-            lo >= 0 && (hi as usize) < self.data.len().max(1),
+            matches!(ends, Some((lo, hi)) if lo >= 0 && (hi as usize) < self.data.len()),
             "matrix view out of bounds"
         );
     }
@@ -532,6 +543,7 @@ multiversion! {
 /// `1/sqrt(mean(x²) + eps)`, which the backward reuses.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let d = w.len();
+    assert!(d > 0 && x.len() % d == 0, "rms_norm: rows of {d} elements");
     let rows = x.len() / d;
     let (mut out, mut rstd) = (vec![0f32; x.len()], vec![0f32; rows]);
     let per = rows_per_task(d);
@@ -614,6 +626,9 @@ pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], shape: RopeShape) -> Vec<f32> {
     } = shape;
     assert_eq!(x.len(), shape.len());
     let mut y = vec![0f32; x.len()];
+    if y.is_empty() {
+        return y;
+    }
     // One task per (batch, head): it writes one contiguous [seq, head_dim] block.
     y.par_chunks_mut(seq * head_dim)
         .enumerate()
@@ -646,6 +661,9 @@ pub fn rope_backward(dy: &[f32], cos: &[f32], sin: &[f32], shape: RopeShape) -> 
     } = shape;
     assert_eq!(dy.len(), shape.len());
     let mut dx = vec![0f32; dy.len()];
+    if dx.is_empty() {
+        return dx;
+    }
     // One task per (batch, position): it writes one contiguous [heads · head_dim] row.
     dx.par_chunks_mut(heads * head_dim)
         .enumerate()
@@ -791,11 +809,45 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "matrix view out of bounds")]
+    fn a_view_past_its_data_is_refused() {
+        let view = MatRef {
+            data: &[],
+            offset: 0,
+            rows: 1,
+            cols: 1,
+            row_stride: 1,
+            col_stride: 1,
+        };
+        matmul_new(view, MatRef::dense(&[1.0], 1, 1));
+    }
+
+    #[test]
+    fn empty_inputs_give_empty_outputs() {
+        let shape = RopeShape {
+            batch: 2,
+            seq: 0,
+            heads: 3,
+            head_dim: 8,
+        };
+        assert!(rope(&[], &[], &[], shape).is_empty());
+        assert!(rope_backward(&[], &[], &[], shape).is_empty());
+        assert!(swiglu(&[], &[]).is_empty());
+        assert_eq!(
+            matmul_new(MatRef::dense(&[], 2, 0), MatRef::dense(&[], 0, 3)),
+            vec![0.0; 6]
+        );
+    }
+
+    #[test]
     fn cross_entropy_propagates_nan() {
         let mut x = vec![0.0, f32::NAN, 1.0, 2.0];
         assert!(cross_entropy(&mut x, 4, &[2], false)[0].is_nan());
         let mut x = vec![0.0; 40];
         x[33] = f32::NAN;
         assert!(cross_entropy(&mut x, 40, &[2], true)[0].is_nan());
+        // A row that is no target still shows a NaN, as the composed `logp · 0` does.
+        let mut x = vec![0.0, f32::NAN, 1.0, 2.0];
+        assert!(cross_entropy(&mut x, 4, &[-1], true)[0].is_nan());
     }
 }

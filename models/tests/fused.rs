@@ -242,3 +242,22 @@ fn linear_matches_matmul() {
         1e-5,
     );
 }
+
+/// A mask shared by the whole batch (`[1, 1, seq, keys]`) is broadcast, in training as in
+/// inference: the same output as the same mask repeated per row.
+#[test]
+fn attention_broadcasts_a_batch_shared_mask() {
+    use anvil_models::attention::{AttentionPattern, attention_mask};
+    let d = device();
+    let (b, h, t, hd) = (3, 2, 20, 8);
+    let one = attention_mask(AttentionPattern::Causal, 1, 0, t, t, None, &d);
+    let all = attention_mask(AttentionPattern::Causal, b, 0, t, t, None, &d);
+    let (q, k, v) = (
+        rand([b, h, t, hd], &d),
+        rand([b, h, t, hd], &d),
+        rand([b, h, t, hd], &d),
+    );
+    let shared = fused::attention(q.clone(), k.clone(), v.clone(), one);
+    let per_row = fused::attention(q, k, v, all);
+    close("broadcast mask", shared, per_row, 0.0);
+}

@@ -114,7 +114,9 @@ multiversion! {
             }
             let max = row_max(row);
             if max == f32::NEG_INFINITY {
-                row.fill(0.0);
+                // Nothing visible gives 0; visible scores that are all NaN stay NaN.
+                let none_visible = m.iter().all(|&mk| mk != 0);
+                row.fill(if none_visible { 0.0 } else { f32::NAN });
                 continue;
             }
             let mut acc = [0f32; L];
@@ -186,6 +188,9 @@ pub fn forward(
     let blocks = blocks(mask, batch, seq, keys);
     let mut out = vec![0f32; batch * heads * seq * hd];
     let mut probs = vec![0f32; batch * heads * seq * keys];
+    if out.is_empty() || probs.is_empty() {
+        return (out, probs, blocks); // no query, or no key to see: zeros
+    }
     out.par_chunks_mut(seq * hd)
         .zip(probs.par_chunks_mut(seq * keys))
         .enumerate()
@@ -242,6 +247,9 @@ pub fn backward(
     let mut dq = vec![0f32; batch * heads * seq * hd];
     let mut dk = vec![0f32; batch * kv_heads * keys * hd];
     let mut dv = vec![0f32; batch * kv_heads * keys * hd];
+    if dq.is_empty() || dk.is_empty() {
+        return (dq, dk, dv);
+    }
     // One task per (batch, kv head): it owns that head's dk/dv and its group's dq.
     dq.par_chunks_mut(group * seq * hd)
         .zip(dk.par_chunks_mut(keys * hd))
