@@ -56,9 +56,8 @@ impl RmsNorm {
         self.forward_composed(x)
     }
 
-    /// The same in Burn tensor ops: the reference for [`fused::rms_norm`], and the path on devices
-    /// without the fused kernels.
-    pub fn forward_composed<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    /// The same in Burn tensor ops, for devices without the fused kernels.
+    fn forward_composed<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
         let w = self.weight.val().unsqueeze::<D>();
         x / rms * w

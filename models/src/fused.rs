@@ -364,13 +364,9 @@ fn heads(t: &FlexTensor) -> Heads<'_> {
 fn mask_bytes(mask: FlexTensor, batch: usize) -> Vec<u8> {
     // A mask shared by the whole batch (`[1, 1, seq, keys]`) is broadcast, as Burn's would be.
     let [_, one, seq, keys]: [usize; 4] = dims(&mask).try_into().expect("a 4-D attention mask");
-    let m = Flex::bool_expand(mask, [batch, one, seq, keys].into()).to_contiguous();
+    assert_eq!(one, 1, "attention mask is [batch, 1, seq, keys]");
+    let m = Flex::bool_expand(mask, [batch, 1, seq, keys].into()).to_contiguous();
     let (start, end) = m.layout().contiguous_offsets().expect("contiguous");
-    let dims = dims(&m);
-    assert!(
-        dims.len() == 4 && dims[1] == 1,
-        "attention mask is [batch, 1, seq, keys]"
-    );
     m.storage::<u8>()[start..end].to_vec()
 }
 
