@@ -499,6 +499,61 @@ fn resume_removes_leftovers_of_a_killed_checkpoint_write_and_restores_best() {
 }
 
 #[test]
+fn a_run_folder_has_one_writer_and_keep_last_holds_after_kills() {
+    let f = Fixture::new();
+    ok(f.train("r", &["train.max_steps=8", "checkpoint.every=4"]));
+    let run = f.run_dir("r");
+    let ck = run.join("checkpoints");
+    // A kill between saving a checkpoint and pruning leaves one more than keep_last (= 2), and
+    // the run never saves again when that was its last step.
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    };
+    copy(&ck.join("step-000004"), &ck.join("step-000002"));
+    assert_eq!(checkpoints(&run).len(), 3);
+    let o = ok(anvil(&["train", "run", "--resume", run.to_str().unwrap()]));
+    assert!(stdout(&o).contains("already finished"), "{}", stdout(&o));
+    let steps: Vec<usize> = checkpoints(&run).iter().map(|c| c.0).collect();
+    assert_eq!(steps, [4, 8]);
+
+    // Two resumes of one run at once: the second refuses in one line and touches nothing.
+    let many = "train.max_steps=100000";
+    let mut first = Command::new(env!("CARGO_BIN_EXE_anvil"))
+        .args(["train", "run", "--resume", run.to_str().unwrap(), many])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&mut first, "the first resume to train", Duration::from_secs(120), || {
+        metrics(&run).iter().any(|m| m.0 > 9)
+    });
+    let o = anvil(&["train", "run", "--resume", run.to_str().unwrap(), many]);
+    let line = one_line_error(&o);
+    assert!(
+        line.contains(&format!("in use by another process (pid {})", first.id())),
+        "{line}"
+    );
+    assert!(first.try_wait().unwrap().is_none(), "the first resume died");
+    first.kill().unwrap(); // SIGKILL: its lock goes with it, the lock file stays behind
+    first.wait().unwrap();
+    assert!(run.join(".lock").is_file());
+    let to = checkpoints(&run).pop().unwrap().0 + 2;
+    let o = ok(anvil(&[
+        "train",
+        "run",
+        "--resume",
+        run.to_str().unwrap(),
+        &format!("train.max_steps={to}"),
+    ]));
+    assert!(stdout(&o).contains(&format!("trained {to} steps")), "{}", stdout(&o));
+    assert!(!run.join(".lock").exists());
+}
+
+#[test]
 fn resuming_a_finished_run_changes_nothing_and_a_larger_max_steps_continues_it() {
     let f = Fixture::new();
     ok(f.train(
@@ -759,6 +814,41 @@ fn bad_recipes_fail_before_any_work_naming_the_key() {
         !runs.exists(),
         "a run folder for a model too short for its data"
     );
+
+    // Models larger than the machine are refused from their config, before anything is
+    // allocated (they aborted in the allocator, or woke the OOM killer), naming the key to change.
+    for (set, key) in [
+        ("model.d_model=1000000000", "`model.d_model`"),
+        ("model.n_layers=100000000", "`model.n_layers`"),
+        ("model.vocab_size=2000000000", "`model.vocab_size`"),
+        ("model.vocab_size=4000000000", "`model.vocab_size`"),
+        ("model.vocab_size=8192", "`model.vocab_size`"),
+    ] {
+        let o = anvil(&["train", "run", r, set]);
+        let line = one_line_error(&o);
+        assert!(line.contains(key), "{set}: {line}");
+        assert!(!runs.exists(), "{set} created a run folder");
+    }
+    let o = anvil(&["train", "run", r, "model.d_model=1000000000"]);
+    let line = one_line_error(&o);
+    assert!(line.contains("available") && line.contains("parameters"), "{line}");
+    // The same for the workload: a batch whose activations cannot fit.
+    let o = anvil_env(
+        &["train", "run", r, "train.batch_size=8"],
+        &[("ANVIL_MEMORY_LIMIT_MB", "1")],
+    );
+    let line = one_line_error(&o);
+    assert!(line.contains("1.0 MB of memory is available"), "{line}");
+    assert!(!runs.exists());
+    for (args, key) in [
+        (vec!["train.threads=100000"], "train.threads = 100000"),
+        (vec!["--threads", "100000"], "--threads = 100000"),
+    ] {
+        let mut all = vec!["train", "run", r];
+        all.extend(args);
+        let line = one_line_error(&anvil(&all));
+        assert!(line.contains(key) && line.contains("per core"), "{line}");
+    }
 }
 
 #[test]

@@ -101,14 +101,8 @@ pub fn load(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Lo
     };
     let (tokenizer, eos) = load_tokenizer(&tokenizer_path)?;
     let vocab = tokenizer.get_vocab_size(true);
-    if vocab > model.config.vocab_size {
-        return Err(InferError::load(
-            &tokenizer_path,
-            format!(
-                "the tokenizer has {vocab} tokens but the model only {}",
-                model.config.vocab_size
-            ),
-        ));
+    if let Some(why) = anvil_models::vocab_mismatch(vocab, model.config.vocab_size) {
+        return Err(InferError::load(&tokenizer_path, why));
     }
     Ok(Loaded {
         model,

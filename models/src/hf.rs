@@ -416,6 +416,10 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec
 /// Loads an HF folder (`config.json` + `model.safetensors`) onto `device`.
 pub fn import(dir: &Path, device: &Device) -> Result<Llama, HfError> {
     let config = read_config(&dir.join("config.json"))?;
+    crate::memory::check(&config, crate::memory::Workload::Load).map_err(|e| {
+        let key = e.estimate.culprit.hf_key();
+        invalid(&dir.join("config.json"), format!("`{key}`: the model {e}"))
+    })?;
     let st_path = dir.join("model.safetensors");
     let mut tensors = read_safetensors(&st_path)?;
     if config.tie_embeddings {

@@ -13,6 +13,7 @@ pub mod hf;
 pub mod kernels;
 pub mod llama;
 pub mod loss;
+pub mod memory;
 pub mod moe;
 pub mod quant;
 pub mod store;
@@ -31,5 +32,25 @@ pub trait CausalLm: burn::module::Module {
 impl CausalLm for Llama {
     fn loss(&self, batch: &TokenBatch) -> LmOutput {
         Llama::loss(self, batch)
+    }
+}
+
+/// Why a tokenizer of `tokenizer` tokens cannot be this model's (`model` = its `vocab_size`), or
+/// `None`. Models often pad their vocabulary past the tokenizer's (to a multiple of 64, or with
+/// room for added tokens), so a small surplus is fine; a model several times larger than its
+/// tokenizer was trained with another one, and would decode ids this tokenizer cannot print.
+pub fn vocab_mismatch(tokenizer: usize, model: usize) -> Option<String> {
+    let padding = (model / 8).max(1024);
+    if tokenizer > model {
+        Some(format!(
+            "the tokenizer has {tokenizer} tokens but the model only {model}"
+        ))
+    } else if model - tokenizer > padding {
+        Some(format!(
+            "the tokenizer has {tokenizer} tokens but the model {model}: not the tokenizer this \
+             model was trained with (at most {padding} unused ids are accepted as padding)"
+        ))
+    } else {
+        None
     }
 }

@@ -12,6 +12,12 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+/// The largest vocabulary: token ids must fit the `i32` of Burn's integer tensors.
+pub const MAX_VOCAB: usize = i32::MAX as usize;
+
+/// The largest of any other size in a config (2³²−1).
+pub const MAX_DIM: usize = u32::MAX as usize;
+
 /// Everything that fixes a model's shape. This is the recipe's `[model]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,6 +90,34 @@ impl LlamaConfig {
         self.d_model / self.n_heads.max(1)
     }
 
+    /// Exact parameter count of [`LlamaConfig::init`]'s model, computed without allocating (and
+    /// without overflow for any config a file can hold), so oversized configs can be refused
+    /// before anything is built.
+    pub fn parameter_count(&self) -> u128 {
+        // Saturating: a hostile config's sizes multiply past u128 (and then cannot fit anyway).
+        let mul = |xs: &[u128]| xs.iter().fold(1u128, |a, &x| a.saturating_mul(x));
+        let (d, v) = (self.d_model as u128, self.vocab_size as u128);
+        let kv = (self.kv_heads() * self.head_dim()) as u128;
+        let attention = mul(&[2, d, d]).saturating_add(mul(&[2, d, kv]));
+        let swiglu = |hidden: u128| mul(&[3, d, hidden]);
+        let ffn = match &self.moe {
+            None => swiglu(self.ff_dim() as u128),
+            Some(m) => {
+                let e = if m.d_expert == 0 { self.ff_dim() } else { m.d_expert } as u128;
+                let n = m.n_experts as u128;
+                mul(&[d, n])
+                    .saturating_add(mul(&[n, swiglu(e)]))
+                    .saturating_add(swiglu(mul(&[e, m.n_shared as u128])))
+            }
+        };
+        let layer = attention.saturating_add(ffn).saturating_add(2 * d);
+        let head = if self.tie_embeddings { 0 } else { mul(&[v, d]) };
+        mul(&[v, d])
+            .saturating_add(mul(&[self.n_layers as u128, layer]))
+            .saturating_add(d)
+            .saturating_add(head)
+    }
+
     /// The pattern of every layer, in order.
     pub fn patterns(&self) -> Result<Vec<AttentionPattern>, (String, String)> {
         let parsed = self
@@ -119,6 +153,30 @@ impl LlamaConfig {
             if v == 0 {
                 return bad(key, "must be at least 1".into());
             }
+        }
+        // Beyond any real model, and small enough that size estimates cannot overflow.
+        let moe_sizes = self.moe.as_ref().map_or([0; 3], |m| [m.n_experts, m.n_shared, m.d_expert]);
+        for (key, v) in [
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("d_ff", self.d_ff),
+            ("max_seq_len", self.max_seq_len),
+            ("moe.n_experts", moe_sizes[0]),
+            ("moe.n_shared", moe_sizes[1]),
+            ("moe.d_expert", moe_sizes[2]),
+        ] {
+            if v > MAX_DIM {
+                return bad(key, format!("{v} is above the largest supported, {MAX_DIM}"));
+            }
+        }
+        // Token ids travel as 32-bit signed integers in tensors.
+        if self.vocab_size > MAX_VOCAB {
+            return bad(
+                "vocab_size",
+                format!("{} is above the largest supported, {MAX_VOCAB}", self.vocab_size),
+            );
         }
         if self.d_model % self.n_heads != 0 {
             return bad(

@@ -70,6 +70,10 @@ pub fn load_weights(model: Llama, dir: &Path) -> Result<Llama, StoreError> {
 /// backend would dequantize them in every matmul anyway (see docs/inference.md).
 pub fn load(dir: &Path, device: &Device) -> Result<Llama, StoreError> {
     let config = read_config(dir)?;
+    crate::memory::check(&config, crate::memory::Workload::Load).map_err(|e| {
+        let key = e.estimate.culprit.model_json_key();
+        invalid(&dir.join(CONFIG_FILE), format!("`{key}`: the model {e}"))
+    })?;
     let quantized = crate::store_quant::read_info(dir)?.is_some();
     let model = load_weights(config.init(device), dir)?;
     Ok(if quantized {

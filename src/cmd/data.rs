@@ -148,6 +148,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
 }
 
 fn prepare_cmd(a: PrepareArgs) -> Result<()> {
+    super::parent_folder(&a.out)?;
     let cfg = PrepareConfig {
         sources: a.sources,
         langs: a.langs,
@@ -221,6 +222,7 @@ fn prepare_cmd(a: PrepareArgs) -> Result<()> {
 }
 
 fn tokenize_cmd(a: TokenizeArgs) -> Result<()> {
+    super::parent_folder(&a.out)?;
     let cfg = TokenizeConfig {
         seq_len: a.seq_len,
         fim_rate: a.fim_rate,
@@ -274,6 +276,7 @@ fn pipeline_cmd(a: PipelineArgs) -> Result<()> {
 }
 
 fn synth_cmd(a: SynthArgs) -> Result<()> {
+    super::parent_folder(&a.out)?;
     // Tasks are held in memory while generated: bound the request rather than abort on allocation.
     const MAX_TASKS: usize = 10_000_000;
     if a.n_train > MAX_TASKS || a.n_heldout > MAX_TASKS {

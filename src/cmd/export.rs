@@ -42,21 +42,6 @@ pub struct ExportArgs {
     out: PathBuf,
 }
 
-/// The folder `out` would be created in, which must exist.
-fn parent_folder(out: &Path) -> Result<PathBuf> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        bail!(
-            "{}: no such folder (for --out {})",
-            parent.display(),
-            out.display()
-        );
-    }
-    Ok(parent)
-}
 
 /// The run's name for `general.name`: `<run>/checkpoints/<ckpt>` gives `<run>`.
 fn model_name(ckpt: &Path) -> String {
@@ -96,7 +81,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
         ),
     };
     if a.format != ExportFormat::Hf {
-        parent_folder(&a.out)?;
+        super::parent_folder(&a.out)?;
         if a.format == ExportFormat::Gguf && a.out.is_dir() {
             bail!(
                 "{}: is a folder; --format gguf writes one file",
@@ -171,7 +156,7 @@ fn write_anvil(
     tokenizer: Option<&Path>,
     out: &Path,
 ) -> Result<u64> {
-    let parent = parent_folder(out)?;
+    let parent = super::parent_folder(out)?;
     let name = out
         .file_name()
         .with_context(|| format!("{}: not a folder name", out.display()))?

@@ -36,3 +36,45 @@ pub fn unescape(s: &str) -> String {
     }
     out
 }
+
+/// More threads than this per core only adds switching (and 100,000 of them exhaust the
+/// process table before any work starts).
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// Sizes the global rayon pool: `threads` = 0 or `None` keeps one thread per core. `what` names
+/// the flag or recipe key in the message when the count is refused.
+pub fn set_threads(threads: Option<usize>, what: &str) -> anyhow::Result<()> {
+    let Some(t) = threads.filter(|&t| t > 0) else {
+        return Ok(());
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = cores * MAX_THREADS_PER_CORE;
+    if t > max {
+        anyhow::bail!(
+            "{what} = {t}: at most {MAX_THREADS_PER_CORE} threads per core are allowed ({max} on \
+             this machine's {cores} cores)"
+        );
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("{what} = {t}: starting the threads failed: {e}"))
+}
+
+/// The folder an output path will be written in, which must already exist: a typo'd `--out`
+/// must not create a tree of folders (under `/`, say) before failing or succeeding somewhere
+/// unexpected.
+pub fn parent_folder(out: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        anyhow::bail!(
+            "{}: no such folder (for the output {})",
+            parent.display(),
+            out.display()
+        );
+    }
+    Ok(parent)
+}

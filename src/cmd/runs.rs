@@ -152,6 +152,7 @@ fn list(root: &Path) -> Result<()> {
 }
 
 fn plot(a: PlotArgs) -> Result<()> {
+    super::parent_folder(&a.out)?;
     let runs = resolve_all(&a.runs, &a.root.root)?;
     let opts = PlotOptions {
         metrics: a

@@ -64,15 +64,7 @@ fn train(a: TrainArgs) -> Result<()> {
             a.out.display()
         );
     }
-    if let Some(parent) = a.out.parent().filter(|p| !p.as_os_str().is_empty())
-        && !parent.is_dir()
-    {
-        bail!(
-            "{}: the directory {} does not exist",
-            a.out.display(),
-            parent.display()
-        );
-    }
+    super::parent_folder(&a.out)?;
     let max_bytes = match a.max_mb {
         Some(mb) => Some(
             mb.checked_mul(1_000_000)

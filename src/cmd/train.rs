@@ -2,7 +2,7 @@
 
 use crate::cmd::recipe;
 use anvil_train::{Recipe, RunOptions};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -75,12 +75,9 @@ fn train_run(a: RunArgs) -> Result<()> {
     recipe
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", recipe_file.display()))?;
-    let threads = a.threads.unwrap_or(recipe.train.threads);
-    if threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global()
-            .context("setting the thread count")?;
+    match a.threads {
+        Some(t) => super::set_threads(Some(t), "--threads")?,
+        None => super::set_threads(Some(recipe.train.threads), "train.threads")?,
     }
     let opts = RunOptions {
         recipe_path: Some(recipe_file.clone()),

@@ -25,6 +25,7 @@
 
 pub mod error;
 pub mod folder;
+pub mod lock;
 pub mod mlflow;
 pub mod params;
 pub mod plot;
@@ -34,5 +35,6 @@ pub mod system;
 
 pub use error::{Result, TrackingError};
 pub use folder::{RunFolder, RunKind, RunMeta, Status};
+pub use lock::RunLock;
 pub use mlflow::{MlflowTarget, SyncReport, TrackingConfig, sync_run};
 pub use run::{Run, RunInfo};

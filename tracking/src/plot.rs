@@ -191,9 +191,6 @@ pub fn plot(runs: &[(String, Metrics)], opts: &PlotOptions, out: &Path) -> Resul
         wr.write_image_data(&buf).map_err(perr)?;
         wr.finish().map_err(perr)?;
     }
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| TrackingError::io(parent, e))?;
-    }
     folder::write_atomic(out, &png_bytes, false)?;
     Ok(missing)
 }

@@ -3,7 +3,8 @@
 //! the seed and the epoch alone.
 
 use anvil_data::shard::Split;
-use anvil_data::tokenize::{list_token_shards, read_token_shard};
+use anvil_data::DataError;
+use anvil_data::tokenize::{MANIFEST, list_token_shards, read_manifest, read_token_shard};
 use anvil_models::TokenBatch;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -19,15 +20,52 @@ pub struct TokenRows {
 }
 
 impl TokenRows {
-    pub fn load(dir: &Path, split: Split) -> anvil_data::Result<Self> {
+    /// Every row of `split` in the tokenized folder `dir`, for a model with `vocab_size` tokens.
+    /// Shards that disagree with `tokens.json` (other row lengths, ids past its vocabulary) or a
+    /// vocabulary larger than the model's are refused here, naming the file, instead of
+    /// indexing past the embedding table mid-run.
+    pub fn load(dir: &Path, split: Split, vocab_size: usize) -> anvil_data::Result<Self> {
+        let manifest = read_manifest(dir)?;
+        if manifest.vocab_size > vocab_size {
+            return Err(DataError::invalid(
+                dir.join(MANIFEST),
+                format!(
+                    "tokenized with a {}-token vocabulary, more than the model's {vocab_size}",
+                    manifest.vocab_size
+                ),
+            ));
+        }
         let mut rows = TokenRows {
-            seq_len: 0,
+            seq_len: manifest.seq_len,
             input_ids: Vec::new(),
             segment_ids: Vec::new(),
         };
         for shard in list_token_shards(dir, split)? {
             let s = read_token_shard(&shard)?;
-            rows.seq_len = s.seq_len;
+            if s.seq_len != manifest.seq_len {
+                return Err(DataError::parquet(
+                    &shard,
+                    format!(
+                        "rows of {} tokens, but tokens.json says seq_len = {}",
+                        s.seq_len, manifest.seq_len
+                    ),
+                ));
+            }
+            if let Some(i) = s
+                .input_ids
+                .iter()
+                .position(|&t| t as usize >= manifest.vocab_size)
+            {
+                return Err(DataError::parquet(
+                    &shard,
+                    format!(
+                        "row {}: token id {} is outside the vocabulary of {} in tokens.json",
+                        i / s.seq_len,
+                        s.input_ids[i],
+                        manifest.vocab_size
+                    ),
+                ));
+            }
             rows.input_ids.extend_from_slice(&s.input_ids);
             rows.segment_ids.extend_from_slice(&s.segment_ids);
         }

@@ -8,7 +8,9 @@ use crate::recipe::Recipe;
 use crate::runlog::RunLog;
 use crate::{TrainError, signals};
 use anvil_data::shard::Split;
+use anvil_models::memory::{self, Workload};
 use anvil_models::{Llama, LlamaConfig, TokenBatch};
+use anvil_tracking::RunLock;
 use burn::module::Module;
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
@@ -106,8 +108,18 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
     recipe.validate()?;
     // A resume starts from the run's newest checkpoint; one already at train.max_steps has
     // nothing to do, and changes nothing.
+    // One writer per run folder, taken before anything in it is read or changed (a second
+    // `--resume` of the same run would prune and read the first one's checkpoints).
+    let mut lock = None;
     let resume_from = match &opts.resume {
         Some(dir) => {
+            if !dir.is_dir() {
+                return Err(TrainError::Recipe(format!(
+                    "{}: no such run folder",
+                    dir.display()
+                )));
+            }
+            lock = Some(RunLock::acquire(dir)?);
             let ckpt_dir = dir.join("checkpoints");
             clean_checkpoints(&ckpt_dir)?;
             let (_, latest) = checkpoint::list(&ckpt_dir).pop().ok_or_else(|| {
@@ -116,6 +128,9 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
                     ckpt_dir.display()
                 ))
             })?;
+            // A kill between saving a checkpoint and pruning the oldest leaves one too many,
+            // also when that was the run's last save.
+            checkpoint::prune(&ckpt_dir, recipe.checkpoint.keep_last)?;
             let state = checkpoint::read_state(&latest)?;
             if state.step >= recipe.train.max_steps {
                 return Err(TrainError::AlreadyFinished { step: state.step });
@@ -127,10 +142,23 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
     let data = anvil_data::pipeline::run(&recipe.data, &opts.command_line)?;
     let manifest = anvil_data::tokenize::read_manifest(&data.tokens)?;
     resolve_model_shape(&mut recipe.model, manifest.vocab_size, manifest.seq_len)?;
+    // Before anything is allocated: a model that cannot fit is one line, not an abort in the
+    // allocator or the machine's OOM killer.
+    let workload = Workload::Train {
+        batch: recipe.train.batch_size,
+        seq_len: manifest.seq_len,
+    };
+    memory::check(&recipe.model, workload).map_err(|e| {
+        TrainError::Recipe(format!(
+            "`{}`: the model {e}",
+            e.estimate.culprit.recipe_key()
+        ))
+    })?;
     let tokenizer = anvil_data::tokenizer::load(&data.tokenizer)?;
     let token_bytes = anvil_data::tokenizer::token_byte_lengths(&tokenizer);
-    let train_rows = TokenRows::load(&data.tokens, Split::Train)?;
-    let val_rows = TokenRows::load(&data.tokens, Split::Val)?;
+    let vocab = recipe.model.vocab_size;
+    let train_rows = TokenRows::load(&data.tokens, Split::Train, vocab)?;
+    let val_rows = TokenRows::load(&data.tokens, Split::Val, vocab)?;
     if train_rows.len() < recipe.train.batch_size {
         return Err(TrainError::Recipe(format!(
             "{}: {} training rows, fewer than train.batch_size = {}",
@@ -163,6 +191,8 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
         }
         None => {
             let dir = new_run_dir(&recipe, &opts);
+            std::fs::create_dir_all(&dir).map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;
+            lock = Some(RunLock::acquire(&dir)?);
             let log = RunLog::create(&dir, &recipe, &opts)?;
             // A folder that held a run before (its run.json deleted) may hold a killed writer's.
             clean_checkpoints(&dir.join("checkpoints"))?;
@@ -307,6 +337,7 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
         last_checkpoint: last_ckpt,
     };
     log.finish(&summary)?;
+    drop(lock);
     Ok(summary)
 }
 
@@ -353,9 +384,9 @@ fn resolve_model_shape(
 ) -> Result<(), TrainError> {
     if model.vocab_size == 0 {
         model.vocab_size = vocab;
-    } else if model.vocab_size < vocab {
+    } else if let Some(why) = anvil_models::vocab_mismatch(vocab, model.vocab_size) {
         return Err(TrainError::Recipe(format!(
-            "`model.vocab_size`: {} is smaller than the tokenizer's {vocab}",
+            "`model.vocab_size` = {}: {why} (0 takes the tokenizer's size)",
             model.vocab_size
         )));
     }
