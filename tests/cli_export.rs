@@ -131,7 +131,7 @@ fn gguf_and_quantized_checkpoints_of_a_trained_model() {
 
     // Quantized Anvil checkpoints: whole folders that every Anvil loader reads as they are.
     let device = Device::default();
-    let f32_model = anvil_train::checkpoint::open(&run).unwrap().model;
+    let f32_model = anvil_infer::load_model(&run, &Device::default()).unwrap().0;
     let text: Vec<u32> = (0..256).map(|i| (i * 7919 + 13) % 320).collect();
     let ids = &text[..64];
     let reference = logits(&f32_model, ids);
@@ -143,9 +143,8 @@ fn gguf_and_quantized_checkpoints_of_a_trained_model() {
             assert!(dir.join(file).is_file(), "{q}: no {file}");
         }
         let loaded = store::load(&dir, &device).unwrap();
-        let opened = anvil_train::checkpoint::open(&dir).unwrap();
         assert_eq!(
-            opened.tokenizer.as_deref(),
+            anvil_infer::load::find_tokenizer(&dir).as_deref(),
             Some(dir.join("tokenizer.json").as_path())
         );
         let got = logits(&loaded, ids);
@@ -216,6 +215,34 @@ fn gguf_of_a_mixture_of_experts_with_an_untied_head() {
         ));
         gguf_check(&file, &hf, q);
     }
+}
+
+#[test]
+fn an_hf_folder_exports_like_an_anvil_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = LlamaConfig {
+        vocab_size: 320,
+        d_model: 32,
+        n_layers: 1,
+        n_heads: 2,
+        ..LlamaConfig::default()
+    };
+    let ckpt = tmp.path().join("ckpt");
+    std::fs::create_dir(&ckpt).unwrap();
+    store::save(&c.init(&Device::default()), &ckpt).unwrap();
+    anvil_infer::testing::byte_tokenizer(&ckpt);
+    let (hf, again) = (tmp.path().join("hf"), tmp.path().join("hf-again"));
+    ok(export(&ckpt, "hf", None, &hf, &[]));
+    // Read back through the same loader generate uses: an HF folder in, the same files out.
+    ok(export(&hf, "hf", None, &again, &[]));
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert_eq!(
+            std::fs::read(hf.join(f)).unwrap(),
+            std::fs::read(again.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    ok(export(&hf, "gguf", Some("q8_0"), &tmp.path().join("m.gguf"), &[]));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 mod common;
 #[path = "../tracking/tests/support/mlflow_server.rs"]
 mod mlflow_server;
+use burn::tensor::Device;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -184,8 +185,8 @@ fn bits(t: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>) -> Tensors 
 
 /// Every model parameter of a checkpoint (or a run's newest), by path, as f32 bit patterns.
 fn model_params(ckpt: &Path) -> Tensors {
-    let opened = anvil_train::checkpoint::open(ckpt).unwrap();
-    bits(anvil_models::hf::parameters(&opened.model))
+    let (model, _) = anvil_infer::load_model(ckpt, &Device::default()).unwrap();
+    bits(anvil_models::hf::parameters(&model))
 }
 
 /// AdamW's moments in a checkpoint, by name, as f32 bit patterns.
@@ -957,12 +958,12 @@ fn run_folder_checkpoints_and_hf_export() {
     let config = json(&hf.join("config.json"));
     assert_eq!(config["vocab_size"], 320);
     assert_eq!(config["hidden_size"], 32);
-    let opened = anvil_train::checkpoint::open(&run).unwrap();
-    assert!(opened.checkpoint.ends_with("step-000024"));
-    let imported = anvil_models::hf::import(&hf, &opened.model.device()).unwrap();
+    let (model, checkpoint) = anvil_infer::load_model(&run, &Device::default()).unwrap();
+    assert!(checkpoint.ends_with("step-000024"));
+    let imported = anvil_models::hf::import(&hf, &model.device()).unwrap();
     assert_same_tensors(
         "hf export",
-        &bits(anvil_models::hf::parameters(&opened.model)),
+        &bits(anvil_models::hf::parameters(&model)),
         &bits(anvil_models::hf::parameters(&imported)),
     );
 }

@@ -43,23 +43,13 @@ pub fn resolve(path: &Path) -> Result<(PathBuf, Layout), InferError> {
     if !path.is_dir() {
         return Err(InferError::load(path, "no such folder"));
     }
-    // A run folder: `checkpoints/step-N` with the highest N.
-    let newest = std::fs::read_dir(path.join("checkpoints"))
+    // A run folder: its newest checkpoint that holds weights.
+    let newest = store::step_dirs(&path.join(store::CHECKPOINTS_DIR))
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let step: u64 = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("step-")?
-                .parse()
-                .ok()?;
-            layout_of(&e.path()).map(|l| (step, e.path(), l))
-        })
-        .max_by_key(|(step, _, _)| *step);
+        .rev()
+        .find_map(|(_, p)| layout_of(&p).map(|l| (p, l)));
     match newest {
-        Some((_, p, l)) => Ok((p, l)),
+        Some((p, l)) => Ok((p, l)),
         None => Err(InferError::load(
             path,
             "neither a checkpoint (model.bpk or config.json + model.safetensors) nor a run \

@@ -11,6 +11,30 @@ use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "model.json";
 pub const WEIGHTS_FILE: &str = "model.bpk";
+/// The folder of a run that holds its checkpoints, `step-NNNNNN` each.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+
+/// A checkpoint's folder name in a run's [`CHECKPOINTS_DIR`].
+pub fn step_name(step: usize) -> String {
+    format!("step-{step:06}")
+}
+
+/// The `step-N` folders in `dir` (a run's [`CHECKPOINTS_DIR`]), oldest first; whether each is
+/// complete is the caller's question (the trainer wants its state, a reader its weights).
+pub fn step_dirs(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut out: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -3,6 +3,7 @@
 
 use anvil_models::quant::Quant;
 use anvil_models::{gguf, store_quant};
+use burn::tensor::Device;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -103,11 +104,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
     {
         bail!("{}: no such tokenizer file", t.display());
     }
-    let loaded = anvil_train::checkpoint::open(&a.checkpoint)?;
-    let tokenizer = a.tokenizer.clone().or(loaded.tokenizer.clone());
+    let (model, checkpoint) = anvil_infer::load_model(&a.checkpoint, &Device::default())?;
+    let tokenizer = a
+        .tokenizer
+        .clone()
+        .or_else(|| anvil_infer::load::find_tokenizer(&checkpoint));
     match (a.format, quant) {
         (ExportFormat::Hf, _) => {
-            anvil_models::hf::export(&loaded.model, &a.out)?;
+            anvil_models::hf::export(&model, &a.out)?;
             if let Some(tok) = &tokenizer {
                 std::fs::copy(tok, a.out.join("tokenizer.json"))
                     .with_context(|| format!("copying {}", tok.display()))?;
@@ -118,14 +122,14 @@ pub fn run(a: ExportArgs) -> Result<()> {
             let Some(tok) = tokenizer else {
                 bail!(
                     "{}: no tokenizer.json in the run (GGUF embeds it; pass --tokenizer)",
-                    loaded.checkpoint.display()
+                    checkpoint.display()
                 );
             };
             let s = gguf::export(
-                &loaded.model,
+                &model,
                 &tok,
                 q,
-                &model_name(&loaded.checkpoint),
+                &model_name(&checkpoint),
                 &a.out,
             )?;
             println!(
@@ -136,7 +140,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
             );
         }
         (ExportFormat::Anvil, Some(q)) => {
-            let bytes = write_anvil(&loaded.model, q, tokenizer.as_deref(), &a.out)?;
+            let bytes = write_anvil(&model, q, tokenizer.as_deref(), &a.out)?;
             println!(
                 "wrote {} ({q}, model.bpk {:.1} MB)",
                 a.out.display(),

@@ -61,9 +61,7 @@ pub struct TrainerState {
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "state.json";
 
-pub fn step_name(step: usize) -> String {
-    format!("step-{step:06}")
-}
+pub use store::step_name;
 
 /// Writes a checkpoint of `model`, `opt` and `state` as `<dir>/step-NNNNNN`.
 pub fn save(
@@ -230,21 +228,10 @@ pub fn clean_leftovers(dir: &Path) -> Result<Cleanup, CheckpointError> {
 
 /// Completed `step-N` checkpoints in `dir`, oldest first.
 pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
-    let mut out: Vec<(usize, PathBuf)> = fs::read_dir(dir)
+    store::step_dirs(dir)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let step = name.strip_prefix("step-")?.parse().ok()?;
-            e.path()
-                .join(STATE_FILE)
-                .is_file()
-                .then(|| (step, e.path()))
-        })
-        .collect();
-    out.sort();
-    out
+        .filter(|(_, p)| p.join(STATE_FILE).is_file())
+        .collect()
 }
 
 /// Deletes all but the `keep` newest checkpoints.
@@ -261,42 +248,6 @@ pub fn read_state(ckpt: &Path) -> Result<TrainerState, CheckpointError> {
     let p = ckpt.join(STATE_FILE);
     let bytes = fs::read(&p).map_err(io(&p))?;
     serde_json::from_slice(&bytes).map_err(|e| invalid(&p, e))
-}
-
-/// A checkpoint opened for use: the model and where its tokenizer is.
-pub struct Opened {
-    pub model: Llama,
-    pub checkpoint: PathBuf,
-    pub tokenizer: Option<PathBuf>,
-}
-
-/// Opens a checkpoint folder, or a run folder's newest checkpoint, on the default device.
-pub fn open(path: &Path) -> Result<Opened, CheckpointError> {
-    let ckpt = if path.join(store::WEIGHTS_FILE).is_file() {
-        path.to_path_buf()
-    } else {
-        list(&path.join("checkpoints"))
-            .pop()
-            .map(|(_, p)| p)
-            .ok_or_else(|| {
-                invalid(
-                    path,
-                    "neither a checkpoint nor a run folder with checkpoints",
-                )
-            })?
-    };
-    let model = store::load(&ckpt, &Device::default())?;
-    // <run>/checkpoints/<ckpt>: the run keeps the tokenizer.
-    let tokenizer = ckpt
-        .ancestors()
-        .take(3)
-        .flat_map(|d| [d.join("tokenizer.json"), d.join("artifacts/tokenizer.json")])
-        .find(|p| p.is_file());
-    Ok(Opened {
-        model,
-        checkpoint: ckpt,
-        tokenizer,
-    })
 }
 
 /// Restores AdamW's moments and step from `ckpt`.
