@@ -104,6 +104,7 @@ fn loss(m: &Llama, ids: &[u32], seq: usize) -> f64 {
     let out = m.loss(&TokenBatch {
         input_ids: ids[..batch * seq].to_vec(),
         segment_ids: None,
+        loss_mask: None,
         batch,
         seq_len: seq,
     });

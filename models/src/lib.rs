@@ -5,6 +5,7 @@
 //! New architectures (the tree transformer, the diffusion denoiser) are new files that reuse
 //! [`blocks`], [`attention`] and [`loss`] and implement [`CausalLm`].
 
+pub mod arch;
 pub mod attention;
 pub mod blocks;
 pub mod fused;
@@ -19,19 +20,42 @@ pub mod quant;
 pub mod store;
 pub mod store_quant;
 
+pub use arch::Arch;
 pub use attention::{AttentionPattern, KvCache};
 pub use llama::{Llama, LlamaConfig};
 pub use loss::{LmOutput, TokenBatch};
 pub use moe::MoeConfig;
 
-/// What a trainer needs from a model: a loss on a batch of packed token rows.
-pub trait CausalLm: burn::module::Module {
+/// What trainers need from an architecture: its tag, build from config, the loss on a batch of
+/// packed rows, and per-sequence log-probabilities (DPO and GRPO). Saving and loading go through
+/// [`store`] with the tag in `model.json` ([`arch`]).
+pub trait CausalLm: burn::module::Module + Sized {
+    type Config: Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned;
+    const ARCH: Arch;
+
+    fn init(config: &Self::Config, device: &burn::tensor::Device) -> Self;
+    fn config(&self) -> &Self::Config;
+    /// The summed negative log-likelihood of the batch's targets (and auxiliary losses).
     fn loss(&self, batch: &TokenBatch) -> LmOutput;
+    /// Per row, the summed log-probability of its targets, shape `[batch]`, differentiable.
+    fn sequence_logprobs(&self, batch: &TokenBatch) -> burn::tensor::Tensor<1>;
 }
 
 impl CausalLm for Llama {
+    type Config = LlamaConfig;
+    const ARCH: Arch = Arch::Llama;
+
+    fn init(config: &LlamaConfig, device: &burn::tensor::Device) -> Self {
+        config.init(device)
+    }
+    fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
     fn loss(&self, batch: &TokenBatch) -> LmOutput {
         Llama::loss(self, batch)
+    }
+    fn sequence_logprobs(&self, batch: &TokenBatch) -> burn::tensor::Tensor<1> {
+        Llama::sequence_logprobs(self, batch)
     }
 }
 

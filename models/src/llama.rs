@@ -423,6 +423,19 @@ impl Llama {
         vec![KvCache::default(); self.model.layers.len()]
     }
 
+    /// Per row, the summed log-probability of its target tokens (`[batch]`, differentiable).
+    pub fn sequence_logprobs(&self, batch: &TokenBatch) -> Tensor<1> {
+        let h = self.hidden(
+            &batch.input_ids,
+            batch.batch,
+            0,
+            batch.segment_ids.as_deref(),
+            None,
+            &mut Vec::new(),
+        );
+        crate::loss::sequence_logprobs(h, self.head_weight(), batch)
+    }
+
     /// Causal-LM loss on a packed batch (summed over target tokens; see [`LmOutput`]).
     pub fn loss(&self, batch: &TokenBatch) -> LmOutput {
         let mut stats = Vec::new();

@@ -6,17 +6,21 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 /// A batch of packed rows as the data pipeline writes them: `batch` rows of `seq_len` tokens,
 /// row-major, with per-token document ids (1-based, 0 = padding) when the rows are packed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TokenBatch {
     pub input_ids: Vec<u32>,
     pub segment_ids: Option<Vec<u16>>,
+    /// Which tokens are predicted (same shape as `input_ids`): supervised fine-tuning trains on
+    /// completions only, so prompt tokens are context, not targets. `None`: every token.
+    pub loss_mask: Option<Vec<bool>>,
     pub batch: usize,
     pub seq_len: usize,
 }
 
 impl TokenBatch {
     /// For every position, the next token and whether it is a target: the next position must
-    /// exist and belong to the same (non-padding) document. Returns `(targets, weights, count)`.
+    /// exist, belong to the same (non-padding) document and be in the loss mask. Returns
+    /// `(targets, weights, count)`.
     pub fn targets(&self) -> (Vec<i64>, Vec<f32>, usize) {
         let n = self.batch * self.seq_len;
         let mut targets = vec![0i64; n];
@@ -25,10 +29,11 @@ impl TokenBatch {
         for b in 0..self.batch {
             for i in 0..self.seq_len.saturating_sub(1) {
                 let at = b * self.seq_len + i;
-                let ok = match &self.segment_ids {
+                let same_doc = match &self.segment_ids {
                     Some(s) => s[at] != 0 && s[at] == s[at + 1],
                     None => true,
                 };
+                let ok = same_doc && self.loss_mask.as_ref().is_none_or(|m| m[at + 1]);
                 if ok {
                     targets[at] = self.input_ids[at + 1] as i64;
                     weights[at] = 1.0;
@@ -62,23 +67,48 @@ const CHUNK_ROWS: usize = 512;
 /// and the LM head `head` (`[d, vocab]`).
 pub fn causal_lm_loss(h: Tensor<3>, head: Tensor<2>, batch: &TokenBatch) -> LmOutput {
     let [b, t, d] = h.dims();
-    let device = h.device();
     let (targets, weights, n_targets) = batch.targets();
-    let n = b * t;
-    let h = h.reshape([n, d]);
+    LmOutput {
+        nll_sum: nll(h.reshape([b * t, d]), head, &targets, &weights),
+        n_targets,
+        aux_loss: None,
+        expert_load: Vec::new(),
+    }
+}
+
+/// Per row of the batch, the summed log-probability of its target tokens, shape `[batch]`,
+/// differentiable: what DPO and GRPO compare between a policy and its reference.
+pub fn sequence_logprobs(h: Tensor<3>, head: Tensor<2>, batch: &TokenBatch) -> Tensor<1> {
+    let [b, t, d] = h.dims();
+    let (targets, weights, _) = batch.targets();
+    let h = h.reshape([b * t, d]);
+    let rows: Vec<Tensor<1>> = (0..b)
+        .map(|r| {
+            let span = r * t..(r + 1) * t;
+            nll(
+                h.clone().narrow(0, r * t, t),
+                head.clone(),
+                &targets[span.clone()],
+                &weights[span],
+            )
+            .neg()
+        })
+        .collect();
+    Tensor::cat(rows, 0)
+}
+
+/// `Σ weight_i · −log softmax(h_i · head)[target_i]` over the rows of `h` (`[n, d]`).
+fn nll(h: Tensor<2>, head: Tensor<2>, targets: &[i64], weights: &[f32]) -> Tensor<1> {
+    let n = h.dims()[0];
+    let device = h.device();
     if fused::enabled(&device) {
         let targets: Vec<i64> = targets
             .iter()
-            .zip(&weights)
+            .zip(weights)
             .map(|(&t, &w)| if w > 0.0 { t } else { -1 })
             .collect();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
-        return LmOutput {
-            nll_sum: fused::lm_head_nll(h, head, targets),
-            n_targets,
-            aux_loss: None,
-            expert_load: Vec::new(),
-        };
+        return fused::lm_head_nll(h, head, targets);
     }
     let mut total: Option<Tensor<1>> = None;
     let mut start = 0;
@@ -101,10 +131,5 @@ pub fn causal_lm_loss(h: Tensor<3>, head: Tensor<2>, batch: &TokenBatch) -> LmOu
         });
         start += rows;
     }
-    LmOutput {
-        nll_sum: total.expect("a batch has at least one row"),
-        n_targets,
-        aux_loss: None,
-        expert_load: Vec::new(),
-    }
+    total.expect("a batch has at least one row")
 }

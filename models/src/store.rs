@@ -4,6 +4,8 @@
 //! A quantized folder (see [`crate::store_quant`]) has the same two files plus `quant.json`;
 //! [`load`] reads either kind.
 
+use crate::CausalLm;
+use crate::arch::Arch;
 use crate::llama::{Llama, LlamaConfig};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor};
@@ -51,11 +53,17 @@ fn invalid(path: &Path, msg: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// Writes `dir/model.json`: the model's config, tagged with its architecture.
+pub fn write_config<M: CausalLm>(model: &M, dir: &Path) -> Result<(), StoreError> {
+    let cfg = dir.join(CONFIG_FILE);
+    let tagged = crate::arch::tagged(M::ARCH, model.config());
+    let json = serde_json::to_vec_pretty(&tagged).expect("config serializes");
+    std::fs::write(&cfg, json).map_err(|err| StoreError::Io { path: cfg, err })
+}
+
 /// Writes `dir/model.json` and `dir/model.bpk` (the folder must exist).
 pub fn save(model: &Llama, dir: &Path) -> Result<(), StoreError> {
-    let cfg = dir.join(CONFIG_FILE);
-    let json = serde_json::to_vec_pretty(&model.config).expect("config serializes");
-    std::fs::write(&cfg, json).map_err(|err| StoreError::Io { path: cfg, err })?;
+    write_config(model, dir)?;
     let w = dir.join(WEIGHTS_FILE);
     model
         .clone()
@@ -70,7 +78,12 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig, StoreError> {
         path: p.clone(),
         err,
     })?;
-    let c: LlamaConfig = serde_json::from_slice(&bytes).map_err(|e| invalid(&p, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&p, e))?;
+    let (arch, fields) = crate::arch::untag(v).map_err(|e| invalid(&p, e))?;
+    match arch {
+        Arch::Llama => {}
+    }
+    let c: LlamaConfig = serde_json::from_value(fields).map_err(|e| invalid(&p, e))?;
     c.validate()
         .map_err(|(k, m)| invalid(&p, format!("`{k}`: {m}")))?;
     if c.vocab_size == 0 {

@@ -14,7 +14,7 @@
 use crate::hf;
 use crate::llama::Llama;
 use crate::quant::{self, GgmlType, QK, Quant, Role};
-use crate::store::{CONFIG_FILE, StoreError, WEIGHTS_FILE};
+use crate::store::{StoreError, WEIGHTS_FILE};
 use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use burn::tensor::{Bytes, DType};
 use half::f16;
@@ -203,9 +203,7 @@ pub fn save(model: &Llama, quant: Quant, dir: &Path) -> Result<QuantInfo, StoreE
         formats.insert(path.clone(), ty.name().to_string());
         tensors.push(pack_tensor(path, shape, &data, axis, ty));
     }
-    let cfg = dir.join(CONFIG_FILE);
-    let json = serde_json::to_vec_pretty(&model.config).expect("config serializes");
-    std::fs::write(&cfg, json).map_err(io(&cfg))?;
+    crate::store::write_config(model, dir)?;
     let w = dir.join(WEIGHTS_FILE);
     burn_pack::Writer::new(tensors)
         .write_to_file(&w)

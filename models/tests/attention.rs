@@ -199,6 +199,7 @@ fn moe_model_trains_with_aux_losses() {
     let batch = TokenBatch {
         input_ids: (0..2 * 16).map(|i| (i * 5 % 97) as u32).collect(),
         segment_ids: Some(vec![1; 32]),
+        loss_mask: None,
         batch: 2,
         seq_len: 16,
     };

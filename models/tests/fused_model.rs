@@ -57,6 +57,7 @@ fn fused_and_composed_models_agree() {
     let tokens = TokenBatch {
         input_ids,
         segment_ids: Some(segment_ids),
+        loss_mask: None,
         batch,
         seq_len: seq,
     };

@@ -92,6 +92,7 @@ impl TokenRows {
         TokenBatch {
             input_ids,
             segment_ids: Some(segment_ids),
+            loss_mask: None,
             batch: idx.len(),
             seq_len: t,
         }

@@ -284,6 +284,7 @@ mod tests {
         let batch = TokenBatch {
             input_ids: (0..40).map(|i| (i * 7 % 50) as u32).collect(),
             segment_ids: None,
+            loss_mask: None,
             batch: 2,
             seq_len: 20,
         };

@@ -66,6 +66,7 @@ fn check(name: &str) {
         let batch = TokenBatch {
             input_ids: ids[step * per_step..(step + 1) * per_step].to_vec(),
             segment_ids: None,
+            loss_mask: None,
             batch,
             seq_len: seq,
         };
