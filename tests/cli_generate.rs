@@ -3,7 +3,7 @@
 
 mod common;
 
-use anvil_infer::testing::{bigram_model, byte_tokenizer, scripted_model, token_id};
+use anvil_infer::testing::{bigram_model, byte_tokenizer, indent_model, scripted_model, token_id};
 use common::{anvil, ok, one_line_error, stdout};
 use std::path::Path;
 
@@ -97,6 +97,8 @@ fn generate_rejects_bad_input_with_one_line() {
         (vec!["--top-p", "0"], "top_p"),
         (vec!["-n", "0"], "`n`"),
         (vec!["--beam", "0"], "beams"),
+        (vec!["-n", "1001"], "-n must be at most 1000"),
+        (vec!["--beam", "65"], "--beam must be at most 64"),
     ] {
         let e = one_line_error(&generate(ckpt, &[&["--prompt", "x"], &args[..]].concat()));
         assert!(e.contains(want), "{e}");
@@ -174,4 +176,105 @@ fn eval_generates_then_scores() {
         assert_eq!(v["completion"], " x\n");
         assert_eq!(v["passed"], v["task_id"] == "T/0", "{v}");
     }
+}
+
+#[test]
+fn samples_and_beams_must_fit_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    scripted_model(dir.path(), "n", " x\n");
+    // 1000 rows of a 512-token context hold about 1 GiB of KV cache here: more than 64 MiB.
+    let limited = |args: &[&str]| {
+        let mut a = vec![
+            "generate",
+            "--checkpoint",
+            p(dir.path()),
+            "--prompt",
+            "return",
+        ];
+        a.extend_from_slice(args);
+        std::process::Command::new(env!("CARGO_BIN_EXE_anvil"))
+            .args(&a)
+            .env("ANVIL_MEMORY_LIMIT_MB", "64")
+            .output()
+            .unwrap()
+    };
+    let e = one_line_error(&limited(&["-n", "1000", "--max-tokens", "500"]));
+    assert!(e.contains("-n 1000") && e.contains("KV caches"), "{e}");
+    let e = one_line_error(&limited(&["--beam", "64", "--max-tokens", "5000"]));
+    assert!(e.contains("--beam 64"), "{e}");
+    // Within the limit it runs.
+    let o = ok(limited(&["-n", "2", "--max-tokens", "4", "--json"]));
+    assert_eq!(stdout(&o).lines().count(), 2);
+}
+
+#[test]
+fn token_healing_is_on_by_default_and_can_be_turned_off() {
+    // The model writes code after ":" but ends the text after a lone newline, the situation of a
+    // HumanEval prompt on a model trained on raw code.
+    let dir = tempfile::tempdir().unwrap();
+    indent_model(dir.path());
+    let ckpt = p(dir.path());
+    let prompt = "def same(y):\n";
+    assert_eq!(
+        stdout(&ok(generate(ckpt, &["--prompt", prompt]))),
+        "    return y\n\n"
+    );
+    let o = ok(generate(ckpt, &["--prompt", prompt, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["text"], "    return y\n");
+    assert_eq!(v["healed_tokens"], 1);
+    assert_eq!(v["token_ids"].as_array().unwrap().len(), 4);
+    let o = ok(generate(
+        ckpt,
+        &["--prompt", prompt, "--no-token-healing", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["text"].as_str(), v["healed_tokens"].as_u64()),
+        (Some(""), Some(0))
+    );
+    // Beam search too.
+    let beam = ["--prompt", prompt, "--beam", "2", "--syntax", "python"];
+    assert_eq!(stdout(&ok(generate(ckpt, &beam))), "    return y\n\n");
+    let o = ok(generate(
+        ckpt,
+        &[&beam[..], &["--no-token-healing"]].concat(),
+    ));
+    assert_eq!(stdout(&o), "\n");
+
+    // eval pass-at-k --checkpoint: the right answer with healing, nothing without.
+    let problems = dir.path().join("problems.jsonl");
+    let row = serde_json::json!({"task_id": "T/0", "prompt": prompt, "entry_point": "same",
+                                 "test": "def check(c):\n    assert c(3) == 3\n"});
+    std::fs::write(&problems, row.to_string()).unwrap();
+    let eval = |extra: &[&str]| {
+        let samples = dir.path().join(format!("s{}.jsonl", extra.len()));
+        let mut args = vec![
+            "eval",
+            "pass-at-k",
+            "--problems",
+            p(&problems),
+            "--checkpoint",
+            ckpt,
+            "--temperature",
+            "0",
+            "--samples",
+            p(&samples),
+            "--k",
+            "1",
+            "--workers",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let o = ok(anvil(&args));
+        let row: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&samples).unwrap().trim()).unwrap();
+        (row["completion"].as_str().unwrap().to_string(), stdout(&o))
+    };
+    let (healed, out) = eval(&[]);
+    assert_eq!(healed, "    return y\n");
+    assert!(out.contains("pass@1 1.0000"), "{out}");
+    let (plain, out) = eval(&["--no-token-healing"]);
+    assert_eq!(plain, "");
+    assert!(out.contains("pass@1 0.0000"), "{out}");
 }

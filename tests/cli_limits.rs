@@ -224,7 +224,7 @@ fn thread_counts_are_bounded_and_outputs_need_an_existing_folder() {
     ] {
         let line = one_line_error(&anvil(&args));
         assert!(
-            line.contains("--threads = 100000") && line.contains("threads per core"),
+            line.contains("--threads = 100000") && line.contains("per core"),
             "{args:?}: {line}"
         );
     }

@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 fn anvil_local(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_anvil"))
         .args(args)
+        .env("RUST_BACKTRACE", "1")
         .env_remove("MLFLOW_TRACKING_URI")
         .env_remove("MLFLOW_EXPERIMENT_NAME")
         .output()
@@ -158,7 +159,13 @@ fn runs_list_show_compare_plot() {
     // Shown with --nocapture, to read the output as a person would.
     println!("{list}\n{show}\n{cmp}");
 
+    // The output's folder must exist (a typo'd --out creates nothing).
     let png = tmp.path().join("out/loss.png");
+    let line = one_line_error(&anvil_local(&[
+        "runs", "plot", "base", "--root", r, "--out", png.to_str().unwrap(),
+    ]));
+    assert!(line.contains("no such folder"), "{line}");
+    std::fs::create_dir(tmp.path().join("out")).unwrap();
     let out = stdout(&ok(anvil_local(&[
         "runs",
         "plot",

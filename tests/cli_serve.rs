@@ -433,6 +433,45 @@ fn models_health_and_metrics() {
     assert!(after[r#"anvil_requests_total{endpoint="/metrics",status="200"}"#] >= 1.0);
 }
 
+#[test]
+fn token_healing_is_on_unless_a_request_turns_it_off() {
+    // A model that writes code after ":" but ends the text after a lone newline: a prompt ending
+    // in one only gets code once healing backs the newline off.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli_serve")
+        .join("indent");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    anvil_infer::testing::indent_model(&dir);
+    let s = Server::start(&dir, &[]);
+    let req = json!({"prompt": "def same(y):\n", "max_tokens": 8, "temperature": 0});
+    let v = s.ok(&req);
+    assert_eq!(texts(&v), ["    return y\n"]);
+    // Usage counts the prompt as sent and the tokens after it (the rewritten newline is neither
+    // new nor counted twice).
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 13, "completion_tokens": 3, "total_tokens": 16})
+    );
+    // The stream never shows the rewritten newline.
+    let mut streamed = req.clone();
+    streamed["stream"] = json!(true);
+    let events = s.stream(&streamed);
+    assert_eq!(collect_stream(&events).0[&0], "    return y\n");
+
+    let mut off = req.clone();
+    off["token_healing"] = json!(false);
+    let v = s.ok(&off);
+    assert_eq!(texts(&v), [""]);
+    assert_eq!(v["usage"]["completion_tokens"], 0);
+    check_error(
+        &s,
+        r#"{"prompt": "x", "token_healing": "no"}"#,
+        400,
+        Some("token_healing"),
+    );
+}
+
 /// An error answer: OpenAI's shape, and the field it names.
 fn check_error(s: &Server, body: &str, status: u16, param: Option<&str>) {
     let (got, text, _) = s.post_raw("/v1/completions", body);

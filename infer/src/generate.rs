@@ -3,10 +3,12 @@
 //! dropped from the batch as they end. Each row samples from its own seeded stream, so a row's
 //! output does not depend on the rows beside it.
 
+use crate::healing::{Healing, TokenBytes};
 use crate::sampling::{self, SamplingParams};
 use crate::{InferError, Loaded};
 use anvil_models::{KvCache, Llama};
 use burn::tensor::{Int, Tensor, TensorData};
+use std::sync::OnceLock;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
@@ -21,6 +23,10 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Keep going past the end-of-sequence token (benchmarks).
     pub ignore_eos: bool,
+    /// Back off the prompt's last token and make the first generated tokens rewrite its text
+    /// (see [`crate::healing`]): a prompt ending part-way through a usual token (a lone newline
+    /// before indented code) is then continued the way the model learned.
+    pub token_healing: bool,
 }
 
 impl Default for GenerateParams {
@@ -31,6 +37,7 @@ impl Default for GenerateParams {
             sampling: SamplingParams::default(),
             stop: Vec::new(),
             ignore_eos: false,
+            token_healing: true,
         }
     }
 }
@@ -74,13 +81,26 @@ impl FinishReason {
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Completion {
-    /// Generated text, cut before the first stop sequence.
+    /// Generated text after the prompt, cut before the first stop sequence.
     pub text: String,
-    /// Every generated token (the end-of-sequence token excluded), also those of a stop sequence.
+    /// Every generated token (the end-of-sequence token excluded), also those of a stop sequence
+    /// and those that rewrote the text of healed prompt tokens.
     pub token_ids: Vec<u32>,
-    /// The model's log-probability of each generated token (raw logits, before any sampling rule).
+    /// The model's log-probability of each generated token (raw logits, before any sampling rule
+    /// or healing constraint).
     pub logprobs: Vec<f32>,
     pub finish_reason: FinishReason,
+    /// Prompt tokens token healing backed off: the model read the prompt without them and
+    /// `token_ids` begins by rewriting their text, which `text` leaves out.
+    pub healed_tokens: usize,
+}
+
+impl Completion {
+    /// Tokens after the prompt: the final sequence's length minus the prompt's, so a healed
+    /// completion counts as many as one that was not (the rewritten prompt tokens are not new).
+    pub fn completion_tokens(&self) -> usize {
+        self.token_ids.len().saturating_sub(self.healed_tokens)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -119,6 +139,8 @@ pub struct Generator {
     pub model: Llama,
     pub tokenizer: Tokenizer,
     pub eos: Vec<u32>,
+    /// Each token's text bytes, for token healing (built on first use).
+    pub(crate) token_bytes: OnceLock<Option<TokenBytes>>,
 }
 
 impl From<Loaded> for Generator {
@@ -127,6 +149,7 @@ impl From<Loaded> for Generator {
             model: l.model,
             tokenizer: l.tokenizer,
             eos: l.eos,
+            token_bytes: OnceLock::new(),
         }
     }
 }
@@ -327,12 +350,26 @@ impl Generator {
         for r in reqs {
             r.params.validate()?;
         }
-        let contexts: Vec<Vec<u32>> = reqs.iter().map(|r| self.context_of(r.prompt)).collect();
-        let limits = contexts
+        let mut contexts: Vec<Vec<u32>> = reqs.iter().map(|r| self.context_of(r.prompt)).collect();
+        let mut limits = contexts
             .iter()
             .zip(reqs)
             .map(|(c, r)| self.budget(c, r.params.max_new_tokens))
             .collect::<Result<Vec<_>, _>>()?;
+        // A healed prompt is read without its last token(s); the tokens that rewrite them come on
+        // top of `max_new_tokens`, so the whole sequence is as long as it would be unhealed.
+        let heals: Vec<Option<Healing>> = reqs
+            .iter()
+            .enumerate()
+            .map(|(p, r)| {
+                let h = (r.params.token_healing && limits[p] > 0)
+                    .then(|| self.heal(&contexts[p]))
+                    .flatten()?;
+                contexts[p] = self.healed_context(&contexts[p], &h);
+                limits[p] += h.removed;
+                Some(h)
+            })
+            .collect();
         let mut timing = Timing {
             prompt_tokens: contexts.iter().map(Vec::len).sum(),
             ..Default::default()
@@ -357,7 +394,7 @@ impl Generator {
         }
         let live = |p: usize| limits[p] > 0 && !cancelled(p);
         if !(0..reqs.len()).any(live) {
-            return Ok((self.finish(rows, reqs.len()), timing));
+            return Ok((self.finish(rows, &heals), timing));
         }
 
         // Prefill every prompt, left-padded to the longest.
@@ -402,6 +439,11 @@ impl Generator {
                 seen.extend_from_slice(&row.tokens);
                 let raw = &mut logits[b];
                 let lp_all = sampling::log_sum_exp(raw);
+                let heal = heals[*p].as_ref();
+                if let Some(pending) = heal.and_then(|h| self.pending(h, &row.tokens)) {
+                    // Masked tokens keep no logit; the chosen one keeps its raw value.
+                    self.constrain(pending, raw);
+                }
                 // The penalty rewrites logits in place; the log-probability is of the raw ones.
                 let penalized = params.sampling.repetition_penalty != 1.0;
                 let lp_raw = penalized.then(|| raw.clone());
@@ -413,7 +455,7 @@ impl Generator {
                     row.tokens.push(tok);
                     row.logprobs.push(lp_tok);
                     timing.generated_tokens += 1;
-                    row.text = self.decode(&row.tokens)?;
+                    row.text = self.completion_text(&row.tokens, heal)?;
                     if let Some(cut) = first_stop(&row.text, &params.stop) {
                         row.text.truncate(cut);
                         row.finish = Some(FinishReason::Stop);
@@ -448,7 +490,7 @@ impl Generator {
             pos += 1;
         }
         timing.decode_seconds = t1.elapsed().as_secs_f64();
-        Ok((self.finish(rows, reqs.len()), timing))
+        Ok((self.finish(rows, &heals), timing))
     }
 
     /// [`Self::forward_last`] with per-row key segments (padding masked out) when given.
@@ -464,14 +506,15 @@ impl Generator {
         self.logits_last(ids, batch, start, flat.as_deref(), caches)
     }
 
-    fn finish(&self, rows: Vec<(usize, Row)>, n_prompts: usize) -> Vec<Vec<Completion>> {
-        let mut out = vec![Vec::new(); n_prompts];
+    fn finish(&self, rows: Vec<(usize, Row)>, heals: &[Option<Healing>]) -> Vec<Vec<Completion>> {
+        let mut out = vec![Vec::new(); heals.len()];
         for (p, r) in rows {
             out[p].push(Completion {
                 text: r.text,
                 token_ids: r.tokens,
                 logprobs: r.logprobs,
                 finish_reason: r.finish.unwrap_or(FinishReason::Length),
+                healed_tokens: heals[p].as_ref().map_or(0, |h| h.removed),
             });
         }
         out

@@ -1,10 +1,11 @@
 //! Compact inference for Anvil's models: loading a checkpoint with its tokenizer, KV-cached
 //! decoding (greedy, temperature, top-k, top-p, repetition penalty, stop sequences, seeds,
-//! several samples of a prompt at once), fill-in-the-middle prompts, and beam search that can
-//! keep to syntactically valid code.
+//! several samples of a prompt at once), token healing, fill-in-the-middle prompts, and beam
+//! search that can keep to syntactically valid code.
 
 pub mod beam;
 pub mod generate;
+pub mod healing;
 pub mod load;
 pub mod sampling;
 pub mod syntax;
@@ -14,6 +15,7 @@ pub use beam::{BeamParams, Hypothesis};
 pub use generate::{
     Completion, Event, FinishReason, GenerateParams, Generation, Generator, Request, Timing,
 };
+pub use healing::Healing;
 pub use load::{Loaded, load, load_model};
 pub use sampling::SamplingParams;
 

@@ -24,6 +24,71 @@ pub fn byte_tokenizer(dir: &Path) -> Tokenizer {
     tokenizer::load(&path).expect("the saved tokenizer loads")
 }
 
+/// [`byte_tokenizer`] that also knows each of `tokens` as one token: merges build it left to
+/// right, each step a vocabulary entry of its own (`"\n   "` brings `"\n "` and `"\n  "`).
+pub fn merged_tokenizer(dir: &Path, tokens: &[&str]) -> Tokenizer {
+    byte_tokenizer(dir);
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read(&path).expect("tokenizer.json was just written");
+    let mut json: serde_json::Value = serde_json::from_slice(&text).expect("tokenizer.json");
+    let mut next = json["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            json["model"]["vocab"]
+                .as_object()
+                .expect("a BPE vocab")
+                .values(),
+        )
+        .filter_map(|v| v.get("id").unwrap_or(v).as_u64())
+        .max()
+        .map_or(0, |m| m + 1);
+    let model = &mut json["model"];
+    for t in tokens {
+        let mut pieces = t
+            .bytes()
+            .map(|b| crate::healing::byte_level_char(b).to_string());
+        let mut acc = pieces.next().expect("a non-empty token");
+        for piece in pieces {
+            let merged = format!("{acc}{piece}");
+            if model["vocab"].get(&merged).is_none() {
+                model["vocab"][&merged] = next.into();
+                next += 1;
+                let merges = model["merges"].as_array_mut().expect("BPE merges");
+                merges.push(serde_json::json!([acc, piece]));
+            }
+            acc = merged;
+        }
+    }
+    let text = serde_json::to_vec(&json).expect("JSON serializes");
+    std::fs::write(&path, text).expect("tokenizer.json is writable");
+    tokenizer::load(&path).expect("the extended tokenizer loads")
+}
+
+/// The situation token healing exists for, scripted: the tokenizer knows `"\n   "` (a newline
+/// with the indentation GPT-2's pre-tokenizer keeps in front of a word), and the model writes
+/// `"\n   "`, `" return"`, `" y"`, `"\n"` after `":"` but ends the text after a lone `"\n"`. So
+/// `def f(y):\n` gets an empty completion unless healing backs off its final newline; then it
+/// gets `    return y\n`. After the end-of-text token the model also writes `"\n   "`.
+pub fn indent_model(dir: &Path) -> Tokenizer {
+    let tok = merged_tokenizer(dir, &["\n   ", " return", " y"]);
+    let id = |s: &str| token_id(&tok, s);
+    bigram_model(
+        dir,
+        &tok,
+        &[
+            (id(":"), vec![(id("\n   "), 1.0)]),
+            (tokenizer::EOT_ID, vec![(id("\n   "), 1.0)]),
+            (id("\n   "), vec![(id(" return"), 1.0)]),
+            (id(" return"), vec![(id(" y"), 1.0)]),
+            (id(" y"), vec![(id("\n"), 1.0)]),
+            (id("\n"), vec![(tokenizer::EOT_ID, 1.0)]),
+        ],
+    );
+    tok
+}
+
 /// The id of `s`, which must be a single token.
 pub fn token_id(tok: &Tokenizer, s: &str) -> u32 {
     let ids = tokenizer::encode_text(tok, s).expect("encodes").ids;

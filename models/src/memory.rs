@@ -218,6 +218,32 @@ fn meminfo_available() -> Option<u64> {
     kib_field(&text, "MemAvailable:")
 }
 
+/// The machine's memory (`MemTotal`), where /proc says.
+pub fn total_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    kib_field(&text, "MemTotal:")
+}
+
+/// The cores this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Refuses `count` threads or workers (named `what`, as the user typed it) beyond `per_core` per
+/// core: more only adds switching, and 100,000 of them exhaust the process table before any work
+/// starts.
+pub fn check_per_core(what: &str, count: usize, per_core: usize) -> Result<(), String> {
+    let cores = cores();
+    let max = cores * per_core;
+    if count > max {
+        return Err(format!(
+            "{what} = {count}: at most {per_core} per core are allowed ({max} on this machine's \
+             {cores} cores)"
+        ));
+    }
+    Ok(())
+}
+
 /// `key   123 kB` in a /proc file, in bytes.
 fn kib_field(text: &str, key: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(key))?;

@@ -4,6 +4,8 @@
 //! wrong type or impossible value names its field (`param`) in a message a person can act on.
 //! Unknown fields are ignored, as OpenAI does; known OpenAI fields this server cannot honour
 //! (`logprobs`, `best_of` ≠ `n`, penalties, `logit_bias`) are refused rather than silently ignored.
+//! Anvil's extensions: `top_k`, `repetition_penalty`, `ignore_eos` (as vLLM has them) and
+//! `token_healing` (default true).
 
 use anvil_infer::{GenerateParams, Generator, SamplingParams};
 use axum::http::StatusCode;
@@ -134,6 +136,8 @@ pub struct CompletionRequest {
     pub echo: bool,
     /// Keep going past the end-of-text token (vLLM's extension; benchmarks and tests).
     pub ignore_eos: bool,
+    /// Back off the prompt's last token and let the model rewrite it (Anvil's extension).
+    pub token_healing: bool,
 }
 
 impl CompletionRequest {
@@ -144,6 +148,7 @@ impl CompletionRequest {
             sampling: self.sampling.clone(),
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
+            token_healing: self.token_healing,
         }
     }
 }
@@ -199,8 +204,12 @@ impl Fields<'_> {
     }
 
     fn bool(&self, key: &str) -> Result<bool, ApiError> {
+        self.bool_or(key, false)
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ApiError> {
         match self.get(key) {
-            None => Ok(false),
+            None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(v) => Err(wrong_type(key, "a boolean", v)),
         }
@@ -423,6 +432,7 @@ pub fn parse(body: &[u8], model: &str) -> Result<CompletionRequest, ApiError> {
         include_usage: stream && include_usage,
         echo: f.bool("echo")?,
         ignore_eos: f.bool("ignore_eos")?,
+        token_healing: f.bool_or("token_healing", true)?,
     })
 }
 
@@ -504,6 +514,7 @@ mod tests {
         assert_eq!(r.sampling.temperature, 1.0);
         assert_eq!(r.sampling.top_p, 1.0);
         assert!(!r.seeded && r.stop.is_empty() && r.suffix.is_none());
+        assert!(r.token_healing && r.generate_params().token_healing);
         let r = ok(r#"{"model": "m", "prompt": null, "max_tokens": null, "seed": -1}"#);
         assert_eq!(r.prompts, vec![Prompt::Text(String::new())]);
         assert_eq!(r.sampling.seed, u64::MAX);
@@ -547,6 +558,7 @@ mod tests {
             (r#"{"prompt": "x", "stop": [""]}"#, "stop"),
             (r#"{"prompt": "x", "stop": 3}"#, "stop"),
             (r#"{"prompt": "x", "stream": "yes"}"#, "stream"),
+            (r#"{"prompt": "x", "token_healing": 0}"#, "token_healing"),
             (r#"{"prompt": "x", "logprobs": 1}"#, "logprobs"),
             (r#"{"prompt": "x", "best_of": 3}"#, "best_of"),
             (
@@ -579,8 +591,9 @@ mod tests {
             r#"{"prompt": "x", "stop": "\n", "top_k": -1, "best_of": 2, "n": 2, "logprobs": null,
                "presence_penalty": 0, "logit_bias": {}, "stream": true,
                "stream_options": {"include_usage": true}, "user": "u", "echo": true,
-               "ignore_eos": true}"#,
+               "ignore_eos": true, "token_healing": false}"#,
         );
+        assert!(!r.token_healing && !r.generate_params().token_healing);
         assert_eq!(r.stop, vec!["\n".to_string()]);
         assert_eq!((r.sampling.top_k, r.n), (0, 2));
         assert!(r.stream && r.include_usage && r.echo && r.generate_params().ignore_eos);

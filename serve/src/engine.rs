@@ -209,7 +209,7 @@ fn run(g: &Generator, jobs: &[Job], metrics: &Metrics) -> Result<Vec<Vec<Generat
         .map_err(|e| e.to_string())?;
     let mut per_job: Vec<Vec<Generation>> = jobs.iter().map(|_| Vec::new()).collect();
     for (r, completions) in outs.into_iter().enumerate() {
-        let tokens: usize = completions.iter().map(|c| c.token_ids.len()).sum();
+        let tokens: usize = completions.iter().map(|c| c.completion_tokens()).sum();
         metrics.generated_tokens.fetch_add(tokens as u64, Relaxed);
         per_job[slot[r].0].push(Generation {
             completions,

@@ -170,7 +170,7 @@ fn usage(prompt_tokens: usize, generations: &[Generation]) -> Usage {
     let completion_tokens: usize = generations
         .iter()
         .flat_map(|g| &g.completions)
-        .map(|c| c.token_ids.len())
+        .map(|c| c.completion_tokens())
         .sum();
     Usage {
         prompt_tokens,

@@ -127,7 +127,7 @@ impl Metrics {
             (
                 "anvil_prompt_tokens_total",
                 "counter",
-                "Prompt tokens read by the model.",
+                "Prompt tokens of completion requests.",
                 &self.prompt_tokens,
             ),
             (

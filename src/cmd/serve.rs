@@ -1,6 +1,6 @@
 //! `anvil serve`
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -53,12 +53,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    if let Some(t) = a.threads.filter(|&t| t > 0) {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .context("setting the thread count")?;
-    }
+    super::set_threads(a.threads, "--threads")?;
     let model_name = match a.model_name {
         Some(n) => n,
         None => std::path::absolute(&a.checkpoint)

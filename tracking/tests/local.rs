@@ -240,6 +240,8 @@ fn plot_writes_a_png() {
         run.finish(Status::Finished).unwrap();
         dirs.push(dir);
     }
+    // The library writes into an existing folder; the CLI refuses a missing one.
+    std::fs::create_dir(tmp.path().join("plots")).unwrap();
     let out = tmp.path().join("plots/loss.png");
     let refs: Vec<&Path> = dirs.iter().map(|d| d.as_path()).collect();
     plot_runs(&refs, &PlotOptions::default(), &out).unwrap();

@@ -124,8 +124,13 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Processes + threads (pids cgroup and RLIMIT_NPROC).
     pub max_procs: u64,
-    /// Cap for each of stdout, stderr and the result channel.
+    /// Cap for each of stdout, stderr and the result channel: a program that writes more is
+    /// stopped with [`Status::OutputLimit`].
     pub output_bytes: usize,
+    /// How much of stdout and stderr is kept in the [`Outcome`] (their last bytes): what comes
+    /// before is read, counted against `output_bytes` and dropped, so a program writing up to
+    /// the cap costs the evaluator this much memory, not the cap.
+    pub kept_output_bytes: usize,
     pub file_size_bytes: u64,
     pub open_files: u64,
     /// Size of the private work dir tmpfs.
@@ -140,6 +145,7 @@ impl Default for Limits {
             memory_bytes: 512 * MIB,
             max_procs: 64,
             output_bytes: 64 * 1024,
+            kept_output_bytes: 64 * 1024,
             file_size_bytes: 16 * MIB,
             open_files: 256,
             tmpfs_bytes: 64 * MIB,
@@ -211,10 +217,13 @@ impl fmt::Display for Status {
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub status: Status,
-    /// At most `output_bytes` each.
+    /// The last `kept_output_bytes` (at most) of what the program wrote to fd 1 and 2.
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// What the program wrote to fd 3.
+    /// How many bytes written before those were dropped.
+    pub stdout_dropped: usize,
+    pub stderr_dropped: usize,
+    /// What the program wrote to fd 3 (at most `output_bytes`, all kept).
     pub result: Vec<u8>,
     pub wall: Duration,
 }

@@ -344,7 +344,7 @@ impl Sandbox {
             plain_dir,
             name,
         } = sp;
-        let mut ch = Channels::new(out_r, err_r, res_r, rep_r, self.limits.output_bytes);
+        let mut ch = Channels::new(out_r, err_r, res_r, rep_r, &self.limits);
         let verdict = ch.monitor(start + self.limits.wall)?;
         let mut wall = start.elapsed();
 
@@ -388,6 +388,8 @@ impl Sandbox {
                         status: Status::Exited(0),
                         stdout: vec![],
                         stderr: vec![],
+                        stdout_dropped: 0,
+                        stderr_dropped: 0,
                         result: vec![],
                         wall,
                     },
@@ -502,11 +504,12 @@ impl Channels {
         err: OwnedFd,
         res: OwnedFd,
         rep: OwnedFd,
-        cap: usize,
+        limits: &super::Limits,
     ) -> Channels {
+        let (cap, keep) = (limits.output_bytes, limits.kept_output_bytes);
         Channels {
-            out: Capture::new(out, cap),
-            err: Capture::new(err, cap),
+            out: Capture::tail(out, cap, keep),
+            err: Capture::tail(err, cap, keep),
             res: Capture::new(res, cap),
             rep: Reports::new(rep),
         }
@@ -588,10 +591,14 @@ impl Channels {
 
     /// The run's captured output with its status.
     pub(super) fn into_outcome(self, status: Status, wall: Duration) -> Outcome {
+        let (stdout, stdout_dropped) = self.out.into_kept();
+        let (stderr, stderr_dropped) = self.err.into_kept();
         Outcome {
             status,
-            stdout: self.out.buf,
-            stderr: self.err.buf,
+            stdout,
+            stderr,
+            stdout_dropped,
+            stderr_dropped,
             result: self.res.buf,
             wall,
         }
@@ -671,18 +678,38 @@ impl Drop for InitGuard {
 pub(super) struct Capture {
     fd: Option<OwnedFd>,
     pub buf: Vec<u8>,
+    /// Bytes allowed before `overflow`.
     cap: usize,
+    /// Bytes kept: the last ones read.
+    keep: usize,
+    /// Bytes read, kept or not.
+    read: usize,
     pub overflow: bool,
 }
 
 impl Capture {
+    /// Keeps everything up to `cap`.
     pub(super) fn new(fd: OwnedFd, cap: usize) -> Capture {
+        Capture::tail(fd, cap, cap)
+    }
+    /// Reads up to `cap`, keeping the last `keep` bytes.
+    pub(super) fn tail(fd: OwnedFd, cap: usize, keep: usize) -> Capture {
         Capture {
             fd: Some(fd),
             buf: Vec::new(),
             cap,
+            keep: keep.min(cap),
+            read: 0,
             overflow: false,
         }
+    }
+    /// The kept bytes and how many before them were dropped.
+    pub(super) fn into_kept(mut self) -> (Vec<u8>, usize) {
+        if self.buf.len() > self.keep {
+            self.buf.drain(..self.buf.len() - self.keep);
+        }
+        let dropped = self.read - self.buf.len();
+        (self.buf, dropped)
     }
     fn pollfd(&self) -> libc::pollfd {
         libc::pollfd {
@@ -707,8 +734,13 @@ impl Capture {
             };
             if n > 0 {
                 let n = n as usize;
-                let room = self.cap - self.buf.len();
+                let room = self.cap - self.read;
                 self.buf.extend_from_slice(&scratch[..n.min(room)]);
+                self.read += n.min(room);
+                // Trimmed in batches: the buffer stays under twice what is kept.
+                if self.buf.len() >= 2 * self.keep.max(scratch.len()) {
+                    self.buf.drain(..self.buf.len() - self.keep);
+                }
                 if n > room {
                     self.overflow = true;
                 }

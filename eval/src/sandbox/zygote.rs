@@ -271,7 +271,7 @@ impl ForkServer {
         }
         drop((stdin, files, out_w, err_w, res_w, rep_w, join));
 
-        let mut ch = Channels::new(out_r, err_r, res_r, rep_r, sb.limits.output_bytes);
+        let mut ch = Channels::new(out_r, err_r, res_r, rep_r, &sb.limits);
         let verdict = ch.monitor(start + sb.limits.wall)?;
         let wall = start.elapsed();
         // The sample's namespace is gone once the server says so ("D": it reaped the init, and
