@@ -104,6 +104,80 @@ fn pipeline_builds_caches_and_rebuilds_on_change() {
 }
 
 #[test]
+fn pipeline_builds_sft_data_from_synth_tasks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let synth = t.join("synth");
+    ok(anvil(&[
+        "data",
+        "synth",
+        "--n-train",
+        "60",
+        "--n-heldout",
+        "10",
+        "--out",
+        synth.to_str().unwrap(),
+    ]));
+    let recipe = t.join("sft.toml");
+    let path = |p: PathBuf| format!("{:?}", p.display().to_string());
+    std::fs::write(
+        &recipe,
+        format!(
+            "[data]\ncache_dir = {}\nsft = [{}]\nsft_val = [{}]\n\
+             [data.tokenizer]\nvocab_size = 600\n[data.tokenize]\nseq_len = 128\n",
+            path(t.join("cache")),
+            path(synth.join("train.jsonl")),
+            path(synth.join("heldout.jsonl")),
+        ),
+    )
+    .unwrap();
+    let r = recipe.to_str().unwrap();
+    let o = stdout(&ok(anvil(&["data", "pipeline", r, "-q"])));
+    assert!(o.contains("built tokenizer, tokens"), "{o}");
+    assert!(!o.contains("corpus"), "{o}");
+    assert!(o.contains("60 train / 10 val SFT examples"), "{o}");
+    let tokens_dir = o
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tokens"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(&tokens_dir).join("tokens.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["columns"][2], "loss_mask");
+    assert_eq!(m["sft"]["train"]["n_examples"], 60);
+    // pyarrow reads the mask: 0/1, and 1 on every EOT of the train rows.
+    let out = python(
+        "import sys, glob, pyarrow.parquet as pq\n\
+         t = pq.read_table(sorted(glob.glob(sys.argv[1] + '/train-*.parquet'))[0])\n\
+         ids, mask = t['input_ids'].to_pylist(), t['loss_mask'].to_pylist()\n\
+         assert all(v in (0, 1) for r in mask for v in r)\n\
+         assert all(m == 1 for r, mr in zip(ids, mask) for i, m in zip(r, mr) if i == 0)\n\
+         print(sum(map(sum, mask)))",
+        &[Path::new(&tokens_dir)],
+    );
+    assert!(out.trim().parse::<u64>().unwrap() > 0, "{out}");
+    let o = stdout(&ok(anvil(&["data", "pipeline", r, "-q"])));
+    assert!(o.starts_with("cached:"), "{o}");
+    // A malformed line: one error naming the file and line.
+    let bad = t.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\"}\n",
+    )
+    .unwrap();
+    let e = one_line_error(&anvil(&[
+        "data",
+        "pipeline",
+        r,
+        &format!("data.sft=[{}]", path(bad)),
+        "-q",
+    ]));
+    assert!(e.contains("bad.jsonl:2") && e.contains("completion"), "{e}");
+}
+
+#[test]
 fn tokenizer_json_loads_in_python_and_encodes_identically() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();

@@ -500,6 +500,57 @@ fn resume_removes_leftovers_of_a_killed_checkpoint_write_and_restores_best() {
 }
 
 #[test]
+fn init_from_starts_from_pretrained_weights_and_their_tokenizer() {
+    let f = Fixture::new();
+    ok(f.train("base", &[]));
+    let base = f.run_dir("base");
+    let hf = f.path("hf");
+    ok(anvil(&[
+        "export",
+        "--checkpoint",
+        base.to_str().unwrap(),
+        "--format",
+        "hf",
+        "--out",
+        hf.to_str().unwrap(),
+    ]));
+    let first_loss = |run: &Path| series(&metrics(run), "train/loss")[0].1;
+    let last_loss = |run: &Path| series(&metrics(run), "train/loss").last().unwrap().1;
+
+    // From the run folder and from its HF export: training continues where the base left off
+    // (a fresh model starts near ln(vocab)), on data tokenized with the base's own tokenizer.
+    for (name, from) in [("from-run", &base), ("from-hf", &hf)] {
+        let init = format!("model.init_from={}", from.display());
+        ok(f.train(name, &[&init, "train.max_steps=4", "eval.every=0"]));
+        let run = f.run_dir(name);
+        let (fresh, start) = (first_loss(&base), first_loss(&run));
+        assert!(
+            start < fresh - 1.0 && (start - last_loss(&base)).abs() < 0.5,
+            "{name}: first loss {start}, the base started at {fresh} and ended at {}",
+            last_loss(&base)
+        );
+        assert_eq!(
+            std::fs::read(run.join("artifacts/tokenizer.json")).unwrap(),
+            std::fs::read(base.join("artifacts/tokenizer.json")).unwrap(),
+            "{name}"
+        );
+        let recipe = std::fs::read_to_string(run.join("recipe.toml")).unwrap();
+        assert!(recipe.contains("init_from"), "{recipe}");
+    }
+
+    // Keys the recipe sets must agree with the loaded model; absent keys take its values.
+    let init = format!("model.init_from={}", hf.display());
+    let line = one_line_error(&f.train("bad", &[&init, "model.d_model=64"]));
+    assert!(
+        line.contains("`model.d_model`") && line.contains("the recipe says 64"),
+        "{line}"
+    );
+    let line = one_line_error(&f.train("bad", &["model.init_from=/nonexistent/model"]));
+    assert!(line.contains("`model.init_from`"), "{line}");
+    assert!(!f.run_dir("bad").exists());
+}
+
+#[test]
 fn a_run_folder_has_one_writer_and_keep_last_holds_after_kills() {
     let f = Fixture::new();
     ok(f.train("r", &["train.max_steps=8", "checkpoint.every=4"]));

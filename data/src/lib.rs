@@ -4,8 +4,9 @@
 //! MinHash near-dup), detects licenses, splits train/val by content hash and writes Parquet
 //! shards plus a manifest. `tokenizer` trains a byte-level BPE; `tokenize` packs the corpus into
 //! fixed-length token sequences (with document boundaries, optional FIM and per-token AST facts).
-//! `synth` generates verifiable Python tasks in HumanEval's shape; `problems` reads and writes
-//! that shape, HumanEval itself included.
+//! `sft` packs prompt/completion pairs with a loss mask for supervised fine-tuning. `synth`
+//! generates verifiable Python tasks in HumanEval's shape; `problems` reads and writes that shape,
+//! HumanEval itself included.
 
 pub mod atomic;
 pub mod dedup;
@@ -19,6 +20,7 @@ pub mod pipeline;
 pub mod prepare;
 pub mod problems;
 pub mod progress;
+pub mod sft;
 pub mod shard;
 pub mod source;
 pub mod synth;

@@ -25,8 +25,8 @@ use crate::shard::{self, Record, Split};
 use crate::tokenizer::{self, encode_text};
 use arrow_array::builder::OffsetBufferBuilder;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{ArrowPrimitiveType, UInt16Type, UInt32Type};
-use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, UInt16Array, UInt32Array};
+use arrow_array::types::{ArrowPrimitiveType, UInt8Type, UInt16Type, UInt32Type};
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, UInt8Array, UInt16Array, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -178,6 +178,10 @@ pub struct TokenizeManifest {
     pub train: SplitStats,
     pub val: SplitStats,
     pub config: TokenizeConfig,
+    /// Set for supervised fine-tuning data (shards with a `loss_mask` column); absent in corpus
+    /// token folders, so their tokens.json is unchanged and older ones still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sft: Option<crate::sft::SftStats>,
 }
 
 impl TokenizeManifest {
@@ -234,6 +238,7 @@ pub fn tokenize_corpus(
         train,
         val,
         config: cfg.clone(),
+        sft: None,
     };
     atomic::write_json(&out_dir.join(MANIFEST), &manifest)?;
     staged.commit()?;
@@ -285,15 +290,25 @@ fn tokenize_split(
     stats.n_tokens = n_tokens;
     stats.n_pad = n_pad;
     stats.n_rows = rows;
-    // Only now is the shard count known: give the temp files their final names.
+    stats.shards = name_shards(out_dir, split, &tmp_files)?;
+    Ok(stats)
+}
+
+/// Only once a split is written is its shard count known: give the temp files their final names.
+pub(crate) fn name_shards(
+    out_dir: &Path,
+    split: Split,
+    tmp_files: &[PathBuf],
+) -> Result<Vec<String>> {
     let n = tmp_files.len();
+    let mut names = Vec::with_capacity(n);
     for (i, tmp) in tmp_files.iter().enumerate() {
         let name = shard::shard_name(split, i, n);
         let dest = out_dir.join(&name);
         std::fs::rename(tmp, &dest).map_err(|e| DataError::io(&dest, e))?;
-        stats.shards.push(name);
+        names.push(name);
     }
-    Ok(stats)
+    Ok(names)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,13 +447,15 @@ impl DocBuilder<'_> {
 // Packing and writing
 
 /// Rows of one output shard, flat and row-major (`path` has `ast_max_path` values per token;
-/// `depth` and `path` stay empty without `--ast`).
+/// `depth` and `path` stay empty without `--ast`, `mask` without a loss mask).
 #[derive(Default)]
-struct Rows {
-    ids: Vec<u32>,
-    seg: Vec<u16>,
-    depth: Vec<u16>,
-    path: Vec<u16>,
+pub(crate) struct Rows {
+    pub(crate) ids: Vec<u32>,
+    pub(crate) seg: Vec<u16>,
+    pub(crate) depth: Vec<u16>,
+    pub(crate) path: Vec<u16>,
+    /// 1 where the token is a training target (SFT completions), 0 elsewhere.
+    pub(crate) mask: Vec<u8>,
 }
 
 /// Packs documents into rows of `seq_len` tokens. The row being filled is the tail of `rows`
@@ -528,7 +545,7 @@ fn list_field(name: &str, item: DataType) -> Field {
     )
 }
 
-fn token_schema(ast: bool) -> SchemaRef {
+fn token_schema(ast: bool, loss_mask: bool) -> SchemaRef {
     let mut fields = vec![
         list_field("input_ids", DataType::UInt32),
         list_field("segment_ids", DataType::UInt16),
@@ -536,6 +553,9 @@ fn token_schema(ast: bool) -> SchemaRef {
     if ast {
         fields.push(list_field("ast_depth", DataType::UInt16));
         fields.push(list_field("ast_path", DataType::UInt16));
+    }
+    if loss_mask {
+        fields.push(list_field("loss_mask", DataType::UInt8));
     }
     Arc::new(Schema::new(fields))
 }
@@ -551,27 +571,36 @@ fn list_array(values: ArrayRef, n_rows: usize, width: usize) -> ArrayRef {
 }
 
 /// Writes each full buffer of rows as one Parquet file under a temp name in `out_dir`.
-struct ShardSink<'a> {
+pub(crate) struct ShardSink<'a> {
     out_dir: &'a Path,
     split: Split,
     seq_len: usize,
     max_path: Option<usize>,
-    files: Vec<PathBuf>,
+    loss_mask: bool,
+    /// The temp files written so far, in order (see [`name_shards`]).
+    pub(crate) files: Vec<PathBuf>,
 }
 
 impl<'a> ShardSink<'a> {
-    fn new(out_dir: &'a Path, split: Split, cfg: &TokenizeConfig) -> Self {
+    pub(crate) fn new(out_dir: &'a Path, split: Split, cfg: &TokenizeConfig) -> Self {
         let max_path = cfg.ast.then_some(cfg.ast_max_path);
         ShardSink {
             out_dir,
             split,
             seq_len: cfg.seq_len,
             max_path,
+            loss_mask: false,
             files: Vec::new(),
         }
     }
 
-    fn write(&mut self, rows: &Rows) -> Result<()> {
+    /// Also write `Rows::mask` as a `loss_mask` column.
+    pub(crate) fn with_loss_mask(mut self) -> Self {
+        self.loss_mask = true;
+        self
+    }
+
+    pub(crate) fn write(&mut self, rows: &Rows) -> Result<()> {
         let (l, m) = (self.seq_len, self.max_path.unwrap_or(0));
         let n_rows = rows.ids.len() / l;
         // Batches small enough that i32 list offsets cannot overflow (the widest column is
@@ -587,7 +616,7 @@ impl<'a> ShardSink<'a> {
             .out_dir
             .join(format!("{}-{i:05}.parquet", self.split.name()));
         let tmp = atomic::tmp_path(&dest);
-        let schema = token_schema(self.max_path.is_some());
+        let schema = token_schema(self.max_path.is_some(), self.loss_mask);
         let res = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
             let mut w = ArrowWriter::try_new(File::create(&tmp)?, schema.clone(), Some(props))?;
             for r0 in (0..n_rows).step_by(batch_rows) {
@@ -600,10 +629,14 @@ impl<'a> ShardSink<'a> {
                     list_array(Arc::new(seg), n, l),
                 ];
                 if m > 0 {
-                    let d = UInt16Array::from(rows.depth[tok].to_vec());
+                    let d = UInt16Array::from(rows.depth[tok.clone()].to_vec());
                     let p = UInt16Array::from(rows.path[r0 * l * m..r1 * l * m].to_vec());
                     cols.push(list_array(Arc::new(d), n, l));
                     cols.push(list_array(Arc::new(p), n, l * m));
+                }
+                if self.loss_mask {
+                    let mask = UInt8Array::from(rows.mask[tok].to_vec());
+                    cols.push(list_array(Arc::new(mask), n, l));
                 }
                 w.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
             }
@@ -633,6 +666,8 @@ pub struct TokenShard {
     pub ast_path: Option<Vec<u16>>,
     /// 0 without AST columns.
     pub ast_max_path: usize,
+    /// Per token, 1 where it is a training target (SFT data); `None` when every token is.
+    pub loss_mask: Option<Vec<u8>>,
 }
 
 impl TokenShard {
@@ -718,6 +753,11 @@ pub fn read_token_shard(path: &Path) -> Result<TokenShard> {
         (Some(DataType::UInt16), _) => return wrong("ast_path", "UInt16"),
         _ => return wrong("ast_depth", "UInt16"),
     };
+    let has_mask = match item("loss_mask") {
+        None => false,
+        Some(DataType::UInt8) => true,
+        Some(_) => return wrong("loss_mask", "UInt8"),
+    };
     let reader = builder
         .with_batch_size(1024)
         .build()
@@ -730,6 +770,7 @@ pub fn read_token_shard(path: &Path) -> Result<TokenShard> {
         ast_depth: ast.then(Vec::new),
         ast_path: ast.then(Vec::new),
         ast_max_path: 0,
+        loss_mask: has_mask.then(Vec::new),
     };
     let mut n_rows = 0;
     for batch in reader {
@@ -744,6 +785,18 @@ pub fn read_token_shard(path: &Path) -> Result<TokenShard> {
         if let (Some(d), Some(p)) = (out.ast_depth.as_mut(), out.ast_path.as_mut()) {
             rd.read::<UInt16Type>("ast_depth", &mut seq_len, d)?;
             rd.read::<UInt16Type>("ast_path", &mut path_width, p)?;
+        }
+        if let Some(m) = out.loss_mask.as_mut() {
+            let start = m.len();
+            rd.read::<UInt8Type>("loss_mask", &mut seq_len, m)?;
+            if let Some(i) = m[start..].iter().position(|&v| v > 1) {
+                let row = n_rows + i / seq_len.unwrap_or(1).max(1);
+                let msg = format!(
+                    "loss_mask row {row} has the value {}, not 0 or 1",
+                    m[start + i]
+                );
+                return Err(DataError::parquet(path, msg));
+            }
         }
         n_rows += batch.num_rows();
     }

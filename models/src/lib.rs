@@ -78,3 +78,19 @@ pub fn vocab_mismatch(tokenizer: usize, model: usize) -> Option<String> {
         None
     }
 }
+
+/// `model` with every float parameter tracked by autodiff (on an autodiff device): a model
+/// loaded for inference and moved there with `fork` would otherwise train nothing.
+pub fn trainable<M: burn::module::Module>(model: M) -> M {
+    struct RequireGrad;
+    impl burn::module::ModuleMapper for RequireGrad {
+        fn map_float<const D: usize>(
+            &mut self,
+            p: burn::module::Param<burn::tensor::Tensor<D>>,
+        ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+            // A tensor from a device without autodiff has no graph to join until wrapped.
+            p.map(|t| t.autodiff()).set_require_grad(true)
+        }
+    }
+    model.map(&mut RequireGrad)
+}

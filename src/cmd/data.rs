@@ -272,6 +272,16 @@ fn pipeline_cmd(a: PipelineArgs) -> Result<()> {
         "  {} train / {} val tokens in rows of {}",
         m.train.n_tokens, m.val.n_tokens, m.seq_len
     );
+    if let Some(s) = &m.sft {
+        let n_truncated = s.train.n_truncated + s.val.n_truncated;
+        println!(
+            "  {} train / {} val SFT examples, {n_truncated} cut to fit a row",
+            s.train.n_examples, s.val.n_examples
+        );
+        if let Some(first) = s.train.truncated.first().or(s.val.truncated.first()) {
+            println!("  first cut: {first} (up to 20 per split listed in tokens.json)");
+        }
+    }
     Ok(())
 }
 

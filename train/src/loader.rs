@@ -2,8 +2,8 @@
 //! resume exactly: the position is `(epoch, cursor)` and each epoch's permutation is a function of
 //! the seed and the epoch alone.
 
-use anvil_data::shard::Split;
 use anvil_data::DataError;
+use anvil_data::shard::Split;
 use anvil_data::tokenize::{MANIFEST, list_token_shards, read_manifest, read_token_shard};
 use anvil_models::TokenBatch;
 use rand::SeedableRng;
@@ -17,6 +17,9 @@ pub struct TokenRows {
     pub seq_len: usize,
     input_ids: Vec<u32>,
     segment_ids: Vec<u16>,
+    /// Per token, whether it is a training target; `None` (every token) unless the shards carry
+    /// a `loss_mask` column, as supervised fine-tuning data does.
+    loss_mask: Option<Vec<bool>>,
 }
 
 impl TokenRows {
@@ -39,6 +42,12 @@ impl TokenRows {
             seq_len: manifest.seq_len,
             input_ids: Vec::new(),
             segment_ids: Vec::new(),
+            // Expected per tokens.json's columns, so every shard must agree.
+            loss_mask: manifest
+                .columns
+                .iter()
+                .any(|c| c == "loss_mask")
+                .then(Vec::new),
         };
         for shard in list_token_shards(dir, split)? {
             let s = read_token_shard(&shard)?;
@@ -66,6 +75,20 @@ impl TokenRows {
                     ),
                 ));
             }
+            match (&mut rows.loss_mask, &s.loss_mask) {
+                (Some(all), Some(m)) => all.extend(m.iter().map(|&v| v != 0)),
+                (None, None) => {}
+                (_, m) => {
+                    return Err(DataError::parquet(
+                        &shard,
+                        if m.is_some() {
+                            "has a loss_mask column that tokens.json does not list"
+                        } else {
+                            "has no loss_mask column, but tokens.json lists one"
+                        },
+                    ));
+                }
+            }
             rows.input_ids.extend_from_slice(&s.input_ids);
             rows.segment_ids.extend_from_slice(&s.segment_ids);
         }
@@ -80,19 +103,31 @@ impl TokenRows {
         self.len() == 0
     }
 
+    /// Whether batches carry a loss mask (supervised fine-tuning data).
+    pub fn has_loss_mask(&self) -> bool {
+        self.loss_mask.is_some()
+    }
+
     /// The rows `idx` as one batch.
     pub fn batch(&self, idx: &[usize]) -> TokenBatch {
         let t = self.seq_len;
         let mut input_ids = Vec::with_capacity(idx.len() * t);
         let mut segment_ids = Vec::with_capacity(idx.len() * t);
+        let mut loss_mask = self
+            .loss_mask
+            .as_ref()
+            .map(|_| Vec::with_capacity(idx.len() * t));
         for &r in idx {
             input_ids.extend_from_slice(&self.input_ids[r * t..(r + 1) * t]);
             segment_ids.extend_from_slice(&self.segment_ids[r * t..(r + 1) * t]);
+            if let (Some(out), Some(all)) = (loss_mask.as_mut(), &self.loss_mask) {
+                out.extend_from_slice(&all[r * t..(r + 1) * t]);
+            }
         }
         TokenBatch {
             input_ids,
             segment_ids: Some(segment_ids),
-            loss_mask: None,
+            loss_mask,
             batch: idx.len(),
             seq_len: t,
         }

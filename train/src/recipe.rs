@@ -6,6 +6,7 @@ use anvil_data::pipeline::DataRecipe;
 use anvil_models::LlamaConfig;
 pub use anvil_tracking::mlflow::TrackingConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// A whole training run.
@@ -14,9 +15,9 @@ use std::path::PathBuf;
 pub struct Recipe {
     /// Token shards, or the sources to build them from (`anvil data pipeline`'s section).
     pub data: DataRecipe,
-    /// The model's shape (see `anvil_models::LlamaConfig`); `[model.moe]` makes it a mixture of
-    /// experts.
-    pub model: LlamaConfig,
+    /// The model: its shape (see `anvil_models::LlamaConfig`; `[model.moe]` makes it a mixture
+    /// of experts), or pretrained weights to start from (`init_from`).
+    pub model: ModelSection,
     pub train: TrainConfig,
     pub optim: OptimConfig,
     pub schedule: ScheduleConfig,
@@ -24,6 +25,86 @@ pub struct Recipe {
     pub checkpoint: CheckpointConfig,
     pub tracking: TrackingConfig,
     pub output: OutputConfig,
+}
+
+/// The recipe's `[model]` section: the architecture's config, plus where to start from.
+///
+/// With `init_from` (an Anvil checkpoint, a run folder or an HF folder) the shape is the loaded
+/// model's; keys the recipe sets must agree with it, so which keys were written is kept.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ModelSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
+    #[serde(flatten)]
+    pub config: LlamaConfig,
+    /// The keys the recipe (or an override) wrote, besides `init_from`.
+    #[serde(skip)]
+    pub explicit: BTreeSet<String>,
+}
+
+impl<'de> Deserialize<'de> for ModelSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // serde's `flatten` cannot keep LlamaConfig's unknown-key errors: split by hand.
+        let mut table = toml::Table::deserialize(d)?;
+        let init_from = match table.remove("init_from") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(PathBuf::from(s)),
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`init_from` must be a path, not {}",
+                    other.type_str()
+                )));
+            }
+        };
+        let explicit = table.keys().cloned().collect();
+        let config = LlamaConfig::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        Ok(ModelSection {
+            init_from,
+            config,
+            explicit,
+        })
+    }
+}
+
+impl std::ops::Deref for ModelSection {
+    type Target = LlamaConfig;
+    fn deref(&self) -> &LlamaConfig {
+        &self.config
+    }
+}
+
+impl std::ops::DerefMut for ModelSection {
+    fn deref_mut(&mut self) -> &mut LlamaConfig {
+        &mut self.config
+    }
+}
+
+impl ModelSection {
+    /// Takes the shape of `loaded` (a pretrained model's config), refusing a key the recipe set
+    /// to another value; `source` names where `loaded` came from.
+    pub fn adopt(&mut self, loaded: &LlamaConfig, source: &std::path::Path) -> Result<(), RecipeError> {
+        let want = serde_json::to_value(&self.config).unwrap_or_default();
+        let have = serde_json::to_value(loaded).unwrap_or_default();
+        for key in &self.explicit {
+            let (w, h) = (want.get(key), have.get(key));
+            if w != h {
+                let show = |v: Option<&serde_json::Value>| v.map_or("nothing".into(), |v| v.to_string());
+                return err(
+                    &format!("model.{key}"),
+                    format!(
+                        "the recipe says {} but the model in {} has {}; remove the key to take \
+                         the model's",
+                        show(w),
+                        source.display(),
+                        show(h)
+                    ),
+                );
+            }
+        }
+        self.config = loaded.clone();
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -103,129 +103,190 @@ fn target_bytes(batch: &TokenBatch, token_bytes: &[u32]) -> u64 {
         .sum()
 }
 
-/// Runs (or resumes) the recipe to the end, or until interrupted.
-pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
-    recipe.validate()?;
-    // A resume starts from the run's newest checkpoint; one already at train.max_steps has
-    // nothing to do, and changes nothing.
-    // One writer per run folder, taken before anything in it is read or changed (a second
-    // `--resume` of the same run would prune and read the first one's checkpoints).
-    let mut lock = None;
-    let resume_from = match &opts.resume {
-        Some(dir) => {
-            if !dir.is_dir() {
-                return Err(TrainError::Recipe(format!(
-                    "{}: no such run folder",
-                    dir.display()
-                )));
-            }
-            lock = Some(RunLock::acquire(dir)?);
-            let ckpt_dir = dir.join("checkpoints");
-            clean_checkpoints(&ckpt_dir)?;
-            let (_, latest) = checkpoint::list(&ckpt_dir).pop().ok_or_else(|| {
-                TrainError::Recipe(format!(
-                    "{}: no checkpoint to resume from",
-                    ckpt_dir.display()
-                ))
-            })?;
-            // A kill between saving a checkpoint and pruning the oldest leaves one too many,
-            // also when that was the run's last save.
-            checkpoint::prune(&ckpt_dir, recipe.checkpoint.keep_last)?;
-            let state = checkpoint::read_state(&latest)?;
-            if state.step >= recipe.train.max_steps {
-                return Err(TrainError::AlreadyFinished { step: state.step });
-            }
-            Some((dir.clone(), latest, state))
+/// Runs (or resumes) the recipe to the end, or until interrupted: setup, then the step and the
+/// cadence after it, until `train.max_steps` or a signal.
+pub fn run(recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
+    let (mut t, mut model) = Trainer::setup(recipe, opts)?;
+    signals::install();
+    loop {
+        let step;
+        (model, step) = t.step(model);
+        match t.after_step(&model, &step)? {
+            Flow::Continue => {}
+            Flow::Finished => return t.finish(false),
+            Flow::Interrupted => return t.finish(true),
         }
-        None => None,
-    };
-    let data = anvil_data::pipeline::run(&recipe.data, &opts.command_line)?;
-    let manifest = anvil_data::tokenize::read_manifest(&data.tokens)?;
-    resolve_model_shape(&mut recipe.model, manifest.vocab_size, manifest.seq_len)?;
-    // Before anything is allocated: a model that cannot fit is one line, not an abort in the
-    // allocator or the machine's OOM killer.
-    let workload = Workload::Train {
-        batch: recipe.train.batch_size,
-        seq_len: manifest.seq_len,
-    };
-    memory::check(&recipe.model, workload).map_err(|e| {
-        TrainError::Recipe(format!(
-            "`{}`: the model {e}",
-            e.estimate.culprit.recipe_key()
-        ))
-    })?;
-    let tokenizer = anvil_data::tokenizer::load(&data.tokenizer)?;
-    let token_bytes = anvil_data::tokenizer::token_byte_lengths(&tokenizer);
-    let vocab = recipe.model.vocab_size;
-    let train_rows = TokenRows::load(&data.tokens, Split::Train, vocab)?;
-    let val_rows = TokenRows::load(&data.tokens, Split::Val, vocab)?;
-    if train_rows.len() < recipe.train.batch_size {
-        return Err(TrainError::Recipe(format!(
-            "{}: {} training rows, fewer than train.batch_size = {}",
-            data.tokens.display(),
-            train_rows.len(),
-            recipe.train.batch_size
-        )));
+    }
+}
+
+/// What one optimizer step did.
+struct StepReport {
+    /// The step's mean loss over its target tokens (with the auxiliary losses).
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    /// Per MoE layer, the last micro-batch's expert load.
+    expert_load: Vec<Vec<f32>>,
+}
+
+/// What the cadence decided after a step.
+enum Flow {
+    Continue,
+    Finished,
+    Interrupted,
+}
+
+/// Everything a run holds between steps but the model, which AdamW consumes and returns (its
+/// in-place update needs the only handle to each parameter).
+struct Trainer {
+    recipe: Recipe,
+    opt: AdamW,
+    state: TrainerState,
+    train_rows: TokenRows,
+    val_rows: TokenRows,
+    /// Text bytes per token id, for bits per byte.
+    token_bytes: Vec<u32>,
+    stream: RowStream,
+    run_dir: PathBuf,
+    parameters: usize,
+    bar: indicatif::ProgressBar,
+    started: Instant,
+    /// Tokens and start of the current throughput window.
+    window: (u64, Instant),
+    trained_tokens: u64,
+    last_loss: Option<f64>,
+    last_val: Option<ValMetrics>,
+    last_ckpt: Option<PathBuf>,
+    /// Dropped before the lock (fields drop in order): a failed run is marked FAILED while
+    /// this process still owns the folder.
+    log: RunLog,
+    _lock: RunLock,
+}
+
+impl Trainer {
+    /// The run folder (new, or resumed from its newest checkpoint), the data, the model (fresh,
+    /// pretrained from `model.init_from`, or the checkpoint's) and the optimizer. Everything a
+    /// user can get wrong is refused here, before a new run folder exists.
+    fn setup(mut recipe: Recipe, opts: RunOptions) -> Result<(Trainer, Llama), TrainError> {
+        recipe.validate()?;
+        // One writer per run folder, taken before anything in it is read or changed (a second
+        // `--resume` of the same run would prune and read the first one's checkpoints).
+        let resumed = match &opts.resume {
+            Some(dir) => Some(open_resume(dir, &recipe)?),
+            None => None,
+        };
+        let device = Device::default();
+        let pretrained = match (recipe.model.init_from.clone(), &resumed) {
+            (Some(from), None) => Some(load_pretrained(&mut recipe, &from, &device)?),
+            _ => None,
+        };
+
+        let data = anvil_data::pipeline::run(&recipe.data, &opts.command_line)?;
+        let manifest = anvil_data::tokenize::read_manifest(&data.tokens)?;
+        resolve_model_shape(&mut recipe.model, manifest.vocab_size, manifest.seq_len)?;
+        // Before anything is allocated: a model that cannot fit is one line, not an abort in
+        // the allocator or the machine's OOM killer.
+        let workload = Workload::Train {
+            batch: recipe.train.batch_size,
+            seq_len: manifest.seq_len,
+        };
+        memory::check(&recipe.model, workload).map_err(|e| {
+            TrainError::Recipe(format!(
+                "`{}`: the model {e}",
+                e.estimate.culprit.recipe_key()
+            ))
+        })?;
+        let tokenizer = anvil_data::tokenizer::load(&data.tokenizer)?;
+        let token_bytes = anvil_data::tokenizer::token_byte_lengths(&tokenizer);
+        let vocab = recipe.model.vocab_size;
+        let train_rows = TokenRows::load(&data.tokens, Split::Train, vocab)?;
+        let val_rows = TokenRows::load(&data.tokens, Split::Val, vocab)?;
+        if train_rows.len() < recipe.train.batch_size {
+            return Err(TrainError::Recipe(format!(
+                "{}: {} training rows, fewer than train.batch_size = {}",
+                data.tokens.display(),
+                train_rows.len(),
+                recipe.train.batch_size
+            )));
+        }
+
+        device.seed(recipe.train.seed);
+        let train_device = device.clone().autodiff();
+        let mut opt = AdamW::new(recipe.optim.clone());
+        let mut state = TrainerState {
+            step: 0,
+            optimizer_step: 0,
+            position: DataPosition::default(),
+            best_val_loss: None,
+            tokens_seen: 0,
+        };
+        let (model, run_dir, log, lock) = match resumed {
+            Some(Resumed { dir, latest, state: s, lock }) => {
+                state = s;
+                let model = recipe.model.init(&train_device);
+                let model = anvil_models::store::load_weights(model, &latest)
+                    .map_err(checkpoint::CheckpointError::from)?;
+                checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
+                let log = RunLog::resume(&dir, &recipe, &opts)?;
+                (model, dir, log, lock)
+            }
+            None => {
+                let model = match pretrained {
+                    // Loaded for inference: moved onto the autodiff device and made trainable.
+                    Some(m) => anvil_models::trainable(m.fork(&train_device)),
+                    None => recipe.model.init(&train_device),
+                };
+                let dir = new_run_dir(&recipe, &opts);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;
+                let lock = RunLock::acquire(&dir)?;
+                let log = RunLog::create(&dir, &recipe, &opts)?;
+                // A folder that held a run before (its run.json deleted) may hold a killed
+                // writer's.
+                clean_checkpoints(&dir.join("checkpoints"))?;
+                (model, dir, log, lock)
+            }
+        };
+        log.artifact_copy(&data.tokenizer, "tokenizer.json")?;
+
+        let t = &recipe.train;
+        let stream = RowStream::new(train_rows.len(), t.seed, state.position);
+        let bar = anvil_data::progress::bar(t.max_steps as u64, "train", false);
+        bar.set_position(state.step as u64);
+        let trainer = Trainer {
+            parameters: model.num_params(),
+            opt,
+            state,
+            train_rows,
+            val_rows,
+            token_bytes,
+            stream,
+            run_dir,
+            bar,
+            started: Instant::now(),
+            window: (0, Instant::now()),
+            trained_tokens: 0,
+            last_loss: None,
+            last_val: None,
+            last_ckpt: None,
+            log,
+            _lock: lock,
+            recipe,
+        };
+        Ok((trainer, model))
     }
 
-    let device = Device::default();
-    device.seed(recipe.train.seed);
-    let mut model = recipe.model.init(&device.clone().autodiff());
-    let mut opt = AdamW::new(recipe.optim.clone());
-    let mut state = TrainerState {
-        step: 0,
-        optimizer_step: 0,
-        position: DataPosition::default(),
-        best_val_loss: None,
-        tokens_seen: 0,
-    };
-
-    let (run_dir, log) = match resume_from {
-        Some((dir, latest, resumed)) => {
-            state = resumed;
-            model = anvil_models::store::load_weights(model, &latest)
-                .map_err(checkpoint::CheckpointError::from)?;
-            checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
-            let log = RunLog::resume(&dir, &recipe, &opts)?;
-            (dir, log)
-        }
-        None => {
-            let dir = new_run_dir(&recipe, &opts);
-            std::fs::create_dir_all(&dir).map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;
-            lock = Some(RunLock::acquire(&dir)?);
-            let log = RunLog::create(&dir, &recipe, &opts)?;
-            // A folder that held a run before (its run.json deleted) may hold a killed writer's.
-            clean_checkpoints(&dir.join("checkpoints"))?;
-            (dir, log)
-        }
-    };
-    let ckpt_dir = run_dir.join("checkpoints");
-    log.artifact_copy(&data.tokenizer, "tokenizer.json")?;
-
-    let parameters = model.num_params();
-    let t = recipe.train.clone();
-    let mut stream = RowStream::new(train_rows.len(), t.seed, state.position);
-    let bar = anvil_data::progress::bar(t.max_steps as u64, "train", false);
-    bar.set_position(state.step as u64);
-    let started = Instant::now();
-    let (mut window_tokens, mut window_start) = (0u64, Instant::now());
-    let mut trained_tokens = 0u64;
-    let mut last_loss = None;
-    let mut last_val: Option<ValMetrics> = None;
-    let mut last_ckpt = None;
-    let mut interrupted = false;
-    signals::install();
-
-    while state.step < t.max_steps {
-        // One optimizer step: all micro-batches first, so the loss can be normalized by the
-        // target tokens of the whole step.
+    /// One optimizer step: all micro-batches first, so the loss can be normalized by the target
+    /// tokens of the whole step; then clipping and AdamW.
+    fn step(&mut self, model: Llama) -> (Llama, StepReport) {
+        let t = &self.recipe.train;
         let micro: Vec<TokenBatch> = (0..t.grad_accum)
-            .map(|_| train_rows.batch(&stream.next_rows(t.batch_size)))
+            .map(|_| self.train_rows.batch(&self.stream.next_rows(t.batch_size)))
             .collect();
         let step_targets: usize = micro.iter().map(|b| b.targets().2).sum::<usize>().max(1);
         let mut grads = GradAccumulator::default();
-        let mut nll = 0f64;
-        let mut loads: Vec<Vec<f32>> = Vec::new();
+        let mut loss_sum = 0f64;
+        let mut expert_load = Vec::new();
         for batch in &micro {
             let out = model.loss(batch);
             let share = out.n_targets as f64 / step_targets as f64;
@@ -233,112 +294,195 @@ pub fn run(mut recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainErro
             if let Some(aux) = out.aux_loss {
                 loss = loss + aux * share;
             }
-            nll += loss.clone().into_scalar::<f32>() as f64;
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
             grads.add(&model, &loss.backward());
-            loads = out.expert_load;
+            expert_load = out.expert_load;
         }
-        let grad_norm = grads.clip_global_norm(recipe.optim.grad_clip);
-        let lr = lr_at(state.step, recipe.optim.lr, &recipe.schedule, t.max_steps);
-        model = opt.step(model, lr, &mut grads);
-        state.step += 1;
-        state.optimizer_step = opt.step;
-        state.position = stream.position;
+        let grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
+        let lr = lr_at(
+            self.state.step,
+            self.recipe.optim.lr,
+            &self.recipe.schedule,
+            t.max_steps,
+        );
+        let model = self.opt.step(model, lr, &mut grads);
+        self.state.step += 1;
+        self.state.optimizer_step = self.opt.step;
+        self.state.position = self.stream.position;
         // Throughput counts input tokens (rows × length), as PyTorch benchmarks do.
-        let step_tokens = (t.grad_accum * t.batch_size * train_rows.seq_len) as u64;
-        state.tokens_seen += step_tokens;
-        trained_tokens += step_tokens;
-        window_tokens += step_tokens;
-        last_loss = Some(nll);
-        bar.set_position(state.step as u64);
+        let step_tokens = (t.grad_accum * t.batch_size * self.train_rows.seq_len) as u64;
+        self.state.tokens_seen += step_tokens;
+        self.trained_tokens += step_tokens;
+        self.window.0 += step_tokens;
+        self.last_loss = Some(loss_sum);
+        self.bar.set_position(self.state.step as u64);
+        let report = StepReport {
+            loss: loss_sum,
+            lr,
+            grad_norm,
+            expert_load,
+        };
+        (model, report)
+    }
 
-        if state.step % t.log_every == 0 || state.step == t.max_steps {
-            let tps = window_tokens as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
-            (window_tokens, window_start) = (0, Instant::now());
-            let mut metrics = vec![
-                ("train/loss".to_string(), nll),
-                ("train/lr".to_string(), lr),
-                ("train/grad_norm".to_string(), grad_norm),
-                ("train/tokens_per_s".to_string(), tps),
-                ("train/tokens_seen".to_string(), state.tokens_seen as f64),
-            ];
-            for (layer, load) in loads.iter().enumerate() {
-                for (e, f) in load.iter().enumerate() {
-                    metrics.push((format!("moe/layer{layer}/expert{e}"), *f as f64));
-                }
-            }
-            log.metrics(state.step, &metrics)?;
-            bar.set_message(format!("loss {nll:.3} · {tps:.0} tok/s"));
+    /// The cadence after a step: log, validate, checkpoint, and whether to go on.
+    fn after_step(&mut self, model: &Llama, step: &StepReport) -> Result<Flow, TrainError> {
+        let (n, max) = (self.state.step, self.recipe.train.max_steps);
+        if n % self.recipe.train.log_every == 0 || n == max {
+            self.log_step(step)?;
         }
-
-        let finished = state.step == t.max_steps;
+        let finished = n == max;
         // A signal during the last step changes nothing: the run completes normally.
         let stop_now = signals::interrupted() && !finished;
-        let eval_due = finished || (recipe.eval.every > 0 && state.step % recipe.eval.every == 0);
+        let every = |k: usize| k > 0 && n % k == 0;
         let mut new_best = false;
-        if eval_due && !stop_now {
-            let valid = model.valid();
-            if let Some(v) = validate(
-                &valid,
-                &val_rows,
-                t.batch_size,
-                recipe.eval.batches,
-                &token_bytes,
-            ) {
-                log.metrics(
-                    state.step,
-                    &[
-                        ("val/loss".into(), v.loss),
-                        ("val/perplexity".into(), v.perplexity),
-                        ("val/bits_per_byte".into(), v.bits_per_byte),
-                    ],
-                )?;
-                if state.best_val_loss.is_none_or(|b| v.loss < b) {
-                    state.best_val_loss = Some(v.loss);
-                    new_best = true;
-                }
-                last_val = Some(v);
-            }
+        if (finished || every(self.recipe.eval.every)) && !stop_now {
+            new_best = self.validate(model)?;
         }
         // A new best validation loss is saved whatever the step, or `best/` could miss it (and,
         // with the best loss already recorded, every later checkpoint too).
-        let ckpt_due = finished
-            || stop_now
-            || (new_best && recipe.checkpoint.keep_best)
-            || (recipe.checkpoint.every > 0 && state.step % recipe.checkpoint.every == 0);
-        if ckpt_due {
-            let path = checkpoint::save(&ckpt_dir, &model, &opt, &state)?;
-            if new_best && recipe.checkpoint.keep_best {
-                checkpoint::mark_best(&ckpt_dir, &path)?;
+        let c = &self.recipe.checkpoint;
+        if finished || stop_now || (new_best && c.keep_best) || every(c.every) {
+            let dir = self.run_dir.join("checkpoints");
+            let path = checkpoint::save(&dir, model, &self.opt, &self.state)?;
+            if new_best && c.keep_best {
+                checkpoint::mark_best(&dir, &path)?;
             }
-            checkpoint::prune(&ckpt_dir, recipe.checkpoint.keep_last)?;
-            last_ckpt = Some(path);
+            checkpoint::prune(&dir, c.keep_last)?;
+            self.last_ckpt = Some(path);
         }
-        if stop_now {
-            interrupted = true;
-            break;
-        }
+        Ok(if stop_now {
+            Flow::Interrupted
+        } else if finished {
+            Flow::Finished
+        } else {
+            Flow::Continue
+        })
     }
-    bar.finish_and_clear();
 
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = RunSummary {
-        run_dir: run_dir.clone(),
-        steps: state.step,
-        interrupted,
-        final_train_loss: last_loss,
-        final_val_loss: last_val.map(|v| v.loss),
-        best_val_loss: state.best_val_loss,
-        val_perplexity: last_val.map(|v| v.perplexity),
-        val_bits_per_byte: last_val.map(|v| v.bits_per_byte),
-        tokens_seen: state.tokens_seen,
-        tokens_per_second: trained_tokens as f64 / seconds.max(1e-9),
-        seconds,
-        parameters,
-        last_checkpoint: last_ckpt,
-    };
-    log.finish(&summary)?;
-    drop(lock);
-    Ok(summary)
+    fn log_step(&mut self, step: &StepReport) -> Result<(), TrainError> {
+        let tps = self.window.0 as f64 / self.window.1.elapsed().as_secs_f64().max(1e-9);
+        self.window = (0, Instant::now());
+        let mut metrics = vec![
+            ("train/loss".to_string(), step.loss),
+            ("train/lr".to_string(), step.lr),
+            ("train/grad_norm".to_string(), step.grad_norm),
+            ("train/tokens_per_s".to_string(), tps),
+            ("train/tokens_seen".to_string(), self.state.tokens_seen as f64),
+        ];
+        for (layer, load) in step.expert_load.iter().enumerate() {
+            for (e, f) in load.iter().enumerate() {
+                metrics.push((format!("moe/layer{layer}/expert{e}"), *f as f64));
+            }
+        }
+        self.log.metrics(self.state.step, &metrics)?;
+        self.bar
+            .set_message(format!("loss {:.3} · {tps:.0} tok/s", step.loss));
+        Ok(())
+    }
+
+    /// Validates the current model; returns whether its loss is the best so far.
+    fn validate(&mut self, model: &Llama) -> Result<bool, TrainError> {
+        let valid = model.valid();
+        let e = &self.recipe.eval;
+        let Some(v) = validate(
+            &valid,
+            &self.val_rows,
+            self.recipe.train.batch_size,
+            e.batches,
+            &self.token_bytes,
+        ) else {
+            return Ok(false);
+        };
+        self.log.metrics(
+            self.state.step,
+            &[
+                ("val/loss".into(), v.loss),
+                ("val/perplexity".into(), v.perplexity),
+                ("val/bits_per_byte".into(), v.bits_per_byte),
+            ],
+        )?;
+        self.last_val = Some(v);
+        let best = self.state.best_val_loss.is_none_or(|b| v.loss < b);
+        if best {
+            self.state.best_val_loss = Some(v.loss);
+        }
+        Ok(best)
+    }
+
+    fn finish(self, interrupted: bool) -> Result<RunSummary, TrainError> {
+        self.bar.finish_and_clear();
+        let seconds = self.started.elapsed().as_secs_f64();
+        let summary = RunSummary {
+            run_dir: self.run_dir.clone(),
+            steps: self.state.step,
+            interrupted,
+            final_train_loss: self.last_loss,
+            final_val_loss: self.last_val.map(|v| v.loss),
+            best_val_loss: self.state.best_val_loss,
+            val_perplexity: self.last_val.map(|v| v.perplexity),
+            val_bits_per_byte: self.last_val.map(|v| v.bits_per_byte),
+            tokens_seen: self.state.tokens_seen,
+            tokens_per_second: self.trained_tokens as f64 / seconds.max(1e-9),
+            seconds,
+            parameters: self.parameters,
+            last_checkpoint: self.last_ckpt.clone(),
+        };
+        self.log.finish(&summary)?;
+        Ok(summary)
+    }
+}
+
+/// A run folder being resumed: locked, cleaned of a killed writer's leftovers, pruned to
+/// `keep_last`, with its newest checkpoint's state.
+struct Resumed {
+    dir: PathBuf,
+    latest: PathBuf,
+    state: TrainerState,
+    lock: RunLock,
+}
+
+fn open_resume(dir: &Path, recipe: &Recipe) -> Result<Resumed, TrainError> {
+    if !dir.is_dir() {
+        return Err(TrainError::Recipe(format!(
+            "{}: no such run folder",
+            dir.display()
+        )));
+    }
+    let lock = RunLock::acquire(dir)?;
+    let ckpt_dir = dir.join("checkpoints");
+    clean_checkpoints(&ckpt_dir)?;
+    let (_, latest) = checkpoint::list(&ckpt_dir).pop().ok_or_else(|| {
+        TrainError::Recipe(format!(
+            "{}: no checkpoint to resume from",
+            ckpt_dir.display()
+        ))
+    })?;
+    // A kill between saving a checkpoint and pruning the oldest leaves one too many, also when
+    // that was the run's last save.
+    checkpoint::prune(&ckpt_dir, recipe.checkpoint.keep_last)?;
+    let state = checkpoint::read_state(&latest)?;
+    // One already at train.max_steps has nothing to do, and changes nothing.
+    if state.step >= recipe.train.max_steps {
+        return Err(TrainError::AlreadyFinished { step: state.step });
+    }
+    Ok(Resumed {
+        dir: dir.to_path_buf(),
+        latest,
+        state,
+        lock,
+    })
+}
+
+/// `model.init_from`: the pretrained model (an Anvil checkpoint, a run folder or an HF folder),
+/// whose shape the recipe takes (keys it sets must agree) and whose tokenizer the data pipeline
+/// then uses instead of training one.
+fn load_pretrained(recipe: &mut Recipe, from: &Path, device: &Device) -> Result<Llama, TrainError> {
+    let loaded = anvil_infer::load(from, None, device)
+        .map_err(|e| TrainError::Recipe(format!("`model.init_from`: {e}")))?;
+    recipe.model.adopt(&loaded.model.config, &loaded.checkpoint)?;
+    recipe.data.tokenizer_file = Some(loaded.tokenizer_path.clone());
+    Ok(loaded.model)
 }
 
 /// Removes what a killed checkpoint write left (restoring `best/` if it was mid-swap), saying so
