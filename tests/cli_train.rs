@@ -551,6 +551,63 @@ fn init_from_starts_from_pretrained_weights_and_their_tokenizer() {
 }
 
 #[test]
+fn the_sft_recipe_trains_on_synth_completions_and_its_checkpoint_is_scored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (problems, _) = synth_problems_and_samples(tmp.path(), 300, 4, 1);
+    let train = tmp.path().join("synth/train.jsonl");
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let recipe = common::repo_dir().join("recipes/sft-synth.toml");
+    // The shipped recipe, shrunk to seconds.
+    let o = ok(anvil(&[
+        "train",
+        "run",
+        recipe.to_str().unwrap(),
+        &format!("data.sft=[{}]", q(&train)),
+        &format!("data.cache_dir={}", q(&tmp.path().join("cache"))),
+        &format!("output.dir={}", q(&tmp.path().join("runs"))),
+        "data.tokenizer.vocab_size=400",
+        "model.d_model=32",
+        "model.n_layers=1",
+        "model.n_heads=2",
+        "train.max_steps=6",
+        "train.batch_size=2",
+        "schedule.warmup_steps=1",
+        "eval.every=3",
+        "eval.batches=2",
+    ]));
+    assert!(stdout(&o).contains("trained 6 steps"), "{}", stdout(&o));
+    let run = tmp.path().join("runs/sft-synth");
+    let summary = json(&run.join("summary.json"));
+    assert!(summary["final_val_loss"].as_f64().is_some_and(f64::is_finite), "{summary}");
+    let tokens = std::fs::read_dir(tmp.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("tokens/tokens.json"))
+        .find(|p| p.is_file())
+        .expect("the SFT tokens were built in the cache");
+    let columns = json(&tokens)["columns"].to_string();
+    assert!(columns.contains("loss_mask"), "{columns}");
+
+    let samples = tmp.path().join("samples.jsonl");
+    let o = ok(anvil(&[
+        "eval",
+        "pass-at-k",
+        "--problems",
+        problems.to_str().unwrap(),
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--samples",
+        samples.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "16",
+        "--k",
+        "1",
+    ]));
+    assert!(stdout(&o).contains("pass@1"), "{}", stdout(&o));
+}
+
+#[test]
 fn a_run_folder_has_one_writer_and_keep_last_holds_after_kills() {
     let f = Fixture::new();
     ok(f.train("r", &["train.max_steps=8", "checkpoint.every=4"]));
