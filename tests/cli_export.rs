@@ -54,22 +54,6 @@ name = "r"
 
 use std::process::Output;
 
-fn export(ckpt: &Path, format: &str, quant: Option<&str>, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "export",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--format",
-        format,
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    if let Some(q) = quant {
-        args.extend(["--quant", q]);
-    }
-    args.extend_from_slice(extra);
-    anvil(&args)
-}
 
 fn gguf_check(gguf: &Path, hf: &Path, quant: &str) {
     let script = common::repo_dir().join("tests/gguf_check.py");
@@ -221,16 +205,7 @@ fn gguf_of_a_mixture_of_experts_with_an_untied_head() {
 #[test]
 fn an_hf_folder_exports_like_an_anvil_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = LlamaConfig {
-        vocab_size: 320,
-        d_model: 32,
-        n_layers: 1,
-        n_heads: 2,
-        ..LlamaConfig::default()
-    };
-    let ckpt = tmp.path().join("ckpt");
-    std::fs::create_dir(&ckpt).unwrap();
-    store::save(&c.init(&Device::default()), &ckpt).unwrap();
+    let ckpt = tiny_checkpoint(&tmp.path().join("ckpt"), 320);
     anvil_infer::testing::byte_tokenizer(&ckpt);
     let (hf, again) = (tmp.path().join("hf"), tmp.path().join("hf-again"));
     ok(export(&ckpt, "hf", None, &hf, &[]));
@@ -249,16 +224,7 @@ fn an_hf_folder_exports_like_an_anvil_checkpoint() {
 #[test]
 fn bad_export_arguments_fail_in_one_line_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = LlamaConfig {
-        vocab_size: 320,
-        d_model: 32,
-        n_layers: 1,
-        n_heads: 2,
-        ..LlamaConfig::default()
-    };
-    let ckpt = tmp.path().join("ckpt");
-    std::fs::create_dir(&ckpt).unwrap();
-    store::save(&c.init(&Device::default()), &ckpt).unwrap();
+    let ckpt = tiny_checkpoint(&tmp.path().join("ckpt"), 320);
     let not_bpe = tmp.path().join("wordpiece.json");
     std::fs::write(&not_bpe, r#"{"model": {"type": "WordPiece", "vocab": {}}}"#).unwrap();
     let out = tmp.path().join("out");

@@ -4,25 +4,13 @@
 //! is refused in one line before any work, and leaves nothing behind.
 
 mod common;
-use anvil_models::{LlamaConfig, store};
-use burn::tensor::Device;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// A small random model (vocab `vocab`) in `dir/name`, with Anvil's byte tokenizer beside it.
 fn checkpoint(dir: &Path, name: &str, vocab: usize) -> PathBuf {
-    let c = LlamaConfig {
-        vocab_size: vocab,
-        d_model: 32,
-        n_layers: 2,
-        n_heads: 2,
-        max_seq_len: 64,
-        ..LlamaConfig::default()
-    };
-    let ckpt = dir.join(name);
-    std::fs::create_dir_all(&ckpt).unwrap();
-    store::save(&c.init(&Device::default()), &ckpt).unwrap();
+    let ckpt = tiny_checkpoint(&dir.join(name), vocab);
     anvil_infer::testing::byte_tokenizer(&ckpt);
     ckpt
 }
@@ -50,15 +38,7 @@ fn model_configs_larger_than_memory_are_refused_before_allocating() {
     let tmp = tempfile::tempdir().unwrap();
     let base = checkpoint(tmp.path(), "base", 320);
     let hf = tmp.path().join("hf");
-    ok(anvil(&[
-        "export",
-        "--checkpoint",
-        base.to_str().unwrap(),
-        "--format",
-        "hf",
-        "--out",
-        hf.to_str().unwrap(),
-    ]));
+    ok(export(&base, "hf", None, &hf, &[]));
 
     // Anvil's model.json: generate and export load it (train run reads recipes, cli_train.rs).
     let cases = [
@@ -69,26 +49,14 @@ fn model_configs_larger_than_memory_are_refused_before_allocating() {
     ];
     for (key, value, want) in cases {
         let ckpt = tmp.path().join(format!("{key}-{value}"));
-        std::fs::create_dir(&ckpt).unwrap();
-        for f in ["model.json", "model.bpk", "tokenizer.json"] {
-            std::fs::copy(base.join(f), ckpt.join(f)).unwrap();
-        }
+        copy_files(&base, &ckpt);
         edit_json(&ckpt.join("model.json"), |m| {
             m.insert(key.into(), value.into());
         });
         let line = one_line_error(&generate(&ckpt));
         assert!(line.contains(want), "{key} = {value}: {line}");
         let out = tmp.path().join(format!("out-{key}"));
-        let o = anvil(&[
-            "export",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--format",
-            "gguf",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        let line = one_line_error(&o);
+        let line = one_line_error(&export(&ckpt, "gguf", None, &out, &[]));
         assert!(line.contains(want), "export, {key} = {value}: {line}");
         assert!(!out.exists());
     }
@@ -104,11 +72,7 @@ fn model_configs_larger_than_memory_are_refused_before_allocating() {
         ("num_hidden_layers", 10_000_000),
     ] {
         let dir = tmp.path().join(format!("hf-{key}"));
-        std::fs::create_dir(&dir).unwrap();
-        for e in std::fs::read_dir(&hf).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-        }
+        copy_files(&hf, &dir);
         edit_json(&dir.join("config.json"), |m| {
             m.insert(key.into(), value.into());
             m.remove("head_dim");
@@ -186,11 +150,7 @@ fn token_shards_that_disagree_with_the_model_are_refused_naming_the_shard() {
         ("short", "rows of 16 tokens, but tokens.json says seq_len = 32"),
     ] {
         let bad = tmp.path().join(format!("tokens-{mode}"));
-        std::fs::create_dir(&bad).unwrap();
-        for e in std::fs::read_dir(&tokens).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
-        }
+        copy_files(&tokens, &bad);
         python(REWRITE_SHARD, &[&bad.join(&val_shard), Path::new(mode)]);
         let line = one_line_error(&perplexity(&bad));
         assert!(line.contains(want) && line.contains(&val_shard), "{mode}: {line}");

@@ -505,15 +505,7 @@ fn init_from_starts_from_pretrained_weights_and_their_tokenizer() {
     ok(f.train("base", &[]));
     let base = f.run_dir("base");
     let hf = f.path("hf");
-    ok(anvil(&[
-        "export",
-        "--checkpoint",
-        base.to_str().unwrap(),
-        "--format",
-        "hf",
-        "--out",
-        hf.to_str().unwrap(),
-    ]));
+    ok(export(&base, "hf", None, &hf, &[]));
     let first_loss = |run: &Path| series(&metrics(run), "train/loss")[0].1;
     let last_loss = |run: &Path| series(&metrics(run), "train/loss").last().unwrap().1;
 
@@ -615,14 +607,7 @@ fn a_run_folder_has_one_writer_and_keep_last_holds_after_kills() {
     let ck = run.join("checkpoints");
     // A kill between saving a checkpoint and pruning leaves one more than keep_last (= 2), and
     // the run never saves again when that was its last step.
-    let copy = |from: &Path, to: &Path| {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    };
-    copy(&ck.join("step-000004"), &ck.join("step-000002"));
+    copy_files(&ck.join("step-000004"), &ck.join("step-000002"));
     assert_eq!(checkpoints(&run).len(), 3);
     let o = ok(anvil(&["train", "run", "--resume", run.to_str().unwrap()]));
     assert!(stdout(&o).contains("already finished"), "{}", stdout(&o));

@@ -24,7 +24,7 @@ use crate::atomic;
 use crate::error::{DataError, Result};
 use crate::shard::Split;
 use crate::tokenize::{
-    MANIFEST, Rows, ShardSink, SpecialIds, SplitStats, TOKENIZER_FILE, TokenizeConfig,
+    MANIFEST, Rows, ShardSink, SplitStats, TOKENIZER_FILE, TokenizeConfig,
     TokenizeManifest, name_shards,
 };
 use crate::tokenizer::{self, EOT_ID, PAD_ID, encode_text};
@@ -418,26 +418,13 @@ pub fn tokenize(
     let (train, train_sft) = tokenize_split(&tok, &data.train, Split::Train, out, cfg, &pb)?;
     let (val, val_sft) = tokenize_split(&tok, &data.val, Split::Val, out, cfg, &pb)?;
     pb.finish_and_clear();
-    let manifest = TokenizeManifest {
-        anvil_version: env!("CARGO_PKG_VERSION").to_string(),
-        seq_len: cfg.seq_len,
-        vocab_size: tok.get_vocab_size(true),
-        special_tokens: SpecialIds::default(),
-        tokenizer: TOKENIZER_FILE.to_string(),
-        tokenizer_xxh3: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&tok_bytes)),
-        ast_max_path: None,
-        columns: ["input_ids", "segment_ids", "loss_mask"]
-            .map(String::from)
-            .to_vec(),
-        train,
-        val,
-        config: cfg.clone(),
-        sft: Some(SftStats {
-            val_fraction: data.val_fraction,
-            train: train_sft,
-            val: val_sft,
-        }),
-    };
+    let columns = ["input_ids", "segment_ids", "loss_mask"];
+    let mut manifest = TokenizeManifest::new(&tok, &tok_bytes, cfg, &columns, (train, val));
+    manifest.sft = Some(SftStats {
+        val_fraction: data.val_fraction,
+        train: train_sft,
+        val: val_sft,
+    });
     atomic::write_json(&out.join(MANIFEST), &manifest)?;
     staged.commit()?;
     Ok(manifest)

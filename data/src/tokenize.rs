@@ -222,27 +222,41 @@ pub fn tokenize_corpus(
     let val = tokenize_split(&tok, &val_in, Split::Val, out_dir, cfg, &pb)?;
     pb.finish_and_clear();
 
-    let mut columns = vec!["input_ids".to_string(), "segment_ids".to_string()];
+    let mut columns = vec!["input_ids", "segment_ids"];
     if cfg.ast {
-        columns.extend(["ast_depth".to_string(), "ast_path".to_string()]);
+        columns.extend(["ast_depth", "ast_path"]);
     }
-    let manifest = TokenizeManifest {
-        anvil_version: env!("CARGO_PKG_VERSION").to_string(),
-        seq_len: cfg.seq_len,
-        vocab_size: tok.get_vocab_size(true),
-        special_tokens: SpecialIds::default(),
-        tokenizer: TOKENIZER_FILE.to_string(),
-        tokenizer_xxh3: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&tok_bytes)),
-        ast_max_path: cfg.ast.then_some(cfg.ast_max_path),
-        columns,
-        train,
-        val,
-        config: cfg.clone(),
-        sft: None,
-    };
+    let manifest = TokenizeManifest::new(&tok, &tok_bytes, cfg, &columns, (train, val));
     atomic::write_json(&out_dir.join(MANIFEST), &manifest)?;
     staged.commit()?;
     Ok(manifest)
+}
+
+impl TokenizeManifest {
+    /// The manifest of shards written with `tok` (whose file bytes are `tok_bytes`) and `cfg`,
+    /// with these columns and the two splits' stats.
+    pub(crate) fn new(
+        tok: &Tokenizer,
+        tok_bytes: &[u8],
+        cfg: &TokenizeConfig,
+        columns: &[&str],
+        (train, val): (SplitStats, SplitStats),
+    ) -> Self {
+        TokenizeManifest {
+            anvil_version: env!("CARGO_PKG_VERSION").to_string(),
+            seq_len: cfg.seq_len,
+            vocab_size: tok.get_vocab_size(true),
+            special_tokens: SpecialIds::default(),
+            tokenizer: TOKENIZER_FILE.to_string(),
+            tokenizer_xxh3: format!("{:032x}", xxhash_rust::xxh3::xxh3_128(tok_bytes)),
+            ast_max_path: cfg.ast.then_some(cfg.ast_max_path),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            train,
+            val,
+            config: cfg.clone(),
+            sft: None,
+        }
+    }
 }
 
 fn shard_num_rows(path: &Path) -> Result<u64> {

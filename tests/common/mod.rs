@@ -191,3 +191,49 @@ ast = false
         q(src)
     )
 }
+
+/// A random-weight model of `vocab` tokens (d_model 32, one layer, two heads) saved in `dir`
+/// (created), without a tokenizer.
+pub fn tiny_checkpoint(dir: &Path, vocab: usize) -> PathBuf {
+    let c = anvil_models::LlamaConfig {
+        vocab_size: vocab,
+        d_model: 32,
+        n_layers: 1,
+        n_heads: 2,
+        max_seq_len: 64,
+        ..Default::default()
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let model = c.init(&burn::tensor::Device::default());
+    anvil_models::store::save(&model, dir).unwrap();
+    dir.to_path_buf()
+}
+
+/// `anvil export --checkpoint CKPT --format FORMAT [--quant Q] --out OUT EXTRA…`.
+pub fn export(ckpt: &Path, format: &str, quant: Option<&str>, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "export",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--format",
+        format,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    if let Some(q) = quant {
+        args.extend(["--quant", q]);
+    }
+    args.extend_from_slice(extra);
+    anvil(&args)
+}
+
+/// Copies the files directly in `from` into `to` (created).
+pub fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
