@@ -1,10 +1,10 @@
 //! Grouped-query self-attention with rotary embeddings, per-layer attention patterns for long
 //! contexts, document masking for packed rows, and a KV cache for decoding.
 
-use crate::blocks::{Rope, apply, linear};
+use crate::blocks::Rope;
 use crate::fused;
+use crate::lora::LoraLinear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
@@ -164,13 +164,14 @@ impl KvCache {
     }
 }
 
-/// Grouped-query attention: `n_heads` query heads share `n_kv_heads` key/value heads.
+/// Grouped-query attention: `n_heads` query heads share `n_kv_heads` key/value heads. Each
+/// projection may carry a LoRA adapter ([`crate::lora`]).
 #[derive(Module, Debug)]
 pub struct SelfAttention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: LoraLinear,
+    pub k_proj: LoraLinear,
+    pub v_proj: LoraLinear,
+    pub o_proj: LoraLinear,
     #[module(skip)]
     pub n_heads: usize,
     #[module(skip)]
@@ -189,10 +190,10 @@ impl SelfAttention {
     ) -> Self {
         let head_dim = d_model / n_heads;
         Self {
-            q_proj: linear(d_model, n_heads * head_dim, init_std, device),
-            k_proj: linear(d_model, n_kv_heads * head_dim, init_std, device),
-            v_proj: linear(d_model, n_kv_heads * head_dim, init_std, device),
-            o_proj: linear(n_heads * head_dim, d_model, init_std, device),
+            q_proj: LoraLinear::new(d_model, n_heads * head_dim, init_std, device),
+            k_proj: LoraLinear::new(d_model, n_kv_heads * head_dim, init_std, device),
+            v_proj: LoraLinear::new(d_model, n_kv_heads * head_dim, init_std, device),
+            o_proj: LoraLinear::new(n_heads * head_dim, d_model, init_std, device),
             n_heads,
             n_kv_heads,
             head_dim,
@@ -221,9 +222,9 @@ impl SelfAttention {
                 Rope::apply(heads(y, n), cos, sin)
             }
         };
-        let q = rotated(apply(&self.q_proj, x.clone()), h);
-        let mut k = rotated(apply(&self.k_proj, x.clone()), kvh);
-        let mut v = heads(apply(&self.v_proj, x), kvh);
+        let q = rotated(self.q_proj.forward(x.clone()), h);
+        let mut k = rotated(self.k_proj.forward(x.clone()), kvh);
+        let mut v = heads(self.v_proj.forward(x), kvh);
         if let Some(cache) = cache {
             if let (Some(pk), Some(pv)) = (cache.key.take(), cache.value.take()) {
                 k = Tensor::cat(vec![pk, k], 2);
@@ -233,8 +234,8 @@ impl SelfAttention {
             cache.value = Some(v.clone());
         }
         if fused::enabled(&q.device()) {
-            let out = fused::attention(q, k, v, mask);
-            return apply(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, h * hd]));
+            let out = fused::attention(q, k, v, mask).swap_dims(1, 2);
+            return self.o_proj.forward(out.reshape([b, t, h * hd]));
         }
         let n_key = k.dims()[2];
         if kvh != h {

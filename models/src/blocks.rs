@@ -2,6 +2,7 @@
 //! embeddings with their context-extension scalings, and weight initialization.
 
 use crate::fused;
+use crate::lora::LoraLinear;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
@@ -17,19 +18,6 @@ pub fn linear(d_in: usize, d_out: usize, init_std: f64, device: &Device) -> Line
             std: init_std,
         })
         .init(device)
-}
-
-/// `linear.forward(x)`, through the fused kernel where there is one (Burn's matmul zeroes and then
-/// copies every output buffer).
-pub fn apply<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
-    if !fused::enabled(&x.device()) {
-        return linear.forward(x);
-    }
-    let y = fused::linear(x, linear.weight.val());
-    match &linear.bias {
-        Some(b) => y + b.val().unsqueeze::<D>(),
-        None => y,
-    }
 }
 
 /// Root-mean-square layer norm: `x / sqrt(mean(x²) + eps) · weight`, as Llama defines it (no
@@ -65,31 +53,32 @@ impl RmsNorm {
 }
 
 /// The SwiGLU feed-forward of Llama: `down(silu(gate(x)) · up(x))`. SiLU needs one `exp`, not
-/// GELU's `erf`, which is part of why it is cheaper on CPU.
+/// GELU's `erf`, which is part of why it is cheaper on CPU. Each projection may carry a LoRA
+/// adapter ([`crate::lora`]).
 #[derive(Module, Debug)]
 pub struct SwiGlu {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: LoraLinear,
+    pub up_proj: LoraLinear,
+    pub down_proj: LoraLinear,
 }
 
 impl SwiGlu {
     pub fn new(d_model: usize, d_ff: usize, init_std: f64, device: &Device) -> Self {
         Self {
-            gate_proj: linear(d_model, d_ff, init_std, device),
-            up_proj: linear(d_model, d_ff, init_std, device),
-            down_proj: linear(d_ff, d_model, init_std, device),
+            gate_proj: LoraLinear::new(d_model, d_ff, init_std, device),
+            up_proj: LoraLinear::new(d_model, d_ff, init_std, device),
+            down_proj: LoraLinear::new(d_ff, d_model, init_std, device),
         }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let (gate, up) = (apply(&self.gate_proj, x.clone()), apply(&self.up_proj, x));
+        let (gate, up) = (self.gate_proj.forward(x.clone()), self.up_proj.forward(x));
         let h = if fused::enabled(&gate.device()) {
             fused::swiglu(gate, up)
         } else {
             silu(gate) * up
         };
-        apply(&self.down_proj, h)
+        self.down_proj.forward(h)
     }
 }
 

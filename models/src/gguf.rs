@@ -364,6 +364,9 @@ type Rows = (usize, usize, Vec<f32>);
 pub fn tensors(model: &Llama, quant: Quant) -> Result<Vec<GgufTensor>, GgufError> {
     let c = &model.config;
     check_supported(c)?;
+    if crate::lora::has_adapters(model) {
+        return Err(GgufError::Unsupported(hf::ADAPTERS_ATTACHED.into()));
+    }
     let mixtral = c.moe.is_some();
     let mut out = Vec::new();
     // (layer, kind) → per-expert torch-layout `[out, in]` matrices.
@@ -459,6 +462,9 @@ pub fn export(
 ) -> Result<Summary, GgufError> {
     let c = &model.config;
     check_supported(c)?;
+    if crate::lora::has_adapters(model) {
+        return Err(GgufError::Unsupported(hf::ADAPTERS_ATTACHED.into()));
+    }
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

@@ -95,7 +95,7 @@ fn transpose(shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
     (vec![c, r], out)
 }
 
-fn is_mixtral(c: &LlamaConfig) -> bool {
+pub(crate) fn is_mixtral(c: &LlamaConfig) -> bool {
     c.moe.as_ref().is_some_and(|m| m.n_shared == 0)
 }
 
@@ -174,8 +174,15 @@ pub fn hf_config(c: &LlamaConfig) -> Result<Value, HfError> {
     Ok(v)
 }
 
+/// Why a model with LoRA adapters attached is not exported as it is.
+pub const ADAPTERS_ATTACHED: &str = "the model carries LoRA adapters: merge them into the \
+    weights first (lora::merge) or save them apart in PEFT's format (peft::save_adapter)";
+
 /// Writes `dir/config.json` and `dir/model.safetensors`.
 pub fn export(model: &Llama, dir: &Path) -> Result<(), HfError> {
+    if crate::lora::has_adapters(model) {
+        return Err(HfError::Unsupported(ADAPTERS_ATTACHED.into()));
+    }
     let config = hf_config(&model.config)?;
     std::fs::create_dir_all(dir).map_err(|err| HfError::Io {
         path: dir.into(),

@@ -186,6 +186,9 @@ pub fn save(model: &Llama, quant: Quant, dir: &Path) -> Result<QuantInfo, StoreE
             format!("an Anvil checkpoint quantizes to q8_0 or q4_0, not {quant}"),
         ));
     }
+    if crate::lora::has_adapters(model) {
+        return Err(invalid(dir, hf::ADAPTERS_ATTACHED));
+    }
     let tied = model.config.tie_embeddings;
     let mut tensors = Vec::new();
     let mut formats = BTreeMap::new();
