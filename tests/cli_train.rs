@@ -600,6 +600,69 @@ fn the_sft_recipe_trains_on_synth_completions_and_its_checkpoint_is_scored() {
 }
 
 #[test]
+fn lora_trains_only_adapters_on_a_frozen_base_and_resumes_bit_identically() {
+    let f = Fixture::new();
+    ok(f.train("base", &[]));
+    let base = f.run_dir("base");
+    let init = format!("model.init_from={}", base.display());
+    let args = [
+        init.as_str(),
+        "lora.r=4",
+        "lora.alpha=8",
+        r#"lora.target_modules=["q_proj","v_proj","down_proj"]"#,
+        "train.max_steps=60",
+        "checkpoint.every=1000",
+        "eval.every=1000",
+    ];
+    let o = ok(f.train("a", &args));
+    assert!(stdout(&o).contains("trainable"), "{}", stdout(&o));
+    let (steps, a) = checkpoints(&f.run_dir("a")).pop().unwrap();
+    assert_eq!(steps, 60);
+    // The checkpoint is the adapter in PEFT's format with a reference to the base.
+    for file in ["adapter_config.json", "adapter_model.safetensors", "anvil_base.json"] {
+        assert!(a.join(file).is_file(), "no {file}");
+    }
+    assert!(!a.join("model.bpk").exists(), "a LoRA checkpoint holds the adapter only");
+    let config = json(&a.join("adapter_config.json"));
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["peft_type"], "LORA");
+    // AdamW kept state for adapters alone: the frozen base had no gradient to update it.
+    let moments = optimizer_moments(&a);
+    assert!(!moments.is_empty());
+    for name in moments.keys() {
+        assert!(name.contains(".lora."), "optimizer state for {name}");
+    }
+    let adapter = std::fs::read(a.join("adapter_model.safetensors")).unwrap();
+    let tensors = anvil_models::hf::read_safetensors(&a.join("adapter_model.safetensors")).unwrap();
+    let (key, (_, b)) = tensors.iter().find(|(k, _)| k.ends_with("lora_B.weight")).unwrap();
+    assert!(key.starts_with("base_model.model.model.layers."), "{key}");
+    assert!(b.iter().any(|&x| x != 0.0), "B never moved from zero");
+
+    // Interrupted and resumed: the same adapter and optimizer state, bit for bit.
+    let mut child = f.spawn_train("b", &args);
+    let run = f.run_dir("b");
+    wait_for(&mut child, "a logged step", Duration::from_secs(120), || {
+        run.join("metrics.jsonl").is_file() && metrics(&run).iter().any(|m| m.0 >= 3)
+    });
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", f.child_output("b"));
+    assert!(checkpoints(&run).pop().unwrap().0 < 60);
+    ok(anvil(&["train", "run", "--resume", run.to_str().unwrap()]));
+    let (_, b) = checkpoints(&run).pop().unwrap();
+    assert_eq!(
+        std::fs::read(b.join("adapter_model.safetensors")).unwrap(),
+        adapter
+    );
+    assert_same_tensors("optimizer", &moments, &optimizer_moments(&b));
+
+    // [lora] without a base to adapt is refused before any work.
+    let line = one_line_error(&f.train("c", &["lora.r=4"]));
+    assert!(line.contains("`lora`") && line.contains("model.init_from"), "{line}");
+}
+
+#[test]
 fn a_run_folder_has_one_writer_and_keep_last_holds_after_kills() {
     let f = Fixture::new();
     ok(f.train("r", &["train.max_steps=8", "checkpoint.every=4"]));

@@ -20,6 +20,9 @@ pub enum Workload {
     Decode { rows: usize, context: usize },
     /// Training with AdamW on micro-batches of `batch` rows of `seq_len` tokens.
     Train { batch: usize, seq_len: usize },
+    /// The same with the weights frozen (LoRA): no gradient or optimizer state for them; the
+    /// adapters' own are small enough to leave out.
+    TrainFrozen { batch: usize, seq_len: usize },
 }
 
 /// The config key (Anvil's names, as in a recipe's `[model]`, or the workload's) that most of
@@ -125,9 +128,11 @@ pub fn estimate(c: &LlamaConfig, w: Workload) -> Estimate {
             let logits = rows * vf * f32b;
             (2.0 * f32b * pf).max(f32b * pf + caches + logits)
         }
-        Workload::Train { batch, seq_len } => {
-            // Weights, gradients, the step's gradient accumulator and AdamW's two moments.
-            let state = 5.0 * f32b * pf;
+        Workload::Train { batch, seq_len } | Workload::TrainFrozen { batch, seq_len } => {
+            // Weights, gradients, the step's gradient accumulator and AdamW's two moments (or
+            // the frozen weights alone).
+            let copies = if matches!(w, Workload::Train { .. }) { 5.0 } else { 1.0 };
+            let state = copies * f32b * pf;
             let (b, s) = (batch as f64, seq_len as f64);
             let tokens = b * s;
             // Per layer the backward keeps about ten d-wide tensors, the key/value projections,
@@ -178,6 +183,7 @@ fn check_against(c: &LlamaConfig, w: Workload, available: u64) -> Result<Estimat
         Workload::Load => w,
         Workload::Decode { context, .. } => Workload::Decode { rows: 1, context },
         Workload::Train { seq_len, .. } => Workload::Train { batch: 1, seq_len },
+        Workload::TrainFrozen { seq_len, .. } => Workload::TrainFrozen { batch: 1, seq_len },
     };
     if w != one_row && self::estimate(c, one_row).bytes <= available as u128 {
         estimate.culprit = Culprit::Workload;
@@ -188,6 +194,7 @@ fn check_against(c: &LlamaConfig, w: Workload, available: u64) -> Result<Estimat
         Workload::Train { .. } => {
             ", training: weights, gradients, AdamW state and activations"
         }
+        Workload::TrainFrozen { .. } => ", training adapters: frozen weights and activations",
     };
     Err(TooLarge {
         estimate,

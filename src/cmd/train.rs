@@ -94,8 +94,13 @@ fn train_run(a: RunArgs) -> Result<()> {
     };
     let s = &summary;
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+    let trainable = if s.trainable_parameters == s.parameters {
+        String::new()
+    } else {
+        format!(", {} trainable", s.trainable_parameters)
+    };
     println!(
-        "{} {} steps in {:.1} s ({:.0} tokens/s, {} parameters)",
+        "{} {} steps in {:.1} s ({:.0} tokens/s, {} parameters{trainable})",
         if s.interrupted {
             "interrupted after"
         } else {

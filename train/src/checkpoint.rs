@@ -13,7 +13,8 @@
 
 use crate::loader::DataPosition;
 use crate::optim::AdamW;
-use anvil_models::Llama;
+use anvil_models::lora::LoraConfig;
+use anvil_models::{Llama, peft};
 use anvil_models::store::{self, StoreError};
 use burn::tensor::Device;
 use safetensors::tensor::{Dtype, TensorView};
@@ -63,10 +64,23 @@ const STATE_FILE: &str = "state.json";
 
 pub use store::step_name;
 
-/// Writes a checkpoint of `model`, `opt` and `state` as `<dir>/step-NNNNNN`.
+/// What a checkpoint holds of the model.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// The whole model (`model.json` + `model.bpk`).
+    Full,
+    /// Only the LoRA adapters, in PEFT's format, with a reference to the frozen base (an
+    /// absolute path) and its fingerprint: a checkpoint the size of the adapters, which anything
+    /// that reads checkpoints opens as base + adapter.
+    Adapter { config: &'a LoraConfig, base: &'a str },
+}
+
+/// Writes a checkpoint of `model` (as `weights` says), `opt` and `state` as
+/// `<dir>/step-NNNNNN`.
 pub fn save(
     dir: &Path,
     model: &Llama,
+    weights: Weights,
     opt: &AdamW,
     state: &TrainerState,
 ) -> Result<PathBuf, CheckpointError> {
@@ -81,7 +95,11 @@ pub fn save(
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    store::save(model, &tmp)?;
+    match weights {
+        Weights::Full => store::save(model, &tmp)?,
+        Weights::Adapter { config, base } => peft::save_adapter(model, config, base, &tmp)
+            .map_err(|e| invalid(&tmp, e))?,
+    }
     write_optimizer(&tmp.join(OPTIMIZER_FILE), opt)?;
     let state_path = tmp.join(STATE_FILE);
     let json = serde_json::to_vec_pretty(state).expect("state serializes");
@@ -103,16 +121,15 @@ pub fn mark_best(dir: &Path, src: &Path) -> Result<(), CheckpointError> {
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    for f in [
-        store::CONFIG_FILE,
-        store::WEIGHTS_FILE,
-        OPTIMIZER_FILE,
-        STATE_FILE,
-    ] {
-        let from = src.join(f);
+    // Every file the checkpoint has (the model's or the adapter's, the optimizer's, the state).
+    let files = fs::read_dir(src).map_err(io(src))?;
+    for entry in files {
+        let entry = entry.map_err(io(src))?;
+        let f = entry.file_name();
+        let from = entry.path();
         // A hard link costs nothing; copy where the file system will not link.
-        if fs::hard_link(&from, tmp.join(f)).is_err() {
-            fs::copy(&from, tmp.join(f)).map_err(io(&from))?;
+        if fs::hard_link(&from, tmp.join(&f)).is_err() {
+            fs::copy(&from, tmp.join(&f)).map_err(io(&from))?;
         }
     }
     let best = dir.join("best");

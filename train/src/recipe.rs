@@ -4,6 +4,7 @@
 
 use anvil_data::pipeline::DataRecipe;
 use anvil_models::LlamaConfig;
+use anvil_models::lora::LoraConfig;
 pub use anvil_tracking::mlflow::TrackingConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -25,6 +26,10 @@ pub struct Recipe {
     pub checkpoint: CheckpointConfig,
     pub tracking: TrackingConfig,
     pub output: OutputConfig,
+    /// Train LoRA adapters on the frozen `model.init_from` instead of every weight (PEFT's
+    /// `LoraConfig`: `r`, `alpha`, `dropout`, `target_modules`, `use_rslora`, `bias`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 /// The recipe's `[model]` section: the architecture's config, plus where to start from.
@@ -316,6 +321,18 @@ impl Recipe {
                 "data.tokens",
                 format!("{} is not a folder of token shards", tokens.display()),
             );
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate().map_err(|(key, message)| RecipeError {
+                key: format!("lora.{key}"),
+                message,
+            })?;
+            if self.model.init_from.is_none() {
+                return err(
+                    "lora",
+                    "adapters train on a pretrained base: set model.init_from",
+                );
+            }
         }
         if let Err(e) = self.tracking.mlflow_target() {
             return err("tracking.uri", e.to_string());

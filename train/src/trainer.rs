@@ -1,7 +1,7 @@
 //! The pretraining loop, readable in one sitting: data → model → (micro-batches → backward →
 //! accumulate) → clip → AdamW → log / validate / checkpoint, until `train.max_steps`.
 
-use crate::checkpoint::{self, TrainerState};
+use crate::checkpoint::{self, TrainerState, Weights};
 use crate::loader::{DataPosition, RowStream, TokenRows};
 use crate::optim::{AdamW, GradAccumulator, lr_at};
 use crate::recipe::Recipe;
@@ -9,7 +9,7 @@ use crate::runlog::RunLog;
 use crate::{TrainError, signals};
 use anvil_data::shard::Split;
 use anvil_models::memory::{self, Workload};
-use anvil_models::{Llama, LlamaConfig, TokenBatch};
+use anvil_models::{Llama, LlamaConfig, TokenBatch, lora, peft};
 use anvil_tracking::RunLock;
 use burn::module::Module;
 use burn::tensor::Device;
@@ -45,6 +45,8 @@ pub struct RunSummary {
     pub tokens_per_second: f64,
     pub seconds: f64,
     pub parameters: usize,
+    /// Parameters the optimizer updates (the adapters' with LoRA).
+    pub trainable_parameters: usize,
     pub last_checkpoint: Option<PathBuf>,
 }
 
@@ -149,6 +151,9 @@ struct Trainer {
     stream: RowStream,
     run_dir: PathBuf,
     parameters: usize,
+    trainable_parameters: usize,
+    /// With LoRA: the frozen base's folder, which adapter checkpoints refer to.
+    base_ref: Option<String>,
     bar: indicatif::ProgressBar,
     started: Instant,
     /// Tokens and start of the current throughput window.
@@ -176,8 +181,13 @@ impl Trainer {
             None => None,
         };
         let device = Device::default();
+        // The pretrained model starts a new run; a LoRA run also needs its frozen base again
+        // when it resumes (its checkpoints hold only the adapters).
         let pretrained = match (recipe.model.init_from.clone(), &resumed) {
             (Some(from), None) => Some(load_pretrained(&mut recipe, &from, &device)?),
+            (Some(from), Some(_)) if recipe.lora.is_some() => {
+                Some(load_pretrained(&mut recipe, &from, &device)?)
+            }
             _ => None,
         };
 
@@ -186,9 +196,10 @@ impl Trainer {
         resolve_model_shape(&mut recipe.model, manifest.vocab_size, manifest.seq_len)?;
         // Before anything is allocated: a model that cannot fit is one line, not an abort in
         // the allocator or the machine's OOM killer.
-        let workload = Workload::Train {
-            batch: recipe.train.batch_size,
-            seq_len: manifest.seq_len,
+        let (batch, seq_len) = (recipe.train.batch_size, manifest.seq_len);
+        let workload = match recipe.lora {
+            Some(_) => Workload::TrainFrozen { batch, seq_len },
+            None => Workload::Train { batch, seq_len },
         };
         memory::check(&recipe.model, workload).map_err(|e| {
             TrainError::Recipe(format!(
@@ -220,20 +231,41 @@ impl Trainer {
             best_val_loss: None,
             tokens_seen: 0,
         };
+        // Loaded for inference: moved onto the autodiff device and made trainable; with LoRA,
+        // adapters are attached last and the base frozen.
+        let (mut base_ref, mut start) = (None, None);
+        if let Some((m, from)) = pretrained {
+            let m = anvil_models::trainable(m.fork(&train_device));
+            start = Some(match &recipe.lora {
+                Some(cfg) => lora::apply_lora(m, cfg),
+                None => m,
+            });
+            base_ref = Some(std::path::absolute(&from).unwrap_or(from).display().to_string());
+        }
         let (model, run_dir, log, lock) = match resumed {
             Some(Resumed { dir, latest, state: s, lock }) => {
                 state = s;
-                let model = recipe.model.init(&train_device);
-                let model = anvil_models::store::load_weights(model, &latest)
-                    .map_err(checkpoint::CheckpointError::from)?;
+                let model = match start {
+                    // The run's adapters onto its base, which must not have changed since.
+                    Some(m) => {
+                        let bad = |e: peft::PeftError| TrainError::Recipe(e.to_string());
+                        let (m, _) = peft::load_adapter(m, &latest).map_err(bad)?;
+                        peft::check_base(&m, &latest).map_err(bad)?;
+                        m
+                    }
+                    None => anvil_models::store::load_weights(
+                        recipe.model.init(&train_device),
+                        &latest,
+                    )
+                    .map_err(checkpoint::CheckpointError::from)?,
+                };
                 checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
                 let log = RunLog::resume(&dir, &recipe, &opts)?;
                 (model, dir, log, lock)
             }
             None => {
-                let model = match pretrained {
-                    // Loaded for inference: moved onto the autodiff device and made trainable.
-                    Some(m) => anvil_models::trainable(m.fork(&train_device)),
+                let model = match start {
+                    Some(m) => m,
                     None => recipe.model.init(&train_device),
                 };
                 let dir = new_run_dir(&recipe, &opts);
@@ -255,6 +287,11 @@ impl Trainer {
         bar.set_position(state.step as u64);
         let trainer = Trainer {
             parameters: model.num_params(),
+            trainable_parameters: match recipe.lora {
+                Some(_) => lora::adapter_parameter_count(&model),
+                None => model.num_params(),
+            },
+            base_ref: recipe.lora.as_ref().and(base_ref),
             opt,
             state,
             train_rows,
@@ -344,7 +381,11 @@ impl Trainer {
         let c = &self.recipe.checkpoint;
         if finished || stop_now || (new_best && c.keep_best) || every(c.every) {
             let dir = self.run_dir.join("checkpoints");
-            let path = checkpoint::save(&dir, model, &self.opt, &self.state)?;
+            let weights = match (&self.recipe.lora, &self.base_ref) {
+                (Some(config), Some(base)) => Weights::Adapter { config, base },
+                _ => Weights::Full,
+            };
+            let path = checkpoint::save(&dir, model, weights, &self.opt, &self.state)?;
             if new_best && c.keep_best {
                 checkpoint::mark_best(&dir, &path)?;
             }
@@ -426,6 +467,7 @@ impl Trainer {
             tokens_per_second: self.trained_tokens as f64 / seconds.max(1e-9),
             seconds,
             parameters: self.parameters,
+            trainable_parameters: self.trainable_parameters,
             last_checkpoint: self.last_ckpt.clone(),
         };
         self.log.finish(&summary)?;
@@ -477,12 +519,17 @@ fn open_resume(dir: &Path, recipe: &Recipe) -> Result<Resumed, TrainError> {
 /// `model.init_from`: the pretrained model (an Anvil checkpoint, a run folder or an HF folder),
 /// whose shape the recipe takes (keys it sets must agree) and whose tokenizer the data pipeline
 /// then uses instead of training one.
-fn load_pretrained(recipe: &mut Recipe, from: &Path, device: &Device) -> Result<Llama, TrainError> {
+/// Returns it with the folder its weights came from.
+fn load_pretrained(
+    recipe: &mut Recipe,
+    from: &Path,
+    device: &Device,
+) -> Result<(Llama, PathBuf), TrainError> {
     let loaded = anvil_infer::load(from, None, device)
         .map_err(|e| TrainError::Recipe(format!("`model.init_from`: {e}")))?;
     recipe.model.adopt(&loaded.model.config, &loaded.checkpoint)?;
     recipe.data.tokenizer_file = Some(loaded.tokenizer_path.clone());
-    Ok(loaded.model)
+    Ok((loaded.model, loaded.checkpoint))
 }
 
 /// Removes what a killed checkpoint write left (restoring `best/` if it was mid-swap), saying so

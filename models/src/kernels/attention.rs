@@ -386,7 +386,7 @@ mod tests {
         let keys = t;
         let make = |n: usize, seed: usize| -> Vec<f32> {
             (0..n)
-                .map(|i| (((i + seed) * 2654435761usize % 1000) as f32 / 500.0 - 1.0))
+                .map(|i| ((i + seed) * 2654435761usize % 1000) as f32 / 500.0 - 1.0)
                 .collect()
         };
         let (q, k, v) = (
