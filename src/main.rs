@@ -36,7 +36,7 @@ enum Command {
     #[command(subcommand)]
     Train(cmd::train::TrainCommand),
     /// Write a checkpoint in another format: HF safetensors, GGUF (f16/q8_0/q4_0) for llama.cpp,
-    /// or a quantized Anvil checkpoint.
+    /// a quantized Anvil checkpoint; a LoRA fine-tune merged or as a PEFT adapter.
     Export(cmd::export::ExportArgs),
     /// Complete a prompt with a checkpoint: sampling, FIM, syntax-aware beam search.
     Generate(cmd::generate::GenerateArgs),

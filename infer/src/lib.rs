@@ -16,7 +16,7 @@ pub use generate::{
     Completion, Event, FinishReason, GenerateParams, Generation, Generator, Request, Timing,
 };
 pub use healing::Healing;
-pub use load::{Loaded, load, load_model};
+pub use load::{Adapter, Loaded, Weights, load, load_adapted, load_model, load_weights};
 pub use sampling::SamplingParams;
 
 use std::path::{Path, PathBuf};
@@ -41,8 +41,20 @@ impl InferError {
 }
 
 impl Generator {
-    /// Loads a checkpoint, run folder or HF folder with its tokenizer on the default device.
+    /// Loads a checkpoint, run folder or HF folder with its tokenizer on the default device (a
+    /// full model: [`Generator::load_adapted`] takes LoRA adapters).
     pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self, InferError> {
         Ok(load::load(path, tokenizer, &burn::tensor::Device::default())?.into())
+    }
+
+    /// [`Generator::load`] with a LoRA adapter (a PEFT-format folder or a LoRA run) applied to
+    /// the checkpoint, unmerged; see [`load::load_adapted`].
+    pub fn load_adapted(
+        path: &Path,
+        adapter: Option<&Path>,
+        tokenizer: Option<&Path>,
+    ) -> Result<Self, InferError> {
+        let device = burn::tensor::Device::default();
+        Ok(load::load_adapted(path, adapter, tokenizer, &device)?.into())
     }
 }

@@ -33,15 +33,21 @@ Examples:
     /// Loss, perplexity and bits per byte of a checkpoint (f32, quantized or HF) on token shards.
     #[command(after_help = "Examples:
   anvil eval perplexity --checkpoint checkpoints/runs/quickstart --tokens checkpoints/data/HASH/tokens
-  anvil eval perplexity --checkpoint q4 --tokens DIR --split val --max-batches 20 --json")]
+  anvil eval perplexity --checkpoint q4 --tokens DIR --split val --max-batches 20 --json
+  anvil eval perplexity --checkpoint BASE --adapter LORA_RUN --tokens DIR")]
     Perplexity(PerplexityArgs),
 }
 
 #[derive(Args)]
 pub struct PerplexityArgs {
-    /// A checkpoint or run folder (Anvil's, quantized or not, or HF's).
+    /// A checkpoint or run folder (Anvil's, quantized or not, HF's, or a LoRA adapter on the
+    /// base it records).
     #[arg(long)]
     checkpoint: PathBuf,
+    /// A LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors, or a LoRA run
+    /// folder) applied unmerged to --checkpoint.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
     /// A folder of token shards (`anvil data tokenize` output; training runs cache theirs under
     /// checkpoints/data/HASH/tokens).
     #[arg(long)]
@@ -54,7 +60,8 @@ pub struct PerplexityArgs {
     /// Score only the first N batches (0 = all).
     #[arg(long, default_value_t = 0)]
     max_batches: usize,
-    /// tokenizer.json for bits per byte (default: the checkpoint's, or beside the shards).
+    /// tokenizer.json for bits per byte (default: the adapter's or the checkpoint's, or beside the
+    /// shards).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Print one JSON object.
@@ -75,6 +82,10 @@ pub struct PassAtKArgs {
     /// the stop sequences applied while generating.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// With --checkpoint: a LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors,
+    /// or a LoRA run folder) applied unmerged to it.
+    #[arg(long, value_name = "DIR", requires = "checkpoint")]
+    adapter: Option<PathBuf>,
     /// With --checkpoint: samples per problem.
     #[arg(long, default_value_t = 1, requires = "checkpoint")]
     n_samples: usize,
@@ -190,6 +201,12 @@ fn start_run(dir: &Path, a: &PassAtKArgs) -> Result<Run> {
     if let Some(ckpt) = &a.checkpoint {
         run.log_params([
             ("generate.checkpoint", ckpt.display().to_string()),
+            (
+                "generate.adapter",
+                a.adapter
+                    .as_ref()
+                    .map_or(String::new(), |d| d.display().to_string()),
+            ),
             ("generate.n_samples", a.n_samples.to_string()),
             ("generate.temperature", a.temperature.to_string()),
             ("generate.top_p", a.top_p.to_string()),
@@ -321,7 +338,8 @@ fn generate(
     run: Option<&Run>,
 ) -> Result<()> {
     use anvil_infer::{GenerateParams, Generator, SamplingParams};
-    let generator = Generator::load(ckpt, None).context("--checkpoint")?;
+    let generator =
+        Generator::load_adapted(ckpt, a.adapter.as_deref(), None).context("--checkpoint")?;
     let params = GenerateParams {
         max_new_tokens: a.max_tokens,
         n: a.n_samples,
@@ -383,16 +401,18 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let device = burn::tensor::Device::default();
-    let (model, ckpt) = anvil_infer::load_model(&a.checkpoint, &device)?;
+    let weights = anvil_infer::load_weights(&a.checkpoint, a.adapter.as_deref(), &device)?;
     let tok_path = a
         .tokenizer
         .clone()
-        .or_else(|| anvil_infer::load::find_tokenizer(&ckpt))
+        .or_else(|| weights.find_tokenizer())
         .or_else(|| {
             let beside = a.tokens.parent()?.join("tokenizer.json");
             beside.is_file().then_some(beside)
         })
         .context("no tokenizer.json with the checkpoint or beside the shards (pass --tokenizer)")?;
+    let (model, ckpt) = (weights.model, weights.checkpoint);
+    let adapter = weights.adapter.map(|ad| ad.dir);
     let tokenizer = anvil_data::tokenizer::load(&tok_path)?;
     let rows = anvil_train::loader::TokenRows::load(&a.tokens, split, model.config.vocab_size)?;
     if rows.is_empty() {
@@ -416,6 +436,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     if a.json {
         let v = serde_json::json!({
             "checkpoint": ckpt,
+            "adapter": adapter,
             "split": a.split,
             "rows": n_rows,
             "tokens": tokens,
@@ -427,8 +448,11 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
         });
         println!("{v}");
     } else {
+        let adapter = adapter
+            .map(|d| format!(" + {}", d.display()))
+            .unwrap_or_default();
         println!(
-            "{}: loss {:.4} · perplexity {:.3} · bits/byte {:.4} on {n_rows} {} rows ({tokens} tokens, {:.0} tokens/s)",
+            "{}{adapter}: loss {:.4} · perplexity {:.3} · bits/byte {:.4} on {n_rows} {} rows ({tokens} tokens, {:.0} tokens/s)",
             ckpt.display(),
             m.loss,
             m.perplexity,

@@ -18,13 +18,18 @@ const MAX_BEAMS: usize = 64;
   anvil generate --checkpoint checkpoints/runs/quickstart --prompt 'def fib(n):' --max-tokens 64
   anvil generate --checkpoint RUN --prompt 'import os' --temperature 0.8 --top-p 0.95 --n 4 --seed 1
   anvil generate --checkpoint RUN --prompt 'def f(x):' --suffix '    return y' --max-tokens 32
-  anvil generate --checkpoint RUN --prompt 'def f(x):' --beam 4 --syntax python --stop '\\ndef'")]
+  anvil generate --checkpoint RUN --prompt 'def f(x):' --beam 4 --syntax python --stop '\\ndef'
+  anvil generate --checkpoint BASE --adapter LORA_RUN --prompt 'def fib(n):'")]
 pub struct GenerateArgs {
-    /// A checkpoint folder (Anvil's, quantized or not, or HF's config.json + model.safetensors) or
-    /// a run folder (its newest checkpoint).
+    /// A checkpoint folder (Anvil's, quantized or not, HF's config.json + model.safetensors, or a
+    /// LoRA adapter on the base it records) or a run folder (its newest checkpoint).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// tokenizer.json (default: beside the weights or in the run folder).
+    /// A LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors, or a LoRA run
+    /// folder) applied unmerged to --checkpoint.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
+    /// tokenizer.json (default: beside the adapter or the weights, or in their run folder).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// The prompt text.
@@ -102,7 +107,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         bail!("--beam must be at most {MAX_BEAMS} beams, got {b}");
     }
     let stop: Vec<String> = a.stop.iter().map(|s| super::unescape(s)).collect();
-    let generator = Generator::load(&a.checkpoint, a.tokenizer.as_deref())?;
+    let generator =
+        Generator::load_adapted(&a.checkpoint, a.adapter.as_deref(), a.tokenizer.as_deref())?;
     let ids = match &a.suffix {
         Some(suffix) => generator.fim_prompt(&prompt, suffix)?,
         None => generator.encode(&prompt)?,

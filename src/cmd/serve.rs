@@ -14,18 +14,25 @@ stops accepting connections, finishes the requests already received, then exits 
 
 Examples:
   anvil serve --checkpoint runs/quickstart --addr 127.0.0.1:8000
+  anvil serve --checkpoint runs/quickstart --adapter runs/lora-sft --addr 127.0.0.1:8000
   curl -s localhost:8000/v1/completions -d '{\"prompt\": \"def add(a, b):\", \"max_tokens\": 32}'
 
 See docs/serve.md."
 )]
 pub struct ServeArgs {
-    /// A checkpoint folder, a run folder (its newest checkpoint) or a Hugging Face folder.
+    /// A checkpoint folder, a run folder (its newest checkpoint), a Hugging Face folder, or a
+    /// LoRA adapter on the base it records.
     #[arg(long)]
     checkpoint: PathBuf,
+    /// A LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors, or a LoRA run
+    /// folder) applied unmerged to --checkpoint.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (the address is printed).
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
-    /// tokenizer.json to use instead of the one found beside the checkpoint or in its run.
+    /// tokenizer.json to use instead of the one found beside the adapter or the checkpoint, or in
+    /// their run.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Completion requests that may wait while one is decoded; more are answered 429.
@@ -38,7 +45,8 @@ pub struct ServeArgs {
     /// 1 = one request at a time.
     #[arg(long, default_value_t = 32)]
     batch_rows: usize,
-    /// The model's name in the API (default: the checkpoint folder's name).
+    /// The model's name in the API (default: the name of the --adapter folder if given, else of
+    /// the --checkpoint folder).
     #[arg(long)]
     model_name: Option<String>,
     /// Threads for the tensor math (default: every core).
@@ -56,7 +64,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     super::set_threads(a.threads, "--threads")?;
     let model_name = match a.model_name {
         Some(n) => n,
-        None => std::path::absolute(&a.checkpoint)
+        None => std::path::absolute(a.adapter.as_ref().unwrap_or(&a.checkpoint))
             .ok()
             .and_then(|p| Some(p.file_name()?.to_str()?.to_string()))
             .unwrap_or_else(|| "anvil".into()),
@@ -69,9 +77,19 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     opts.validate()?;
     let listener = anvil_serve::bind(a.addr)?;
-    let loaded = anvil_infer::load(&a.checkpoint, a.tokenizer.as_deref(), &Default::default())?;
+    let loaded = anvil_infer::load_adapted(
+        &a.checkpoint,
+        a.adapter.as_deref(),
+        a.tokenizer.as_deref(),
+        &Default::default(),
+    )?;
+    let adapter = loaded
+        .adapter
+        .as_ref()
+        .map(|ad| format!(" + LoRA adapter {}", ad.dir.display()))
+        .unwrap_or_default();
     eprintln!(
-        "model `{}`: {} (tokenizer {}), context {} tokens",
+        "model `{}`: {}{adapter} (tokenizer {}), context {} tokens",
         opts.model_name,
         loaded.checkpoint.display(),
         loaded.tokenizer_path.display(),
