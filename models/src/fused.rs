@@ -32,10 +32,12 @@ use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
 pub trait FusedOps: Backend {
     /// `Σ_i logsumexp(h_i · W) − (h_i · W)[t_i]` over rows `i` with `t_i ≥ 0`; `hidden` is
     /// `[rows, d]`, `head` `[d, vocab]`, `targets` `[rows]` (−1 = no target). Shape `[1]`.
+    /// `head_grad = false` when the head is frozen (LoRA): its gradient is then never formed.
     fn lm_head_nll(
         hidden: FloatTensor<Self>,
         head: FloatTensor<Self>,
         targets: IntTensor<Self>,
+        head_grad: bool,
     ) -> FloatTensor<Self>;
 
     /// `silu(gate) · up`, element-wise, same shapes.
@@ -102,10 +104,12 @@ const OFF: u8 = 2;
 static SWITCH: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNSET);
 
 pub fn lm_head_nll(hidden: Tensor<2>, head: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let head_grad = head.is_tracked();
     Tensor::from_dispatch(<Dispatch as FusedOps>::lm_head_nll(
         hidden.into_dispatch(),
         head.into_dispatch(),
         targets.into_dispatch(),
+        head_grad,
     ))
 }
 
@@ -247,20 +251,25 @@ fn int_vec(t: &FlexTensor) -> Vec<i64> {
     }
 }
 
-/// The LM head loss, and with `grad` the gradients of the summed loss for `hidden` and `head`.
+/// The LM head loss, and the gradients of the summed loss `want` asks for: `hidden`'s and
+/// `head`'s (a one-element stand-in when the head's is not wanted: nothing reads it).
 fn lm_head(
     hidden: &FlexTensor,
     head: &FlexTensor,
     targets: &FlexTensor,
-    grad: bool,
+    want: kernels::CeGrads,
 ) -> (FlexTensor, Option<(FlexTensor, FlexTensor)>) {
     let hidden = hidden.to_contiguous();
     let (h, w) = (mat(&hidden), mat(head));
-    let out = kernels::linear_cross_entropy(h, w, &int_vec(targets), grad);
+    let out = kernels::linear_cross_entropy(h, w, &int_vec(targets), want);
     let sum: f64 = out.losses.iter().map(|&l| l as f64).sum();
-    let grads = out
-        .grads
-        .map(|(dh, dw)| (tensor(dh, [h.rows, h.cols]), tensor(dw, [w.rows, w.cols])));
+    let grads = out.d_hidden.map(|dh| {
+        let dw = match out.d_head {
+            Some(dw) => tensor(dw, [w.rows, w.cols]),
+            None => tensor(vec![0.0], [1]),
+        };
+        (tensor(dh, [h.rows, h.cols]), dw)
+    });
     (tensor(vec![sum as f32], [1]), grads)
 }
 
@@ -283,8 +292,8 @@ impl FusedOps for Flex {
         tensor(out, shape)
     }
 
-    fn lm_head_nll(hidden: FlexTensor, head: FlexTensor, targets: FlexTensor) -> FlexTensor {
-        lm_head(&hidden, &head, &targets, false).0
+    fn lm_head_nll(hidden: FlexTensor, head: FlexTensor, targets: FlexTensor, _: bool) -> FlexTensor {
+        lm_head(&hidden, &head, &targets, kernels::CeGrads::None).0
     }
 
     fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
@@ -605,6 +614,7 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
         hidden: FloatTensor<Self>,
         head: FloatTensor<Self>,
         targets: IntTensor<Self>,
+        head_grad: bool,
     ) -> FloatTensor<Self> {
         match LmHeadNllBackward
             .prepare::<C>([hidden.node(), head.node()])
@@ -612,13 +622,19 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (loss, grads) = lm_head(hidden.primitive(), head.primitive(), &targets, true);
+                let want = if head_grad {
+                    kernels::CeGrads::Both
+                } else {
+                    kernels::CeGrads::Hidden
+                };
+                let (loss, grads) = lm_head(hidden.primitive(), head.primitive(), &targets, want);
                 prep.finish(grads.expect("asked for"), loss)
             }
             OpsKind::UnTracked(prep) => prep.finish(Flex::lm_head_nll(
                 hidden.into_primitive(),
                 head.into_primitive(),
                 targets,
+                head_grad,
             )),
         }
     }

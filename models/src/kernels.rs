@@ -401,13 +401,24 @@ unsafe fn gemm_raw(
     }
 }
 
+/// Which gradients [`linear_cross_entropy`] computes on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeGrads {
+    None,
+    /// Only `hidden`'s: a frozen head (LoRA) needs no `[d, vocab]` product per chunk.
+    Hidden,
+    Both,
+}
+
 /// What [`linear_cross_entropy`] returns.
 pub struct LinearCrossEntropy {
     /// Each row's loss (0 where there is no target).
     pub losses: Vec<f32>,
-    /// With `grad`: the gradients of the summed loss with respect to `hidden` (`[rows, d]`) and
-    /// to `head` (`[d, vocab]`), both row-major.
-    pub grads: Option<(Vec<f32>, Vec<f32>)>,
+    /// The gradient of the summed loss with respect to `hidden` (`[rows, d]`, row-major), unless
+    /// [`CeGrads::None`].
+    pub d_hidden: Option<Vec<f32>>,
+    /// With respect to `head` (`[d, vocab]`), with [`CeGrads::Both`].
+    pub d_head: Option<Vec<f32>>,
 }
 
 /// The LM head and its cross-entropy in chunks of rows, never holding the whole `[rows, vocab]`
@@ -419,8 +430,9 @@ pub fn linear_cross_entropy(
     hidden: MatRef,
     head: MatRef,
     targets: &[i64],
-    grad: bool,
+    want: CeGrads,
 ) -> LinearCrossEntropy {
+    let grad = want != CeGrads::None;
     let (rows, d, vocab) = (hidden.rows, hidden.cols, head.cols);
     assert_eq!(head.rows, d, "head is [d, vocab]");
     assert_eq!(targets.len(), rows, "one target per row");
@@ -429,7 +441,8 @@ pub fn linear_cross_entropy(
     let chunk = chunk.clamp(1, rows.max(1));
     let mut logits = vec![0f32; chunk * vocab];
     let mut losses = Vec::with_capacity(rows);
-    let mut grads = grad.then(|| (vec![0f32; rows * d], vec![0f32; d * vocab]));
+    let mut d_hidden = grad.then(|| vec![0f32; rows * d]);
+    let mut d_head = (want == CeGrads::Both).then(|| vec![0f32; d * vocab]);
     let mut start = 0;
     while start < rows {
         let n = chunk.min(rows - start);
@@ -437,14 +450,20 @@ pub fn linear_cross_entropy(
         let buf = &mut logits[..n * vocab];
         matmul(buf, false, h, head);
         losses.extend(cross_entropy(buf, vocab, &targets[start..start + n], grad));
-        if let Some((dh, dw)) = &mut grads {
-            let g = MatRef::dense(buf, n, vocab);
+        let g = MatRef::dense(buf, n, vocab);
+        if let Some(dh) = &mut d_hidden {
             matmul(&mut dh[start * d..(start + n) * d], false, g, head.t());
+        }
+        if let Some(dw) = &mut d_head {
             matmul(dw, start > 0, h.t(), g);
         }
         start += n;
     }
-    LinearCrossEntropy { losses, grads }
+    LinearCrossEntropy {
+        losses,
+        d_hidden,
+        d_head,
+    }
 }
 
 // ---- SwiGLU: silu(gate) · up ---------------------------------------------------------------------
