@@ -16,18 +16,11 @@ import time
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+
+from hf_llama import add_shape_args, model as build
 
 p = argparse.ArgumentParser()
-p.add_argument("--threads", type=int, required=True)
-p.add_argument("--steps", type=int, default=20)
-p.add_argument("--warmup", type=int, default=3)
-p.add_argument("--d-model", type=int, default=256)
-p.add_argument("--layers", type=int, default=4)
-p.add_argument("--heads", type=int, default=4)
-p.add_argument("--seq", type=int, default=256)
-p.add_argument("--batch", type=int, default=8)
-p.add_argument("--vocab", type=int, default=8192)
+add_shape_args(p, steps=20, warmup=3)
 p.add_argument("--r", type=int, default=16)
 p.add_argument("--alpha", type=float, default=32)
 p.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj")
@@ -35,12 +28,7 @@ a = p.parse_args()
 
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
-ff = (8 * a.d_model // 3 + 63) // 64 * 64  # Anvil's default d_ff
-cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.d_model, intermediate_size=ff,
-                  num_hidden_layers=a.layers, num_attention_heads=a.heads,
-                  num_key_value_heads=a.heads, max_position_embeddings=a.seq,
-                  tie_word_embeddings=True)
-base = LlamaForCausalLM(cfg).float()
+base = build(a)
 lora = LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=0.0, bias="none",
                   target_modules=a.targets.split(","), task_type="CAUSAL_LM")
 model = get_peft_model(base, lora).train()

@@ -13,28 +13,16 @@ import resource
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+
+from hf_llama import add_shape_args, model as build
 
 p = argparse.ArgumentParser()
-p.add_argument("--threads", type=int, required=True)
-p.add_argument("--steps", type=int, default=30)
-p.add_argument("--warmup", type=int, default=5)
-p.add_argument("--d-model", type=int, default=256)
-p.add_argument("--layers", type=int, default=4)
-p.add_argument("--heads", type=int, default=4)
-p.add_argument("--seq", type=int, default=256)
-p.add_argument("--batch", type=int, default=8)
-p.add_argument("--vocab", type=int, default=8192)
+add_shape_args(p)
 a = p.parse_args()
 
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
-ff = (8 * a.d_model // 3 + 63) // 64 * 64  # Anvil's default d_ff
-cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.d_model, intermediate_size=ff,
-                  num_hidden_layers=a.layers, num_attention_heads=a.heads,
-                  num_key_value_heads=a.heads, max_position_embeddings=a.seq,
-                  tie_word_embeddings=True)
-model = LlamaForCausalLM(cfg).float().train()
+model = build(a).train()
 decay = [q for n, q in model.named_parameters() if q.ndim == 2 and "embed_tokens" not in n]
 no_decay = [q for n, q in model.named_parameters() if not (q.ndim == 2 and "embed_tokens" not in n)]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
