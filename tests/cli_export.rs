@@ -54,7 +54,6 @@ name = "r"
 
 use std::process::Output;
 
-
 fn gguf_check(gguf: &Path, hf: &Path, quant: &str) {
     let script = common::repo_dir().join("tests/gguf_check.py");
     let o = std::process::Command::new("python3")
@@ -218,7 +217,13 @@ fn an_hf_folder_exports_like_an_anvil_checkpoint() {
             "{f}"
         );
     }
-    ok(export(&hf, "gguf", Some("q8_0"), &tmp.path().join("m.gguf"), &[]));
+    ok(export(
+        &hf,
+        "gguf",
+        Some("q8_0"),
+        &tmp.path().join("m.gguf"),
+        &[],
+    ));
 }
 
 #[test]

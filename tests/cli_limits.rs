@@ -42,9 +42,17 @@ fn model_configs_larger_than_memory_are_refused_before_allocating() {
 
     // Anvil's model.json: generate and export load it (train run reads recipes, cli_train.rs).
     let cases = [
-        ("d_model", 1_000_000_000u64, "`d_model`: the model needs about"),
+        (
+            "d_model",
+            1_000_000_000u64,
+            "`d_model`: the model needs about",
+        ),
         ("n_layers", 10_000_000, "`n_layers`: the model needs about"),
-        ("vocab_size", 2_000_000_000, "`vocab_size`: the model needs about"),
+        (
+            "vocab_size",
+            2_000_000_000,
+            "`vocab_size`: the model needs about",
+        ),
         ("vocab_size", 4_000_000_000, "vocab_size"),
     ];
     for (key, value, want) in cases {
@@ -78,7 +86,10 @@ fn model_configs_larger_than_memory_are_refused_before_allocating() {
             m.remove("head_dim");
         });
         let line = one_line_error(&generate(&dir));
-        assert!(line.contains(&format!("`{key}`: the model needs")), "{line}");
+        assert!(
+            line.contains(&format!("`{key}`: the model needs")),
+            "{line}"
+        );
     }
 }
 
@@ -88,7 +99,10 @@ fn a_tokenizer_of_another_model_is_refused() {
     // The byte tokenizer has a few hundred tokens; an 8192-token model was trained with another.
     let ckpt = checkpoint(tmp.path(), "big-vocab", 8192);
     let line = one_line_error(&generate(&ckpt));
-    assert!(line.contains("not the tokenizer this model was trained with"), "{line}");
+    assert!(
+        line.contains("not the tokenizer this model was trained with"),
+        "{line}"
+    );
     // A model padded a little past its tokenizer is normal (HF models round to 64 or 128).
     let padded = checkpoint(tmp.path(), "padded", 384);
     ok(generate(&padded));
@@ -146,14 +160,23 @@ fn token_shards_that_disagree_with_the_model_are_refused_naming_the_shard() {
     let train_recipe = tmp.path().join("train.toml");
     for (mode, want) in [
         ("id=9000", "token id 9000 is outside the vocabulary"),
-        ("id=4000000000", "token id 4000000000 is outside the vocabulary"),
-        ("short", "rows of 16 tokens, but tokens.json says seq_len = 32"),
+        (
+            "id=4000000000",
+            "token id 4000000000 is outside the vocabulary",
+        ),
+        (
+            "short",
+            "rows of 16 tokens, but tokens.json says seq_len = 32",
+        ),
     ] {
         let bad = tmp.path().join(format!("tokens-{mode}"));
         copy_files(&tokens, &bad);
         python(REWRITE_SHARD, &[&bad.join(&val_shard), Path::new(mode)]);
         let line = one_line_error(&perplexity(&bad));
-        assert!(line.contains(want) && line.contains(&val_shard), "{mode}: {line}");
+        assert!(
+            line.contains(want) && line.contains(&val_shard),
+            "{mode}: {line}"
+        );
 
         // Training reads the same shards the same way, before creating a run folder.
         let runs = tmp.path().join("runs");
@@ -179,7 +202,15 @@ fn thread_counts_are_bounded_and_outputs_need_an_existing_folder() {
     let ckpt = checkpoint(tmp.path(), "model", 320);
     let c = ckpt.to_str().unwrap();
     for args in [
-        vec!["generate", "--checkpoint", c, "--prompt", "x", "--threads", "100000"],
+        vec![
+            "generate",
+            "--checkpoint",
+            c,
+            "--prompt",
+            "x",
+            "--threads",
+            "100000",
+        ],
         vec!["serve", "--checkpoint", c, "--threads", "100000"],
     ] {
         let line = one_line_error(&anvil(&args));
@@ -195,7 +226,14 @@ fn thread_counts_are_bounded_and_outputs_need_an_existing_folder() {
     let deep = deep.to_str().unwrap();
     let png = root.join("x.png");
     for args in [
-        vec!["data", "prepare", "--source", "python-stdlib", "--out", deep],
+        vec![
+            "data",
+            "prepare",
+            "--source",
+            "python-stdlib",
+            "--out",
+            deep,
+        ],
         vec!["data", "synth", "--out", deep],
         vec!["runs", "plot", c, "--out", png.to_str().unwrap()],
     ] {

@@ -162,7 +162,13 @@ fn runs_list_show_compare_plot() {
     // The output's folder must exist (a typo'd --out creates nothing).
     let png = tmp.path().join("out/loss.png");
     let line = one_line_error(&anvil_local(&[
-        "runs", "plot", "base", "--root", r, "--out", png.to_str().unwrap(),
+        "runs",
+        "plot",
+        "base",
+        "--root",
+        r,
+        "--out",
+        png.to_str().unwrap(),
     ]));
     assert!(line.contains("no such folder"), "{line}");
     std::fs::create_dir(tmp.path().join("out")).unwrap();

@@ -570,7 +570,12 @@ fn the_sft_recipe_trains_on_synth_completions_and_its_checkpoint_is_scored() {
     assert!(stdout(&o).contains("trained 6 steps"), "{}", stdout(&o));
     let run = tmp.path().join("runs/sft-synth");
     let summary = json(&run.join("summary.json"));
-    assert!(summary["final_val_loss"].as_f64().is_some_and(f64::is_finite), "{summary}");
+    assert!(
+        summary["final_val_loss"]
+            .as_f64()
+            .is_some_and(f64::is_finite),
+        "{summary}"
+    );
     let tokens = std::fs::read_dir(tmp.path().join("cache"))
         .unwrap()
         .map(|e| e.unwrap().path().join("tokens/tokens.json"))
@@ -619,10 +624,17 @@ fn lora_trains_only_adapters_on_a_frozen_base_and_resumes_bit_identically() {
     let (steps, a) = checkpoints(&f.run_dir("a")).pop().unwrap();
     assert_eq!(steps, 60);
     // The checkpoint is the adapter in PEFT's format with a reference to the base.
-    for file in ["adapter_config.json", "adapter_model.safetensors", "anvil_base.json"] {
+    for file in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "anvil_base.json",
+    ] {
         assert!(a.join(file).is_file(), "no {file}");
     }
-    assert!(!a.join("model.bpk").exists(), "a LoRA checkpoint holds the adapter only");
+    assert!(
+        !a.join("model.bpk").exists(),
+        "a LoRA checkpoint holds the adapter only"
+    );
     let config = json(&a.join("adapter_config.json"));
     assert_eq!(config["r"], 4);
     assert_eq!(config["peft_type"], "LORA");
@@ -634,16 +646,22 @@ fn lora_trains_only_adapters_on_a_frozen_base_and_resumes_bit_identically() {
     }
     let adapter = std::fs::read(a.join("adapter_model.safetensors")).unwrap();
     let tensors = anvil_models::hf::read_safetensors(&a.join("adapter_model.safetensors")).unwrap();
-    let (key, (_, b)) = tensors.iter().find(|(k, _)| k.ends_with("lora_B.weight")).unwrap();
+    let (key, (_, b)) = tensors
+        .iter()
+        .find(|(k, _)| k.ends_with("lora_B.weight"))
+        .unwrap();
     assert!(key.starts_with("base_model.model.model.layers."), "{key}");
     assert!(b.iter().any(|&x| x != 0.0), "B never moved from zero");
 
     // Interrupted and resumed: the same adapter and optimizer state, bit for bit.
     let mut child = f.spawn_train("b", &args);
     let run = f.run_dir("b");
-    wait_for(&mut child, "a logged step", Duration::from_secs(120), || {
-        run.join("metrics.jsonl").is_file() && metrics(&run).iter().any(|m| m.0 >= 3)
-    });
+    wait_for(
+        &mut child,
+        "a logged step",
+        Duration::from_secs(120),
+        || run.join("metrics.jsonl").is_file() && metrics(&run).iter().any(|m| m.0 >= 3),
+    );
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0);
     let status = child.wait().unwrap();
@@ -659,7 +677,10 @@ fn lora_trains_only_adapters_on_a_frozen_base_and_resumes_bit_identically() {
 
     // [lora] without a base to adapt is refused before any work.
     let line = one_line_error(&f.train("c", &["lora.r=4"]));
-    assert!(line.contains("`lora`") && line.contains("model.init_from"), "{line}");
+    assert!(
+        line.contains("`lora`") && line.contains("model.init_from"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -685,9 +706,12 @@ fn a_run_folder_has_one_writer_and_keep_last_holds_after_kills() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&mut first, "the first resume to train", Duration::from_secs(120), || {
-        metrics(&run).iter().any(|m| m.0 > 9)
-    });
+    wait_for(
+        &mut first,
+        "the first resume to train",
+        Duration::from_secs(120),
+        || metrics(&run).iter().any(|m| m.0 > 9),
+    );
     let o = anvil(&["train", "run", "--resume", run.to_str().unwrap(), many]);
     let line = one_line_error(&o);
     assert!(
@@ -706,7 +730,11 @@ fn a_run_folder_has_one_writer_and_keep_last_holds_after_kills() {
         run.to_str().unwrap(),
         &format!("train.max_steps={to}"),
     ]));
-    assert!(stdout(&o).contains(&format!("trained {to} steps")), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("trained {to} steps")),
+        "{}",
+        stdout(&o)
+    );
     assert!(!run.join(".lock").exists());
 }
 
@@ -988,7 +1016,10 @@ fn bad_recipes_fail_before_any_work_naming_the_key() {
     }
     let o = anvil(&["train", "run", r, "model.d_model=1000000000"]);
     let line = one_line_error(&o);
-    assert!(line.contains("available") && line.contains("parameters"), "{line}");
+    assert!(
+        line.contains("available") && line.contains("parameters"),
+        "{line}"
+    );
     // The same for the workload: a batch whose activations cannot fit.
     let o = anvil_env(
         &["train", "run", r, "train.batch_size=8"],

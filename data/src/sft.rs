@@ -24,8 +24,8 @@ use crate::atomic;
 use crate::error::{DataError, Result};
 use crate::shard::Split;
 use crate::tokenize::{
-    MANIFEST, Rows, ShardSink, SplitStats, TOKENIZER_FILE, TokenizeConfig,
-    TokenizeManifest, name_shards,
+    MANIFEST, Rows, ShardSink, SplitStats, TOKENIZER_FILE, TokenizeConfig, TokenizeManifest,
+    name_shards,
 };
 use crate::tokenizer::{self, EOT_ID, PAD_ID, encode_text};
 use flate2::read::MultiGzDecoder;

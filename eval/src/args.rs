@@ -19,7 +19,8 @@ pub fn check_workers(workers: usize) -> Result<(), ArgError> {
     if workers == 0 {
         return Err(ArgError("--workers must be at least 1".into()));
     }
-    anvil_models::memory::check_per_core("--workers", workers, MAX_WORKERS_PER_CORE).map_err(ArgError)
+    anvil_models::memory::check_per_core("--workers", workers, MAX_WORKERS_PER_CORE)
+        .map_err(ArgError)
 }
 
 /// `--memory-mb`: from [`MIN_MEMORY_MB`] to the machine's memory (`total_bytes`, when known).
@@ -77,8 +78,13 @@ mod tests {
         assert!(check_workers(0).is_err());
         assert!(check_memory_mb(MIN_MEMORY_MB, Some(1 << 30)).is_ok());
         assert!(check_memory_mb(MIN_MEMORY_MB - 1, None).is_err());
-        let e = check_memory_mb(99_999_999_999, Some(24 << 30)).unwrap_err().to_string();
-        assert!(e.contains("more than this machine's memory (24576 MiB)"), "{e}");
+        let e = check_memory_mb(99_999_999_999, Some(24 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("more than this machine's memory (24576 MiB)"),
+            "{e}"
+        );
         assert!(check_memory_mb(99_999_999_999, None).is_ok());
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
             assert!(check_timeout(bad).is_err(), "{bad}");

@@ -85,9 +85,15 @@ mod tests {
             untag(v).unwrap(),
             (Arch::Llama, serde_json::json!({"d_model": 8}))
         );
-        assert_eq!(untag(serde_json::json!({"d_model": 8})).unwrap().0, Arch::Llama);
+        assert_eq!(
+            untag(serde_json::json!({"d_model": 8})).unwrap().0,
+            Arch::Llama
+        );
         let e = untag(serde_json::json!({"arch": "rwkv"})).unwrap_err();
-        assert!(e.contains("unknown architecture `rwkv` (known: llama)"), "{e}");
+        assert!(
+            e.contains("unknown architecture `rwkv` (known: llama)"),
+            "{e}"
+        );
         assert!(untag(serde_json::json!({"arch": 3})).is_err());
     }
 }

@@ -292,7 +292,12 @@ impl FusedOps for Flex {
         tensor(out, shape)
     }
 
-    fn lm_head_nll(hidden: FlexTensor, head: FlexTensor, targets: FlexTensor, _: bool) -> FlexTensor {
+    fn lm_head_nll(
+        hidden: FlexTensor,
+        head: FlexTensor,
+        targets: FlexTensor,
+        _: bool,
+    ) -> FlexTensor {
         lm_head(&hidden, &head, &targets, kernels::CeGrads::None).0
     }
 

@@ -103,7 +103,11 @@ impl LlamaConfig {
         let ffn = match &self.moe {
             None => swiglu(self.ff_dim() as u128),
             Some(m) => {
-                let e = if m.d_expert == 0 { self.ff_dim() } else { m.d_expert } as u128;
+                let e = if m.d_expert == 0 {
+                    self.ff_dim()
+                } else {
+                    m.d_expert
+                } as u128;
                 let n = m.n_experts as u128;
                 mul(&[d, n])
                     .saturating_add(mul(&[n, swiglu(e)]))
@@ -155,7 +159,10 @@ impl LlamaConfig {
             }
         }
         // Beyond any real model, and small enough that size estimates cannot overflow.
-        let moe_sizes = self.moe.as_ref().map_or([0; 3], |m| [m.n_experts, m.n_shared, m.d_expert]);
+        let moe_sizes = self
+            .moe
+            .as_ref()
+            .map_or([0; 3], |m| [m.n_experts, m.n_shared, m.d_expert]);
         for (key, v) in [
             ("d_model", self.d_model),
             ("n_layers", self.n_layers),
@@ -168,14 +175,20 @@ impl LlamaConfig {
             ("moe.d_expert", moe_sizes[2]),
         ] {
             if v > MAX_DIM {
-                return bad(key, format!("{v} is above the largest supported, {MAX_DIM}"));
+                return bad(
+                    key,
+                    format!("{v} is above the largest supported, {MAX_DIM}"),
+                );
             }
         }
         // Token ids travel as 32-bit signed integers in tensors.
         if self.vocab_size > MAX_VOCAB {
             return bad(
                 "vocab_size",
-                format!("{} is above the largest supported, {MAX_VOCAB}", self.vocab_size),
+                format!(
+                    "{} is above the largest supported, {MAX_VOCAB}",
+                    self.vocab_size
+                ),
             );
         }
         if self.d_model % self.n_heads != 0 {

@@ -105,8 +105,15 @@ pub fn estimate(c: &LlamaConfig, w: Workload) -> Estimate {
     let (ff_active, experts) = match &c.moe {
         None => (c.ff_dim() as u128, 0),
         Some(m) => {
-            let e = if m.d_expert == 0 { c.ff_dim() } else { m.d_expert } as u128;
-            (e * (m.top_k + m.n_shared) as u128, 3 * d * e * m.n_experts as u128 * layers)
+            let e = if m.d_expert == 0 {
+                c.ff_dim()
+            } else {
+                m.d_expert
+            } as u128;
+            (
+                e * (m.top_k + m.n_shared) as u128,
+                3 * d * e * m.n_experts as u128 * layers,
+            )
         }
     };
     // In f64: a workload's sizes come from the command line unbounded, and a product of them
@@ -131,7 +138,11 @@ pub fn estimate(c: &LlamaConfig, w: Workload) -> Estimate {
         Workload::Train { batch, seq_len } | Workload::TrainFrozen { batch, seq_len } => {
             // Weights, gradients, the step's gradient accumulator and AdamW's two moments (or
             // the frozen weights alone).
-            let copies = if matches!(w, Workload::Train { .. }) { 5.0 } else { 1.0 };
+            let copies = if matches!(w, Workload::Train { .. }) {
+                5.0
+            } else {
+                1.0
+            };
             let state = copies * f32b * pf;
             let (b, s) = (batch as f64, seq_len as f64);
             let tokens = b * s;
@@ -191,9 +202,7 @@ fn check_against(c: &LlamaConfig, w: Workload, available: u64) -> Result<Estimat
     let detail = match w {
         Workload::Load => ", loading the weights",
         Workload::Decode { .. } => ", decoding with KV caches",
-        Workload::Train { .. } => {
-            ", training: weights, gradients, AdamW state and activations"
-        }
+        Workload::Train { .. } => ", training: weights, gradients, AdamW state and activations",
         Workload::TrainFrozen { .. } => ", training adapters: frozen weights and activations",
     };
     Err(TooLarge {
@@ -287,7 +296,8 @@ fn rlimit_headroom() -> Option<u64> {
             rlim_max: 0,
         };
         // SAFETY: getrlimit writes one rlimit struct we own.
-        if unsafe { libc::getrlimit(resource, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY
+        if unsafe { libc::getrlimit(resource, &mut lim) } != 0
+            || lim.rlim_cur == libc::RLIM_INFINITY
         {
             return None;
         }

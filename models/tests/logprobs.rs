@@ -82,9 +82,7 @@ fn sequence_logprobs_and_the_loss_mask_match_a_brute_force_log_softmax() {
             assert!((nll + total).abs() < 1e-3 * total.abs(), "{nll} vs {total}");
             let expected_targets = match &mask {
                 None => rows * (seq - 1),
-                Some(m) => (0..rows * seq)
-                    .filter(|&i| i % seq != 0 && m[i])
-                    .count(),
+                Some(m) => (0..rows * seq).filter(|&i| i % seq != 0 && m[i]).count(),
             };
             assert_eq!(out.n_targets, expected_targets);
             // Differentiable: a policy-gradient loss on it reaches the weights.

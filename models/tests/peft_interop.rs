@@ -55,7 +55,11 @@ fn an_adapter_peft_wrote_gives_peft_logits() {
     assert!(cfg.use_rslora, "the fixture exercises rsLoRA scaling");
     // No anvil_base.json: PEFT records the base by name only.
     assert!(!peft::check_base(&model, &dir).unwrap());
-    assert_close("PEFT-written adapter", &anvil_logits(&model, &ids, batch), &want);
+    assert_close(
+        "PEFT-written adapter",
+        &anvil_logits(&model, &ids, batch),
+        &want,
+    );
     // The adapter matters: without it the logits are the base's.
     let plain = anvil_logits(&base(), &ids, batch);
     assert!(plain.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-2));
@@ -66,8 +70,15 @@ fn an_adapter_anvil_wrote_gives_peft_the_same_logits() {
     let dir = fixtures().join("peft/anvil-written");
     let (ids, batch, want) = reference(&dir);
     let (model, _) = peft::load_adapter(base(), &dir).unwrap();
-    assert!(peft::check_base(&model, &dir).unwrap(), "written on this base");
-    assert_close("Anvil-written adapter in PEFT", &anvil_logits(&model, &ids, batch), &want);
+    assert!(
+        peft::check_base(&model, &dir).unwrap(),
+        "written on this base"
+    );
+    assert_close(
+        "Anvil-written adapter in PEFT",
+        &anvil_logits(&model, &ids, batch),
+        &want,
+    );
     // Merged into the weights, the same function.
     let merged = lora::merge(model);
     assert_close("merged", &anvil_logits(&merged, &ids, batch), &want);
@@ -92,7 +103,9 @@ fn write_the_anvil_adapter_fixture() {
             let [r, out] = a.lora_b.val().dims();
             let values: Vec<f32> = (0..r * out)
                 .map(|i| {
-                    n = n.wrapping_mul(1_103_515_245).wrapping_add(12_345 + i as u32);
+                    n = n
+                        .wrapping_mul(1_103_515_245)
+                        .wrapping_add(12_345 + i as u32);
                     (n >> 8) as f32 / (1u32 << 24) as f32 * 0.2 - 0.1
                 })
                 .collect();

@@ -47,7 +47,10 @@ fn run_all() -> Vec<Vec<u32>> {
         &targets,
         kernels::CeGrads::Both,
     );
-    let (dh, dw) = (lce.d_hidden.expect("asked for"), lce.d_head.expect("asked for"));
+    let (dh, dw) = (
+        lce.d_hidden.expect("asked for"),
+        lce.d_head.expect("asked for"),
+    );
     out.extend([bits(&lce.losses), bits(&dh), bits(&dw)]);
 
     let (g, u, dy) = (data(5000, 4, 12.0), data(5000, 5, 2.0), data(5000, 6, 1.0));

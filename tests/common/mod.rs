@@ -210,7 +210,13 @@ pub fn tiny_checkpoint(dir: &Path, vocab: usize) -> PathBuf {
 }
 
 /// `anvil export --checkpoint CKPT --format FORMAT [--quant Q] --out OUT EXTRA…`.
-pub fn export(ckpt: &Path, format: &str, quant: Option<&str>, out: &Path, extra: &[&str]) -> Output {
+pub fn export(
+    ckpt: &Path,
+    format: &str,
+    quant: Option<&str>,
+    out: &Path,
+    extra: &[&str],
+) -> Output {
     let mut args = vec![
         "export",
         "--checkpoint",

@@ -14,8 +14,8 @@
 use crate::loader::DataPosition;
 use crate::optim::AdamW;
 use anvil_models::lora::LoraConfig;
-use anvil_models::{Llama, peft};
 use anvil_models::store::{self, StoreError};
+use anvil_models::{Llama, peft};
 use burn::tensor::Device;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::{Deserialize, Serialize};
@@ -72,7 +72,10 @@ pub enum Weights<'a> {
     /// Only the LoRA adapters, in PEFT's format, with a reference to the frozen base (an
     /// absolute path) and its fingerprint: a checkpoint the size of the adapters, which anything
     /// that reads checkpoints opens as base + adapter.
-    Adapter { config: &'a LoraConfig, base: &'a str },
+    Adapter {
+        config: &'a LoraConfig,
+        base: &'a str,
+    },
 }
 
 /// Writes a checkpoint of `model` (as `weights` says), `opt` and `state` as
@@ -97,8 +100,9 @@ pub fn save(
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     match weights {
         Weights::Full => store::save(model, &tmp)?,
-        Weights::Adapter { config, base } => peft::save_adapter(model, config, base, &tmp)
-            .map_err(|e| invalid(&tmp, e))?,
+        Weights::Adapter { config, base } => {
+            peft::save_adapter(model, config, base, &tmp).map_err(|e| invalid(&tmp, e))?
+        }
     }
     write_optimizer(&tmp.join(OPTIMIZER_FILE), opt)?;
     let state_path = tmp.join(STATE_FILE);

@@ -63,7 +63,8 @@ impl<'de> Deserialize<'de> for ModelSection {
             }
         };
         let explicit = table.keys().cloned().collect();
-        let config = LlamaConfig::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        let config =
+            LlamaConfig::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
         Ok(ModelSection {
             init_from,
             config,
@@ -88,13 +89,18 @@ impl std::ops::DerefMut for ModelSection {
 impl ModelSection {
     /// Takes the shape of `loaded` (a pretrained model's config), refusing a key the recipe set
     /// to another value; `source` names where `loaded` came from.
-    pub fn adopt(&mut self, loaded: &LlamaConfig, source: &std::path::Path) -> Result<(), RecipeError> {
+    pub fn adopt(
+        &mut self,
+        loaded: &LlamaConfig,
+        source: &std::path::Path,
+    ) -> Result<(), RecipeError> {
         let want = serde_json::to_value(&self.config).unwrap_or_default();
         let have = serde_json::to_value(loaded).unwrap_or_default();
         for key in &self.explicit {
             let (w, h) = (want.get(key), have.get(key));
             if w != h {
-                let show = |v: Option<&serde_json::Value>| v.map_or("nothing".into(), |v| v.to_string());
+                let show =
+                    |v: Option<&serde_json::Value>| v.map_or("nothing".into(), |v| v.to_string());
                 return err(
                     &format!("model.{key}"),
                     format!(

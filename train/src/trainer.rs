@@ -240,10 +240,20 @@ impl Trainer {
                 Some(cfg) => lora::apply_lora(m, cfg),
                 None => m,
             });
-            base_ref = Some(std::path::absolute(&from).unwrap_or(from).display().to_string());
+            base_ref = Some(
+                std::path::absolute(&from)
+                    .unwrap_or(from)
+                    .display()
+                    .to_string(),
+            );
         }
         let (model, run_dir, log, lock) = match resumed {
-            Some(Resumed { dir, latest, state: s, lock }) => {
+            Some(Resumed {
+                dir,
+                latest,
+                state: s,
+                lock,
+            }) => {
                 state = s;
                 let model = match start {
                     // The run's adapters onto its base, which must not have changed since.
@@ -253,11 +263,10 @@ impl Trainer {
                         peft::check_base(&m, &latest).map_err(bad)?;
                         m
                     }
-                    None => anvil_models::store::load_weights(
-                        recipe.model.init(&train_device),
-                        &latest,
-                    )
-                    .map_err(checkpoint::CheckpointError::from)?,
+                    None => {
+                        anvil_models::store::load_weights(recipe.model.init(&train_device), &latest)
+                            .map_err(checkpoint::CheckpointError::from)?
+                    }
                 };
                 checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
                 let log = RunLog::resume(&dir, &recipe, &opts)?;
@@ -409,7 +418,10 @@ impl Trainer {
             ("train/lr".to_string(), step.lr),
             ("train/grad_norm".to_string(), step.grad_norm),
             ("train/tokens_per_s".to_string(), tps),
-            ("train/tokens_seen".to_string(), self.state.tokens_seen as f64),
+            (
+                "train/tokens_seen".to_string(),
+                self.state.tokens_seen as f64,
+            ),
         ];
         for (layer, load) in step.expert_load.iter().enumerate() {
             for (e, f) in load.iter().enumerate() {
@@ -527,7 +539,9 @@ fn load_pretrained(
 ) -> Result<(Llama, PathBuf), TrainError> {
     let loaded = anvil_infer::load(from, None, device)
         .map_err(|e| TrainError::Recipe(format!("`model.init_from`: {e}")))?;
-    recipe.model.adopt(&loaded.model.config, &loaded.checkpoint)?;
+    recipe
+        .model
+        .adopt(&loaded.model.config, &loaded.checkpoint)?;
     recipe.data.tokenizer_file = Some(loaded.tokenizer_path.clone());
     Ok((loaded.model, loaded.checkpoint))
 }

@@ -14,8 +14,8 @@ fn shipped_recipes_parse_and_validate() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let recipe: Recipe = toml::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let recipe: Recipe =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         recipe
             .validate()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
