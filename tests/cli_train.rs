@@ -79,12 +79,20 @@ dir = {runs}
         self.path("runs").join(name)
     }
 
+    /// `train run <recipe> output.name=<name> <extra…>` as arguments.
+    fn recipe_args(&self, name: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = ["train", "run", self.recipe.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+        args.push(format!("output.name={name}"));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
     /// `anvil train run <recipe> output.name=<name> <extra…>`, to completion.
     fn train(&self, name: &str, extra: &[&str]) -> Output {
-        let out_name = format!("output.name={name}");
-        let mut args = vec!["train", "run", self.recipe.to_str().unwrap(), &out_name];
-        args.extend_from_slice(extra);
-        anvil(&args)
+        let args = self.recipe_args(name, extra);
+        anvil(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// The same, in the background; stdout and stderr go to `<tmp>/<name>.{out,err}`.
@@ -674,6 +682,17 @@ fn lora_trains_only_adapters_on_a_frozen_base_and_resumes_bit_identically() {
         adapter
     );
     assert_same_tensors("optimizer", &moments, &optimizer_moments(&b));
+
+    // Adapters too large for the machine name their rank, before any run folder.
+    let args = f.recipe_args("big", &[init.as_str(), "lora.r=65536"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = anvil_env(&args, &[("ANVIL_MEMORY_LIMIT_MB", "200")]);
+    let line = one_line_error(&o);
+    assert!(
+        line.contains("`lora.r`") && line.contains("training adapters"),
+        "{line}"
+    );
+    assert!(!f.run_dir("big").exists());
 
     // [lora] without a base to adapt is refused before any work.
     let line = one_line_error(&f.train("c", &["lora.r=4"]));

@@ -127,6 +127,58 @@ impl LoraConfig {
     pub fn targets(&self, kind: &str) -> bool {
         self.target_modules.iter().any(|t| t == kind)
     }
+
+    /// The adapters' parameters on a model of config `c`, from the config alone (for the memory
+    /// check before anything is built): `r · (d_in + d_out)` per targeted projection, in every
+    /// layer, expert and shared expert. Saturating, like [`LlamaConfig::parameter_count`].
+    pub fn parameter_count(&self, c: &crate::LlamaConfig) -> u128 {
+        let (d, r) = (c.d_model as u128, self.r as u128);
+        let (q, kv) = (
+            (c.n_heads * c.head_dim()) as u128,
+            (c.kv_heads() * c.head_dim()) as u128,
+        );
+        let pair = |i: u128, o: u128| r.saturating_mul(i.saturating_add(o));
+        let mut per_layer = 0u128;
+        for (kind, i, o) in [
+            ("q_proj", d, q),
+            ("k_proj", d, kv),
+            ("v_proj", d, kv),
+            ("o_proj", q, d),
+        ] {
+            if self.targets(kind) {
+                per_layer = per_layer.saturating_add(pair(i, o));
+            }
+        }
+        let swiglu = |ff: u128| {
+            [
+                ("gate_proj", d, ff),
+                ("up_proj", d, ff),
+                ("down_proj", ff, d),
+            ]
+            .into_iter()
+            .filter(|(k, _, _)| self.targets(k))
+            .fold(0u128, |a, (_, i, o)| a.saturating_add(pair(i, o)))
+        };
+        per_layer = per_layer.saturating_add(match &c.moe {
+            None => swiglu(c.ff_dim() as u128),
+            Some(m) => {
+                let e = if m.d_expert == 0 {
+                    c.ff_dim()
+                } else {
+                    m.d_expert
+                } as u128;
+                let shared = if m.n_shared > 0 {
+                    swiglu(e.saturating_mul(m.n_shared as u128))
+                } else {
+                    0
+                };
+                swiglu(e)
+                    .saturating_mul(m.n_experts as u128)
+                    .saturating_add(shared)
+            }
+        });
+        per_layer.saturating_mul(c.n_layers as u128)
+    }
 }
 
 /// The trainable low-rank pair of one projection, in Burn's `[in, out]` layout: `lora_a` is

@@ -21,8 +21,12 @@ pub enum Workload {
     /// Training with AdamW on micro-batches of `batch` rows of `seq_len` tokens.
     Train { batch: usize, seq_len: usize },
     /// The same with the weights frozen (LoRA): no gradient or optimizer state for them; the
-    /// adapters' own are small enough to leave out.
-    TrainFrozen { batch: usize, seq_len: usize },
+    /// `adapters` parameters get weights, gradients, accumulator and AdamW state as in training.
+    TrainFrozen {
+        batch: usize,
+        seq_len: usize,
+        adapters: u128,
+    },
 }
 
 /// The config key (Anvil's names, as in a recipe's `[model]`, or the workload's) that most of
@@ -135,15 +139,13 @@ pub fn estimate(c: &LlamaConfig, w: Workload) -> Estimate {
             let logits = rows * vf * f32b;
             (2.0 * f32b * pf).max(f32b * pf + caches + logits)
         }
-        Workload::Train { batch, seq_len } | Workload::TrainFrozen { batch, seq_len } => {
+        Workload::Train { batch, seq_len } | Workload::TrainFrozen { batch, seq_len, .. } => {
             // Weights, gradients, the step's gradient accumulator and AdamW's two moments (or
-            // the frozen weights alone).
-            let copies = if matches!(w, Workload::Train { .. }) {
-                5.0
-            } else {
-                1.0
+            // the frozen weights once, and all of that for the adapters).
+            let state = match w {
+                Workload::TrainFrozen { adapters, .. } => f32b * (pf + 5.0 * adapters as f64),
+                _ => 5.0 * f32b * pf,
             };
-            let state = copies * f32b * pf;
             let (b, s) = (batch as f64, seq_len as f64);
             let tokens = b * s;
             // Per layer the backward keeps about ten d-wide tensors, the key/value projections,
@@ -194,7 +196,13 @@ fn check_against(c: &LlamaConfig, w: Workload, available: u64) -> Result<Estimat
         Workload::Load => w,
         Workload::Decode { context, .. } => Workload::Decode { rows: 1, context },
         Workload::Train { seq_len, .. } => Workload::Train { batch: 1, seq_len },
-        Workload::TrainFrozen { seq_len, .. } => Workload::TrainFrozen { batch: 1, seq_len },
+        Workload::TrainFrozen {
+            seq_len, adapters, ..
+        } => Workload::TrainFrozen {
+            batch: 1,
+            seq_len,
+            adapters,
+        },
     };
     if w != one_row && self::estimate(c, one_row).bytes <= available as u128 {
         estimate.culprit = Culprit::Workload;

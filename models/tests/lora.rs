@@ -132,6 +132,28 @@ fn init_is_peft_kaiming_uniform_with_zero_b() {
 }
 
 #[test]
+fn the_config_counts_the_adapters_it_attaches() {
+    let device = Device::default();
+    for (c, targets) in [
+        (dense(), vec!["q_proj", "v_proj", "down_proj"]),
+        (mixtral(), lora::TARGETS.to_vec()),
+        (shared_experts(), vec!["k_proj", "up_proj"]),
+    ] {
+        let cfg = LoraConfig {
+            r: 3,
+            target_modules: targets.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let model = lora::apply_lora(c.init(&device), &cfg);
+        assert_eq!(
+            cfg.parameter_count(&c),
+            lora::adapter_parameter_count(&model) as u128,
+            "{targets:?}"
+        );
+    }
+}
+
+#[test]
 fn a_seeded_base_is_the_same_with_or_without_adapters() {
     let _rng = rng();
     let device = Device::default();

@@ -197,15 +197,25 @@ impl Trainer {
         // Before anything is allocated: a model that cannot fit is one line, not an abort in
         // the allocator or the machine's OOM killer.
         let (batch, seq_len) = (recipe.train.batch_size, manifest.seq_len);
-        let workload = match recipe.lora {
-            Some(_) => Workload::TrainFrozen { batch, seq_len },
+        let frozen = |adapters| Workload::TrainFrozen {
+            batch,
+            seq_len,
+            adapters,
+        };
+        let workload = match &recipe.lora {
+            Some(cfg) => frozen(cfg.parameter_count(&recipe.model)),
             None => Workload::Train { batch, seq_len },
         };
         memory::check(&recipe.model, workload).map_err(|e| {
-            TrainError::Recipe(format!(
-                "`{}`: the model {e}",
+            // Adapters that alone make it too large name their rank.
+            let adapters_too_large =
+                recipe.lora.is_some() && memory::check(&recipe.model, frozen(0)).is_ok();
+            let key = if adapters_too_large {
+                "lora.r"
+            } else {
                 e.estimate.culprit.recipe_key()
-            ))
+            };
+            TrainError::Recipe(format!("`{key}`: the model {e}"))
         })?;
         let tokenizer = anvil_data::tokenizer::load(&data.tokenizer)?;
         let token_bytes = anvil_data::tokenizer::token_byte_lengths(&tokenizer);
