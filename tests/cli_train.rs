@@ -683,6 +683,46 @@ fn lora_trains_only_adapters_on_a_frozen_base_and_resumes_bit_identically() {
     );
     assert_same_tensors("optimizer", &moments, &optimizer_moments(&b));
 
+    // QLoRA: the same adapters on a base held in Q4_0 blocks. The checkpoint records the f32
+    // base's fingerprint (so it loads onto that base), the adapters learn, and an interrupted
+    // run resumes bit-identically (the base is quantized the same way again).
+    let mut qargs = args.to_vec();
+    qargs.extend(["lora.base_quant=q4_0", "train.max_steps=30"]);
+    ok(f.train("q", &qargs));
+    let (_, qc) = checkpoints(&f.run_dir("q")).pop().unwrap();
+    let fingerprint = |d: &Path| json(&d.join("anvil_base.json"))["fingerprint"].clone();
+    assert_eq!(fingerprint(&qc), fingerprint(&a));
+    let qadapter = std::fs::read(qc.join("adapter_model.safetensors")).unwrap();
+    assert_ne!(qadapter, adapter);
+    let mut child = f.spawn_train("q2", &qargs);
+    let run = f.run_dir("q2");
+    wait_for(
+        &mut child,
+        "a logged step",
+        Duration::from_secs(120),
+        || run.join("metrics.jsonl").is_file() && metrics(&run).iter().any(|m| m.0 >= 3),
+    );
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{}", f.child_output("q2"));
+    ok(anvil(&["train", "run", "--resume", run.to_str().unwrap()]));
+    let (_, q2) = checkpoints(&run).pop().unwrap();
+    assert_eq!(
+        std::fs::read(q2.join("adapter_model.safetensors")).unwrap(),
+        qadapter
+    );
+    let o = ok(anvil(&[
+        "generate",
+        "--checkpoint",
+        base.to_str().unwrap(),
+        "--adapter",
+        qc.to_str().unwrap(),
+        "--prompt",
+        "def ",
+        "--max-tokens",
+        "4",
+    ]));
+    assert!(!stdout(&o).is_empty());
+
     // Adapters too large for the machine name their rank, before any run folder.
     let args = f.recipe_args("big", &[init.as_str(), "lora.r=65536"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -15,6 +15,7 @@
 //! Measured effect on the train benchmark: docs/BENCHMARKS.md.
 
 use crate::kernels::attention::{self as attn, Block, Heads};
+use crate::kernels::qmatmul::{self, QuantMatrix};
 use crate::kernels::{self, RopeShape};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -27,6 +28,7 @@ use burn::backend::{
     Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
 };
 use burn::tensor::{Bool, DType, Device, Int, Shape, Tensor, TensorData};
+use std::sync::Arc;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedOps: Backend {
@@ -48,6 +50,10 @@ pub trait FusedOps: Backend {
 
     /// `x · w` over the last dimension of `x` (`w` is `[d_in, d_out]`, Burn's `Linear` layout).
     fn matmul_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x · w` with `w` a frozen matrix kept in Q8_0/Q4_0 blocks (`[d_out, d_in]`, ggml's
+    /// layout): only `x` gets a gradient.
+    fn quant_linear(x: FloatTensor<Self>, w: Arc<QuantMatrix>) -> FloatTensor<Self>;
 
     /// Rotary embedding of `x` (`[batch, seq, heads · head_dim]`) by `cos`/`sin` (`[seq,
     /// head_dim]`), returned as `[batch, heads, seq, head_dim]`.
@@ -119,6 +125,29 @@ pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>) -> Tensor<D> {
         x.into_dispatch(),
         weight.into_dispatch(),
     ))
+}
+
+/// `x · W` for a frozen `W` kept quantized ([`QuantMatrix`], `[d_out, d_in]`). On `flex` the
+/// int8 kernels of [`crate::kernels::qmatmul`] run (fused kernels switched off or not: they are
+/// the only way to use the blocks without an f32 copy); elsewhere `W` is dequantized for the
+/// product.
+pub fn quant_linear<const D: usize>(x: Tensor<D>, weight: &Arc<QuantMatrix>) -> Tensor<D> {
+    let device = x.device();
+    if matches!(
+        device.as_dispatch().clone().inner(),
+        DispatchDevice::Flex(_)
+    ) {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::quant_linear(
+            x.into_dispatch(),
+            weight.clone(),
+        ));
+    }
+    let [d_out, d_in] = weight.shape();
+    let w = Tensor::<2>::from_data(
+        TensorData::new(weight.dequantize_in_out(), [d_in, d_out]),
+        &device,
+    );
+    burn::tensor::module::linear(x, w, None)
 }
 
 pub fn swiglu<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
@@ -292,6 +321,16 @@ impl FusedOps for Flex {
         tensor(out, shape)
     }
 
+    fn quant_linear(x: FlexTensor, w: Arc<QuantMatrix>) -> FlexTensor {
+        let (xc, rows, d_in) = rows_of(&x);
+        let [d_out, k] = w.shape();
+        assert_eq!(k, d_in, "quant_linear: input width");
+        let out = qmatmul::qmatmul(f32s(&xc), rows, &w);
+        let mut shape = dims(&x);
+        *shape.last_mut().expect("at least 1-D") = d_out;
+        tensor(out, shape)
+    }
+
     fn lm_head_nll(
         hidden: FlexTensor,
         head: FlexTensor,
@@ -455,6 +494,24 @@ impl Backward<Flex, 2> for LinearBackward {
 }
 
 #[derive(Debug)]
+struct QuantLinearBackward;
+
+impl Backward<Flex, 1> for QuantLinearBackward {
+    /// The frozen matrix and the input's shape: `dX = dY · W` needs no activation.
+    type State = (Arc<QuantMatrix>, Shape);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let (dy, rows, _) = rows_of(&grads.consume::<Flex>(&ops.node));
+        let (w, shape) = ops.state;
+        if let Some(node) = node_x {
+            let dx = qmatmul::qmatmul_backward(f32s(&dy), rows, &w);
+            grads.register::<Flex>(node.id, tensor(dx, shape));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct SwigluBackward;
 
 impl Backward<Flex, 2> for SwigluBackward {
@@ -570,6 +627,21 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(Flex::matmul_linear(x.into_primitive(), w.into_primitive()))
             }
+        }
+    }
+
+    fn quant_linear(x: FloatTensor<Self>, w: Arc<QuantMatrix>) -> FloatTensor<Self> {
+        match QuantLinearBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let shape = x.primitive().shape();
+                let out = Flex::quant_linear(x.primitive().clone(), w.clone());
+                prep.finish((w, shape), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::quant_linear(x.into_primitive(), w)),
         }
     }
 

@@ -367,6 +367,7 @@ pub fn tensors(model: &Llama, quant: Quant) -> Result<Vec<GgufTensor>, GgufError
     if crate::lora::has_adapters(model) {
         return Err(GgufError::Unsupported(hf::ADAPTERS_ATTACHED.into()));
     }
+    let model = &*crate::lora::f32_base(model);
     let mixtral = c.moe.is_some();
     let mut out = Vec::new();
     // (layer, kind) → per-expert torch-layout `[out, in]` matrices.

@@ -183,6 +183,7 @@ pub fn export(model: &Llama, dir: &Path) -> Result<(), HfError> {
     if crate::lora::has_adapters(model) {
         return Err(HfError::Unsupported(ADAPTERS_ATTACHED.into()));
     }
+    let model = &*crate::lora::f32_base(model);
     let config = hf_config(&model.config)?;
     std::fs::create_dir_all(dir).map_err(|err| HfError::Io {
         path: dir.into(),

@@ -755,6 +755,7 @@ pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamWSte
 
 // After the macro: the attention kernels use `multiversion!` too.
 pub mod attention;
+pub mod qmatmul;
 
 #[cfg(test)]
 mod tests {

@@ -13,10 +13,13 @@
 
 use crate::blocks::linear;
 use crate::fused;
+use crate::kernels::qmatmul::QuantMatrix;
 use crate::llama::Llama;
+use crate::quant::GgmlType;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The projections an adapter may target, by their HF Llama names. In a Mixtral-style model the
 /// expert projections are called `w1` (gate), `w2` (down) and `w3` (up) on disk; see
@@ -49,7 +52,8 @@ pub struct LoraConfig {
     pub use_rslora: bool,
     /// PEFT's bias mode; only `"none"` (Llama's projections have no bias).
     pub bias: String,
-    /// Reserved for QLoRA (a quantized frozen base); any value is refused for now.
+    /// QLoRA: keep the frozen base projections in llama.cpp's `"q8_0"` or `"q4_0"` blocks in
+    /// memory and multiply with them directly ([`quantize_base`]).
     pub base_quant: Option<String>,
 }
 
@@ -106,13 +110,21 @@ impl LoraConfig {
                 ),
             );
         }
-        if let Some(q) = &self.base_quant {
-            return bad(
-                "base_quant",
-                format!("`{q}`: a quantized base (QLoRA) is not yet supported"),
-            );
-        }
+        self.base_quant_type()
+            .map_err(|m| ("base_quant".to_string(), m))?;
         Ok(())
+    }
+
+    /// The block format of a QLoRA base, `None` for plain LoRA.
+    pub fn base_quant_type(&self) -> Result<Option<GgmlType>, String> {
+        match self.base_quant.as_deref().map(str::trim) {
+            None => Ok(None),
+            Some(q) if q.eq_ignore_ascii_case("q8_0") => Ok(Some(GgmlType::Q8_0)),
+            Some(q) if q.eq_ignore_ascii_case("q4_0") => Ok(Some(GgmlType::Q4_0)),
+            Some(q) => Err(format!(
+                "`{q}` is not a base quantization Anvil keeps in memory (q8_0 or q4_0)"
+            )),
+        }
     }
 
     /// The factor on `A · B`: `alpha / r`, or `alpha / √r` with rsLoRA (PEFT's rule).
@@ -262,10 +274,15 @@ impl LoraAdapter {
 
 /// A bias-free linear layer, `x · weight`, with an optional LoRA adapter. `weight` has Burn
 /// `Linear`'s name and `[d_in, d_out]` layout, so every file that held a `Linear` here loads.
+///
+/// A frozen weight may instead be held quantized (`quant`, QLoRA and quantized checkpoints):
+/// `weight` is then an empty `[0, 0]` placeholder and the product runs on the blocks.
 #[derive(Module, Debug)]
 pub struct LoraLinear {
     pub weight: Param<Tensor<2>>,
     pub lora: Option<LoraAdapter>,
+    #[module(skip)]
+    pub quant: Option<Arc<QuantMatrix>>,
 }
 
 impl LoraLinear {
@@ -275,6 +292,7 @@ impl LoraLinear {
         Self {
             weight: linear(d_in, d_out, init_std, device).weight,
             lora: None,
+            quant: None,
         }
     }
 
@@ -290,6 +308,9 @@ impl LoraLinear {
     }
 
     fn base<const D: usize>(&self, x: Tensor<D>, fused_on: bool) -> Tensor<D> {
+        if let Some(q) = &self.quant {
+            return fused::quant_linear(x, q);
+        }
         if fused_on {
             fused::linear(x, self.weight.val())
         } else {
@@ -301,7 +322,51 @@ impl LoraLinear {
 
     /// `[d_in, d_out]`.
     pub fn dims(&self) -> [usize; 2] {
-        self.weight.lazy_shape().dims()
+        match &self.quant {
+            Some(q) => {
+                let [d_out, d_in] = q.shape();
+                [d_in, d_out]
+            }
+            None => self.weight.lazy_shape().dims(),
+        }
+    }
+
+    /// Keeps the weight as `ty` blocks and drops its f32 values; `false` (nothing changed) when
+    /// its inputs are not whole blocks of 32, as llama.cpp's rule for quantizing a matrix.
+    pub fn quantize(&mut self, ty: GgmlType) -> bool {
+        if self.quant.is_some() {
+            return true;
+        }
+        let [d_in, d_out] = self.dims();
+        let w = self.weight.val();
+        // A quantized checkpoint's weight arrives as Burn's block-quantized tensor.
+        let w = if matches!(w.dtype(), burn::tensor::DType::QFloat(_)) {
+            w.dequantize()
+        } else {
+            w
+        };
+        let device = w.device();
+        let values = w.into_data().convert::<f32>();
+        let Some(q) = values
+            .as_slice::<f32>()
+            .ok()
+            .and_then(|v| QuantMatrix::quantize(v, d_in, d_out, ty))
+        else {
+            return false;
+        };
+        self.quant = Some(Arc::new(q));
+        self.weight = Param::from_tensor(Tensor::zeros([0, 0], &device)).set_require_grad(false);
+        true
+    }
+
+    /// Puts the f32 weight back from the blocks (for merging and exports): the dequantized
+    /// values, as every reader of a quantized file gets them.
+    pub fn dequantize(&mut self) {
+        let Some(q) = self.quant.take() else { return };
+        let [d_out, d_in] = q.shape();
+        let device = self.weight.val().device();
+        let data = burn::tensor::TensorData::new(q.dequantize_in_out(), [d_in, d_out]);
+        self.weight = Param::from_tensor(Tensor::from_data(data, &device)).set_require_grad(false);
     }
 }
 
@@ -418,10 +483,47 @@ pub fn apply_lora(model: Llama, cfg: &LoraConfig) -> Llama {
     freeze_base(model)
 }
 
+/// QLoRA's base: every projection of `model` (adapted or not, in every layer and expert) kept
+/// as `ty` blocks in memory, its f32 values dropped; projections whose inputs are not whole
+/// blocks stay f32. Returns the model and how many projections were quantized. The LM head,
+/// embeddings, norms and routers stay f32, as in QLoRA (Dettmers et al. 2023).
+pub fn quantize_base(mut model: Llama, ty: GgmlType) -> (Llama, usize) {
+    let mut n = 0;
+    for_each_projection(&mut model, |_, _, l| n += l.quantize(ty) as usize);
+    (model, n)
+}
+
+/// `model` with every quantized projection back in f32 (dequantized values).
+pub fn dequantize_base(mut model: Llama) -> Llama {
+    for_each_projection(&mut model, |_, _, l| l.dequantize());
+    model
+}
+
+/// `model` with f32 weights everywhere: itself, or a dequantized copy when projections are
+/// held quantized. Every writer of full weights (checkpoint, HF, GGUF, quantized store) and the
+/// base fingerprint read through this, so a quantized model is never written as placeholders.
+pub fn f32_base(model: &Llama) -> std::borrow::Cow<'_, Llama> {
+    if is_quantized(model) {
+        std::borrow::Cow::Owned(dequantize_base(model.clone()))
+    } else {
+        std::borrow::Cow::Borrowed(model)
+    }
+}
+
+/// Whether any projection of `model` is held quantized.
+pub fn is_quantized(model: &Llama) -> bool {
+    let mut m = model.clone();
+    let mut any = false;
+    for_each_projection(&mut m, |_, _, l| any |= l.quant.is_some());
+    any
+}
+
 /// `model` with each adapter folded into its weight, `W ← W + A·B·scaling`, and removed: a plain
-/// model again, for export. Weights keep their `require_grad` setting.
+/// model again, for export. Weights keep their `require_grad` setting; a quantized base is
+/// dequantized first (the merged weight is f32).
 pub fn merge(mut model: Llama) -> Llama {
     for_each_projection(&mut model, |_, _, l| {
+        l.dequantize();
         if let Some(adapter) = l.lora.take() {
             let delta = adapter.delta();
             l.weight = l.weight.clone().map(|w| {

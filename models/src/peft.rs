@@ -187,6 +187,19 @@ pub fn save_adapter(
     base: &str,
     dir: &Path,
 ) -> Result<(), PeftError> {
+    save_adapter_of(model, cfg, base, &base_fingerprint(model), dir)
+}
+
+/// [`save_adapter`] with the base's fingerprint given: computed once per run rather than per
+/// checkpoint, and before a QLoRA base is quantized (the fingerprint is the f32 base's, the
+/// model the adapter is later loaded onto).
+pub fn save_adapter_of(
+    model: &Llama,
+    cfg: &LoraConfig,
+    base: &str,
+    fingerprint: &str,
+    dir: &Path,
+) -> Result<(), PeftError> {
     cfg.validate()
         .map_err(|(k, m)| PeftError::Unsupported(format!("lora.{k}: {m}")))?;
     let mixtral = hf::is_mixtral(&model.config);
@@ -258,7 +271,7 @@ pub fn save_adapter(
 
     let record = json!({
         "base_model_name_or_path": base,
-        "fingerprint": base_fingerprint(model),
+        "fingerprint": fingerprint,
         "model": crate::arch::tagged(<Llama as crate::CausalLm>::ARCH, &model.config),
     });
     let text = serde_json::to_string_pretty(&record).expect("json") + "\n";
@@ -538,6 +551,9 @@ pub fn load_adapter(model: Llama, dir: &Path) -> Result<(Llama, LoraConfig), Pef
 /// shape and f32 bytes, in module order. Any change to any base weight changes it; adapters do
 /// not. Hyperparameters that hold no weights (RoPE θ, norm ε) are not in it.
 pub fn base_fingerprint(model: &Llama) -> String {
+    // Over the f32 values as loaded: a quantized base hashes as its dequantized weights, the
+    // model an adapter trained on it is loaded onto.
+    let model = &*lora::f32_base(model);
     struct Hash {
         stack: Vec<String>,
         h: xxhash_rust::xxh3::Xxh3Default,
@@ -610,10 +626,17 @@ pub fn read_base(dir: &Path) -> Result<Option<BaseRecord>, PeftError> {
 /// matches, `Ok(false)` when it records none (a PEFT-made adapter), `Err` when it names another
 /// base.
 pub fn check_base(model: &Llama, dir: &Path) -> Result<bool, PeftError> {
+    if read_base(dir)?.is_none() {
+        return Ok(false);
+    }
+    check_fingerprint(&base_fingerprint(model), dir)
+}
+
+/// [`check_base`] for a base whose fingerprint is already known.
+pub fn check_fingerprint(here: &str, dir: &Path) -> Result<bool, PeftError> {
     let Some(rec) = read_base(dir)? else {
         return Ok(false);
     };
-    let here = base_fingerprint(model);
     if rec.fingerprint != here {
         return Err(invalid(
             &dir.join(BASE_FILE),

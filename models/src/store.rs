@@ -63,6 +63,7 @@ pub fn write_config<M: CausalLm>(model: &M, dir: &Path) -> Result<(), StoreError
 
 /// Writes `dir/model.json` and `dir/model.bpk` (the folder must exist).
 pub fn save(model: &Llama, dir: &Path) -> Result<(), StoreError> {
+    let model = &*crate::lora::f32_base(model);
     write_config(model, dir)?;
     let w = dir.join(WEIGHTS_FILE);
     model
@@ -103,21 +104,33 @@ pub fn load_weights(model: Llama, dir: &Path) -> Result<Llama, StoreError> {
         .map_err(|e| invalid(&p, format!("not a checkpoint of this model: {e:?}")))
 }
 
-/// Loads the model in `dir` onto `device`. Quantized weights come back as f32: the `flex`
-/// backend would dequantize them in every matmul anyway (see docs/inference.md).
+/// Loads the model in `dir` onto `device`. In a quantized folder the decoder's projections
+/// stay in their Q8_0/Q4_0 blocks ([`crate::LoraLinear::quant`], multiplied by the int8
+/// kernels); everything else (embeddings, LM head, norms, routers) comes back as f32.
 pub fn load(dir: &Path, device: &Device) -> Result<Llama, StoreError> {
     let config = read_config(dir)?;
     crate::memory::check(&config, crate::memory::Workload::Load).map_err(|e| {
         let key = e.estimate.culprit.model_json_key();
         invalid(&dir.join(CONFIG_FILE), format!("`{key}`: the model {e}"))
     })?;
-    let quantized = crate::store_quant::read_info(dir)?.is_some();
-    let model = load_weights(config.init(device), dir)?;
-    Ok(if quantized {
-        model.map(&mut Dequantize)
-    } else {
-        model
-    })
+    let info = crate::store_quant::read_info(dir)?;
+    let mut model = load_weights(config.init(device), dir)?;
+    if let Some(info) = info {
+        // One projection at a time, so the f32 copy of the whole model never exists.
+        crate::lora::for_each_projection(&mut model, |path, _, l| {
+            let ty = info
+                .tensors
+                .get(&format!("{path}.weight"))
+                .map(String::as_str);
+            match ty {
+                Some("Q8_0") => l.quantize(crate::quant::GgmlType::Q8_0),
+                Some("Q4_0") => l.quantize(crate::quant::GgmlType::Q4_0),
+                _ => false,
+            };
+        });
+        model = model.map(&mut Dequantize);
+    }
+    Ok(model)
 }
 
 /// Turns every quantized parameter back into an f32 one.

@@ -189,6 +189,7 @@ pub fn save(model: &Llama, quant: Quant, dir: &Path) -> Result<QuantInfo, StoreE
     if crate::lora::has_adapters(model) {
         return Err(invalid(dir, hf::ADAPTERS_ATTACHED));
     }
+    let model = &*crate::lora::f32_base(model);
     let tied = model.config.tie_embeddings;
     let mut tensors = Vec::new();
     let mut formats = BTreeMap::new();

@@ -62,7 +62,14 @@ fn config_defaults_validation_and_scaling() {
     };
     let (k, m) = q.validate().unwrap_err();
     assert_eq!(k, "base_quant");
-    assert!(m.contains("not yet supported"), "{m}");
+    assert!(m.contains("q8_0 or q4_0"), "{m}");
+    for ok in ["q8_0", "Q4_0"] {
+        let q = LoraConfig {
+            base_quant: Some(ok.into()),
+            ..d.clone()
+        };
+        assert!(q.validate().is_ok(), "{ok}");
+    }
 
     let c = LoraConfig {
         r: 16,

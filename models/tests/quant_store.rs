@@ -1,9 +1,9 @@
-//! Anvil's quantized checkpoint: `store::load` reads it like any other, every weight equals
-//! llama.cpp's dequantization of the original exactly, and the logits stay close to the f32
-//! model's.
+//! Anvil's quantized checkpoint: `store::load` reads it like any other, keeping the projections
+//! in their blocks, every weight equals llama.cpp's dequantization of the original exactly, and
+//! the logits (from the int8 kernels) stay close to the f32 model's.
 
 use anvil_models::quant::{GgmlType, Quant};
-use anvil_models::{LlamaConfig, MoeConfig, hf, store, store_quant};
+use anvil_models::{LlamaConfig, MoeConfig, hf, lora, store, store_quant};
 use burn::tensor::Device;
 use std::collections::BTreeMap;
 
@@ -79,9 +79,12 @@ fn quantized_checkpoints_load_with_llama_cpp_weights_and_close_logits() {
                 Some(info.clone())
             );
             let loaded = store::load(dir.path(), &device).unwrap();
+            // The projections stay in their blocks, which hold exactly llama.cpp's values.
+            assert!(lora::is_quantized(&loaded));
+            let as_f32 = lora::f32_base(&loaded);
             for ((path, shape, x), (path2, _, got)) in hf::parameters(&model)
                 .into_iter()
-                .zip(hf::parameters(&loaded))
+                .zip(hf::parameters(&*as_f32))
             {
                 assert_eq!(path, path2);
                 let ty = match info.tensors[&path].as_str() {

@@ -75,6 +75,8 @@ pub enum Weights<'a> {
     Adapter {
         config: &'a LoraConfig,
         base: &'a str,
+        /// [`anvil_models::peft::base_fingerprint`] of the f32 base, computed once per run.
+        fingerprint: &'a str,
     },
 }
 
@@ -100,9 +102,12 @@ pub fn save(
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     match weights {
         Weights::Full => store::save(model, &tmp)?,
-        Weights::Adapter { config, base } => {
-            peft::save_adapter(model, config, base, &tmp).map_err(|e| invalid(&tmp, e))?
-        }
+        Weights::Adapter {
+            config,
+            base,
+            fingerprint,
+        } => peft::save_adapter_of(model, config, base, fingerprint, &tmp)
+            .map_err(|e| invalid(&tmp, e))?,
     }
     write_optimizer(&tmp.join(OPTIMIZER_FILE), opt)?;
     let state_path = tmp.join(STATE_FILE);

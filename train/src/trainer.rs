@@ -152,8 +152,9 @@ struct Trainer {
     run_dir: PathBuf,
     parameters: usize,
     trainable_parameters: usize,
-    /// With LoRA: the frozen base's folder, which adapter checkpoints refer to.
-    base_ref: Option<String>,
+    /// With LoRA: the frozen base's folder, which adapter checkpoints refer to, and its
+    /// fingerprint.
+    base_ref: Option<(String, String)>,
     bar: indicatif::ProgressBar,
     started: Instant,
     /// Tokens and start of the current throughput window.
@@ -242,20 +243,22 @@ impl Trainer {
             tokens_seen: 0,
         };
         // Loaded for inference: moved onto the autodiff device and made trainable; with LoRA,
-        // adapters are attached last and the base frozen.
-        let (mut base_ref, mut start) = (None, None);
+        // adapters are attached last and the base frozen, and with QLoRA the base's projections
+        // are then quantized, after its fingerprint (the f32 base's) is taken.
+        let (mut base_ref, mut start, mut parameters) = (None, None, None);
         if let Some((m, from)) = pretrained {
-            let m = anvil_models::trainable(m.fork(&train_device));
-            start = Some(match &recipe.lora {
-                Some(cfg) => lora::apply_lora(m, cfg),
-                None => m,
-            });
-            base_ref = Some(
-                std::path::absolute(&from)
-                    .unwrap_or(from)
-                    .display()
-                    .to_string(),
-            );
+            let mut m = anvil_models::trainable(m.fork(&train_device));
+            if let Some(cfg) = &recipe.lora {
+                let path = std::path::absolute(&from).unwrap_or(from);
+                base_ref = Some((path.display().to_string(), peft::base_fingerprint(&m)));
+                m = lora::apply_lora(m, cfg);
+                parameters = Some(m.num_params());
+                // Validated with the recipe.
+                if let Ok(Some(ty)) = cfg.base_quant_type() {
+                    m = lora::quantize_base(m, ty).0;
+                }
+            }
+            start = Some(m);
         }
         let (model, run_dir, log, lock) = match resumed {
             Some(Resumed {
@@ -269,9 +272,10 @@ impl Trainer {
                     // The run's adapters onto its base, which must not have changed since.
                     Some(m) => {
                         let bad = |e: peft::PeftError| TrainError::Recipe(e.to_string());
-                        let (m, _) = peft::load_adapter(m, &latest).map_err(bad)?;
-                        peft::check_base(&m, &latest).map_err(bad)?;
-                        m
+                        if let Some((_, fingerprint)) = &base_ref {
+                            peft::check_fingerprint(fingerprint, &latest).map_err(bad)?;
+                        }
+                        peft::load_adapter(m, &latest).map_err(bad)?.0
                     }
                     None => {
                         anvil_models::store::load_weights(recipe.model.init(&train_device), &latest)
@@ -305,7 +309,7 @@ impl Trainer {
         let bar = anvil_data::progress::bar(t.max_steps as u64, "train", false);
         bar.set_position(state.step as u64);
         let trainer = Trainer {
-            parameters: model.num_params(),
+            parameters: parameters.unwrap_or_else(|| model.num_params()),
             trainable_parameters: match recipe.lora {
                 Some(_) => lora::adapter_parameter_count(&model),
                 None => model.num_params(),
@@ -401,7 +405,11 @@ impl Trainer {
         if finished || stop_now || (new_best && c.keep_best) || every(c.every) {
             let dir = self.run_dir.join("checkpoints");
             let weights = match (&self.recipe.lora, &self.base_ref) {
-                (Some(config), Some(base)) => Weights::Adapter { config, base },
+                (Some(config), Some((base, fingerprint))) => Weights::Adapter {
+                    config,
+                    base,
+                    fingerprint,
+                },
                 _ => Weights::Full,
             };
             let path = checkpoint::save(&dir, model, weights, &self.opt, &self.state)?;
@@ -553,7 +561,9 @@ fn load_pretrained(
         .model
         .adopt(&loaded.model.config, &loaded.checkpoint)?;
     recipe.data.tokenizer_file = Some(loaded.tokenizer_path.clone());
-    Ok((loaded.model, loaded.checkpoint))
+    // A quantized checkpoint's projections arrive in their blocks; training starts from their
+    // f32 values (QLoRA quantizes them again, to `lora.base_quant`).
+    Ok((lora::dequantize_base(loaded.model), loaded.checkpoint))
 }
 
 /// Removes what a killed checkpoint write left (restoring `best/` if it was mid-swap), saying so
