@@ -159,3 +159,45 @@ fn quantizing_twice_keeps_the_blocks() {
     };
     assert_eq!(cfg.base_quant_type(), Ok(Some(GgmlType::Q4_0)));
 }
+
+/// Not a test: times the int8 path against f32 gemm and against the banded dequantize+gemm path
+/// from decode-sized to training-sized inputs (`cargo test --release -p anvil-models --test qlora --
+/// --ignored --nocapture`). The figures in docs/lora.md come from it.
+#[test]
+#[ignore]
+fn probe_qmatmul_speed() {
+    use anvil_models::kernels::{self, MatRef, qmatmul};
+    use std::time::Instant;
+    let (k, n) = (768, 768);
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 5e4)
+        .collect();
+    for rows in [1usize, 4, 16, 64, 2048] {
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 104729 % 997) as f32 - 498.0) / 500.0)
+            .collect();
+        let reps = if rows == 2048 { 5 } else { 100 };
+        let time = |f: &dyn Fn() -> Vec<f32>| {
+            let _ = f();
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(f());
+            }
+            t.elapsed().as_secs_f64() / reps as f64 * 1e3
+        };
+        let f32_ms =
+            time(&|| kernels::matmul_new(MatRef::dense(&x, rows, k), MatRef::dense(&w, k, n)));
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            let q = qmatmul::QuantMatrix::quantize(&w, k, n, ty).unwrap();
+            let int8 = time(&|| qmatmul::qmatmul_int8(&x, rows, &q));
+            let deq = time(&|| qmatmul::qmatmul_gemm(&x, rows, &q));
+            let dy: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
+            let bwd = time(&|| qmatmul::qmatmul_backward(&dy[..rows * n], rows, &q));
+            println!(
+                "rows {rows:5} {k}x{n} {ty:?}: f32 gemm {f32_ms:8.3} ms, int8 {int8:8.3} ms, \
+                 dequantize+gemm {deq:8.3} ms, backward {bwd:8.3} ms ({:?})",
+                qmatmul::dot_level()
+            );
+        }
+    }
+}

@@ -12,6 +12,8 @@
 #   --tokens N     new tokens per generation (default 128)
 #   --prompt-bytes N  prompt = the first N bytes of Python's json/decoder.py (default 380)
 #   --reps N       timed generations of each (default 3); the best of each is reported
+#   --quant Q      also decode with Anvil on the checkpoint exported as Q (q8_0 or q4_0; the
+#                  option repeats): the projections stay in their blocks and the int8 kernels run
 #   --anvil PATH   use this binary instead of `cargo build --release`
 #   --python PATH  a python3 with torch and transformers (default: ~/.cache/anvil/torchvenv)
 #
@@ -21,7 +23,7 @@
 # Prefill is one forward over the prompt in both.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-threads="$(nproc)" tokens=128 prompt_bytes=380 reps=3 anvil="" ckpt=""
+threads="$(nproc)" tokens=128 prompt_bytes=380 reps=3 anvil="" ckpt="" quants=""
 python="$HOME/.cache/anvil/torchvenv/bin/python"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
     --tokens) tokens="$2"; shift 2 ;;
     --prompt-bytes) prompt_bytes="$2"; shift 2 ;;
     --reps) reps="$2"; shift 2 ;;
+    --quant) quants="$quants $2"; shift 2 ;;
     --anvil) anvil="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -49,14 +52,25 @@ src="$(python3 -c 'import json.decoder as d; print(d.__file__)')"
 head -c "$prompt_bytes" "$src" > "$work/prompt.txt"
 "$anvil" export --checkpoint "$ckpt" --format hf --out "$work/hf" >/dev/null
 
-best=0 best_prefill=0
-for _ in $(seq "$reps"); do
-  "$anvil" generate --checkpoint "$ckpt" --prompt-file "$work/prompt.txt" --max-tokens "$tokens" \
-    --ignore-eos --no-token-healing --json --threads "$threads" --report "$work/anvil.json" \
-    > "$work/anvil.out" 2>/dev/null
-  read -r d p < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["decode_tokens_per_second"], r["prefill_tokens_per_second"])' "$work/anvil.json")
-  best=$(python3 -c "print(max($best, $d))"); best_prefill=$(python3 -c "print(max($best_prefill, $p))")
+# The best decode and prefill tokens/s of `reps` generations on checkpoint $1, as "decode prefill".
+anvil_best() {
+  local best=0 best_prefill=0 d p
+  for _ in $(seq "$reps"); do
+    "$anvil" generate --checkpoint "$1" --prompt-file "$work/prompt.txt" --max-tokens "$tokens" \
+      --ignore-eos --no-token-healing --json --threads "$threads" --report "$work/anvil.json" \
+      > "$work/anvil.out" 2>/dev/null
+    read -r d p < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["decode_tokens_per_second"], r["prefill_tokens_per_second"])' "$work/anvil.json")
+    best=$(python3 -c "print(max($best, $d))"); best_prefill=$(python3 -c "print(max($best_prefill, $p))")
+  done
+  echo "$best $best_prefill"
+}
+: > "$work/quant.txt"
+for q in $quants; do
+  "$anvil" export --checkpoint "$ckpt" --format anvil --quant "$q" --out "$work/$q" >/dev/null
+  echo "$q $(anvil_best "$work/$q")" >> "$work/quant.txt"
 done
+# Last, so that anvil.out holds the f32 tokens compared with HF's below.
+read -r best best_prefill < <(anvil_best "$ckpt")
 "$python" scripts/bench/decode_throughput.py --model "$work/hf" --prompt-file "$work/prompt.txt" \
   --max-tokens "$tokens" --threads "$threads" --reps "$reps" 2>/dev/null > "$work/hf.json"
 
@@ -72,4 +86,7 @@ print(f"{'Anvil':16}{pre:14.0f}{dec:14.1f}")
 print(f"{'HF transformers':16}{hf['prefill_tokens_per_second']:14.0f}{hf['decode_tokens_per_second']:14.1f}")
 print(f"{'ratio':16}{pre / hf['prefill_tokens_per_second']:13.2f}x{dec / hf['decode_tokens_per_second']:13.2f}x")
 print(f"greedy tokens identical: first {agree} of {len(ours)}")
+for line in open(f"{work}/quant.txt"):
+    q, d, p = line.split()
+    print(f"{'Anvil ' + q:16}{float(p):14.0f}{float(d):14.1f}   decode {float(d) / dec:.2f}x Anvil f32")
 PY

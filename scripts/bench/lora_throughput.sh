@@ -5,12 +5,14 @@
 # of each and the ratio. Results: docs/BENCHMARKS.md.
 #
 # Usage: scripts/bench/lora_throughput.sh [--size small|100m] [--threads N] [--steps N]
-#                                         [--reps N] [--anvil PATH] [--python PATH]
+#                                         [--reps N] [--qlora q4_0] [--anvil PATH] [--python PATH]
 #   --size small  the quickstart shape (d_model 256, 4 layers, 5.3M parameters; default)
 #   --size 100m   d_model 768, 12 layers, 12 heads (91M parameters)
 #   --threads N   threads for both (default: nproc)
 #   --steps N     timed steps per run (default 20, after untimed ones)
 #   --reps N      runs of each, alternating (default 2); the best of each is reported
+#   --qlora Q     also run Anvil's QLoRA with the base in Q blocks (q8_0 or q4_0): tokens/s and
+#                 peak RSS next to LoRA on the f32 base
 #   --anvil PATH  use this binary instead of `cargo build --release`
 #   --python PATH a python3 with torch, transformers and peft (default: ~/.cache/anvil/torchvenv;
 #                 create it with: python3 -m venv ~/.cache/anvil/torchvenv &&
@@ -22,13 +24,14 @@
 # shape.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-size=small threads="$(nproc)" steps=20 reps=2 anvil="" python="$HOME/.cache/anvil/torchvenv/bin/python"
+size=small threads="$(nproc)" steps=20 reps=2 anvil="" qlora="" python="$HOME/.cache/anvil/torchvenv/bin/python"
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) size="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --reps) reps="$2"; shift 2 ;;
+    --qlora) qlora="$2"; shift 2 ;;
     --anvil) anvil="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -64,20 +67,23 @@ echo "building the quickstart data and a $size base (not timed)…" >&2
 total=$((steps + 5))
 results="$work/results.jsonl"
 for rep in $(seq 1 "$reps"); do
-  name="lora-$rep"
+ for quant in none $qlora; do
+  name="lora-$quant-$rep" impl=anvil extra=()
+  if [ "$quant" != none ]; then impl="anvil-qlora-$quant" extra=(lora.base_quant="$quant"); fi
   rss "$anvil" --quiet train run recipes/lora-quickstart.toml --threads "$threads" \
       model.init_from="$work/runs/base" train.max_steps=$total train.log_every=5 \
       schedule.warmup_steps=2 eval.every=0 eval.batches=1 checkpoint.every=0 \
-      output.dir="$work/runs" output.name="$name" \
+      output.dir="$work/runs" output.name="$name" "${extra[@]}" \
     | python3 -c '
 import json, sys
 r = json.load(sys.stdin); run = sys.argv[1]
 m = [json.loads(l) for l in open(run + "/metrics.jsonl")]
 tps = [x["value"] for x in m if x["key"] == "train/tokens_per_s" and x["step"] > 5]
 s = json.load(open(run + "/summary.json"))
-print(json.dumps({"impl": "anvil", "tokens_per_s": sum(tps) / len(tps), "peak_rss_mb": r["peak_rss_mb"],
+print(json.dumps({"impl": sys.argv[2], "tokens_per_s": sum(tps) / len(tps), "peak_rss_mb": r["peak_rss_mb"],
                   "params": s["parameters"], "trainable": s["trainable_parameters"]}))
-' "$work/runs/$name" >> "$results"
+' "$work/runs/$name" "$impl" >> "$results"
+ done
   rss "$python" scripts/bench/lora_throughput.py --threads "$threads" --steps "$steps" --warmup 3 \
       --d-model $d --layers $layers --heads $heads \
     | python3 -c '
@@ -97,9 +103,13 @@ a, p = best["anvil"], best["peft"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"LoRA r=16 q,k,v,o, size {sys.argv[3]}, threads {sys.argv[2]}, {cpu}, {datetime.date.today()}")
 for r in rows:
-    print(f"  {r['impl']:6} {r['tokens_per_s']:8.0f} tokens/s  peak RSS {r['peak_rss_mb']:6.0f} MB")
+    print(f"  {r['impl']:18} {r['tokens_per_s']:8.0f} tokens/s  peak RSS {r['peak_rss_mb']:6.0f} MB")
 print(f"best: anvil {a['tokens_per_s']:.0f} tokens/s, peft {p['tokens_per_s']:.0f} tokens/s "
       f"(torch {p.get('torch', '?')}) -> ratio {a['tokens_per_s'] / p['tokens_per_s']:.2f}x; "
       f"peak RSS anvil {a['peak_rss_mb']:.0f} MB, peft {p['peak_rss_mb']:.0f} MB; "
       f"trainable anvil {a['trainable']} of {a['params']}, peft {p['trainable']} of {p['params']}")
+for impl, q in best.items():
+    if impl.startswith("anvil-qlora"):
+        print(f"{impl}: {q['tokens_per_s']:.0f} tokens/s ({q['tokens_per_s'] / a['tokens_per_s']:.2f}x LoRA), "
+              f"peak RSS {q['peak_rss_mb']:.0f} MB = {q['peak_rss_mb'] / a['peak_rss_mb']:.2f}x LoRA's on the f32 base")
 PY

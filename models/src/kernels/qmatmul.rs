@@ -2,14 +2,16 @@
 //! run and the projections of a quantized checkpoint stay quantized in memory, 4.2× / 7.1×
 //! smaller than f32.
 //!
-//! - Forward, `y = x · Wᵀ`: the rows of `x` are quantized to Q8_0 on the fly (as llama.cpp does
-//!   for its `vec_dot_q8_0_q8_0` / `q4_0_q8_0`), and each output is a sum over 32-value blocks
-//!   of an int8 dot product times the two blocks' scales. The int8 dot is AVX-512 VNNI
-//!   (`vpdpbusd`) where the CPU has it, AVX2 (`vpmaddubsw` + `vpmaddwd`) otherwise, plain Rust
-//!   on anything else, chosen at run time.
-//! - Backward, `dx = dy · W`: the sum runs across blocks' rows, not along them, so int8 blocks do
-//!   not apply; `W` is dequantized a band of rows at a time into a small f32 buffer and the
-//!   product accumulated with gemm. No f32 copy of the whole matrix is ever held.
+//! - Forward, `y = x · Wᵀ`, for up to [`INT8_MAX_ROWS`] rows (decoding): the rows of `x` are
+//!   quantized to Q8_0 on the fly (as llama.cpp does for its `vec_dot_q8_0_q8_0` /
+//!   `q4_0_q8_0`), and each output is a sum over 32-value blocks of an int8 dot product times the
+//!   two blocks' scales, the weight blocks read in place. The int8 dot is AVX-512 VNNI
+//!   (`vpdpbusd`) where the CPU has it, AVX2 (`vpmaddubsw` + `vpmaddwd`) otherwise, plain Rust on
+//!   anything else, chosen at run time.
+//! - Forward for more rows (training batches, prefill) and backward (`dx = dy · W`): bands of `W`
+//!   are dequantized into a bounded f32 scratch and multiplied with gemm, whose register-blocked
+//!   kernel reuses each dequantized band for every row (measured faster than the int8 dot
+//!   products from 16 rows up: docs/lora.md). No f32 copy of the whole matrix is ever held.
 //!
 //! Every output is summed by one task in a fixed order: results do not depend on scheduling.
 
@@ -139,25 +141,6 @@ impl QuantMatrix {
         }
         out
     }
-
-    /// Rows `start..start + n` unpacked to one i8 per value plus one f32 scale per block: the
-    /// form the dot-product kernels read, built per band so the full matrix never is.
-    fn unpack(&self, start: usize, n: usize, q: &mut Vec<i8>, d: &mut Vec<f32>) {
-        let rb = self.row_bytes();
-        let bytes = &self.data[start * rb..(start + n) * rb];
-        q.clear();
-        d.clear();
-        for block in bytes.chunks_exact(self.ty.block_bytes()) {
-            d.push(f16::from_le_bytes([block[0], block[1]]).to_f32());
-            match self.ty {
-                GgmlType::Q8_0 => q.extend(block[2..].iter().map(|&b| b as i8)),
-                _ => {
-                    q.extend(block[2..].iter().map(|&b| (b & 0x0F) as i8 - 8));
-                    q.extend(block[2..].iter().map(|&b| (b >> 4) as i8 - 8));
-                }
-            }
-        }
-    }
 }
 
 /// Rows of activations quantized to Q8_0: values and per-block scales.
@@ -170,8 +153,7 @@ fn quantize_rows(x: &[f32], cols: usize) -> QuantRows {
     let blocks = x.len() / QK;
     let mut q = vec![0i8; x.len()];
     let mut d = vec![0f32; blocks];
-    // Per row: each block is independent, and the exact rounding (ggml's reference) matters
-    // less than for weights, but the same function keeps one definition of Q8_0.
+    // ggml's reference rounding, as for the weights: one definition of Q8_0.
     q.par_chunks_mut(cols)
         .zip(d.par_chunks_mut(cols / QK))
         .zip(x.par_chunks(cols))
@@ -189,29 +171,49 @@ fn quantize_rows(x: &[f32], cols: usize) -> QuantRows {
     QuantRows { q, d }
 }
 
-/// Weight rows unpacked per task: 16 rows of a 4096-wide matrix are 64 KiB, inside L2.
-const BAND: usize = 16;
+/// Up to this many rows of `x`, the forward pass runs the int8 dot products; above it, bands of
+/// `W` are dequantized and multiplied with gemm. Measured on AVX-512 VNNI (`probe_qmatmul_speed`
+/// in models/tests/qlora.rs, docs/lora.md): a dot product per output reads each weight block once
+/// per row of `x`, so it wins while the weights' memory traffic dominates (decoding: one row per
+/// sequence) and loses to gemm's register-blocked f32 kernel on training batches, where a band
+/// of dequantized rows is reused by every row of `x`.
+pub const INT8_MAX_ROWS: usize = 8;
+
+/// Weight rows per parallel task of the int8 path.
+const BAND: usize = 32;
+
+/// Weight rows dequantized per gemm call: 256 rows of a 4096-wide matrix are 4 MiB of f32, a
+/// bounded scratch whatever the matrix.
+const GEMM_BAND: usize = 256;
 
 /// `y = x · Wᵀ`: `x` is `[rows, w.cols]` row-major, the result `[rows, w.rows]`.
 pub fn qmatmul(x: &[f32], rows: usize, w: &QuantMatrix) -> Vec<f32> {
     assert_eq!(x.len(), rows * w.cols, "qmatmul: input size");
+    if rows > INT8_MAX_ROWS {
+        return qmatmul_gemm(x, rows, w);
+    }
+    qmatmul_int8(x, rows, w)
+}
+
+/// The int8 path: activations to Q8_0, one dot product over the blocks per output.
+pub fn qmatmul_int8(x: &[f32], rows: usize, w: &QuantMatrix) -> Vec<f32> {
     let (n_out, k) = (w.rows, w.cols);
     let xq = quantize_rows(x, k);
     let nb = k / QK;
+    let rb = w.row_bytes();
+    let level = dot_level();
     // One task per band of weight rows; each writes its columns of every output row.
     let bands: Vec<Vec<f32>> = (0..n_out.div_ceil(BAND))
         .into_par_iter()
         .map(|band| {
             let j0 = band * BAND;
             let n = BAND.min(n_out - j0);
-            let (mut wq, mut wd) = (Vec::new(), Vec::new());
-            w.unpack(j0, n, &mut wq, &mut wd);
             let mut out = vec![0f32; rows * n];
-            for i in 0..rows {
-                let (xr, xd) = (&xq.q[i * k..(i + 1) * k], &xq.d[i * nb..(i + 1) * nb]);
-                for j in 0..n {
-                    let (wr, wdr) = (&wq[j * k..(j + 1) * k], &wd[j * nb..(j + 1) * nb]);
-                    out[i * n + j] = dot_q8(xr, xd, wr, wdr);
+            for j in 0..n {
+                let wr = &w.data[(j0 + j) * rb..(j0 + j + 1) * rb];
+                for i in 0..rows {
+                    let (xr, xd) = (&xq.q[i * k..(i + 1) * k], &xq.d[i * nb..(i + 1) * nb]);
+                    out[i * n + j] = dot_row(level, w.ty, xr, xd, wr);
                 }
             }
             out
@@ -228,20 +230,33 @@ pub fn qmatmul(x: &[f32], rows: usize, w: &QuantMatrix) -> Vec<f32> {
     y
 }
 
-/// Weight rows dequantized per gemm call in the backward pass: 256 rows of a 4096-wide matrix
-/// are 4 MiB of f32, a bounded scratch whatever the matrix.
-const BACKWARD_BAND: usize = 256;
+/// The gemm path: bands of `W` dequantized into a bounded scratch, `y[:, band] = x · bandᵀ`.
+pub fn qmatmul_gemm(x: &[f32], rows: usize, w: &QuantMatrix) -> Vec<f32> {
+    use super::MatRef;
+    let (n_out, k) = (w.rows, w.cols);
+    let mut y = vec![0f32; rows * n_out];
+    let mut band = vec![0f32; GEMM_BAND.min(n_out) * k];
+    for j0 in (0..n_out).step_by(GEMM_BAND) {
+        let n = GEMM_BAND.min(n_out - j0);
+        let band = &mut band[..n * k];
+        w.dequantize_rows(j0, band);
+        let (a, b) = (MatRef::dense(x, rows, k), MatRef::dense(band, n, k).t());
+        super::gemm_into(&mut y[j0..], n_out, false, a, b, 1.0, true);
+    }
+    y
+}
 
-/// `dx = dy · W`: `dy` is `[rows, w.rows]`, the result `[rows, w.cols]`. Bands of `W` are
-/// dequantized and their products accumulated in band order (deterministic).
+/// `dx = dy · W`: `dy` is `[rows, w.rows]`, the result `[rows, w.cols]`. The sum runs across
+/// block rows, where int8 blocks do not line up: bands of `W` are dequantized and their
+/// products accumulated in band order (deterministic).
 pub fn qmatmul_backward(dy: &[f32], rows: usize, w: &QuantMatrix) -> Vec<f32> {
     use super::MatRef;
     assert_eq!(dy.len(), rows * w.rows, "qmatmul_backward: gradient size");
     let (n_out, k) = (w.rows, w.cols);
     let mut dx = vec![0f32; rows * k];
-    let mut band = vec![0f32; BACKWARD_BAND.min(n_out) * k];
-    for j0 in (0..n_out).step_by(BACKWARD_BAND) {
-        let n = BACKWARD_BAND.min(n_out - j0);
+    let mut band = vec![0f32; GEMM_BAND.min(n_out) * k];
+    for j0 in (0..n_out).step_by(GEMM_BAND) {
+        let n = GEMM_BAND.min(n_out - j0);
         let band = &mut band[..n * k];
         w.dequantize_rows(j0, band);
         // dy[:, j0..j0+n] as a strided view of dy.
@@ -258,25 +273,49 @@ pub fn qmatmul_backward(dy: &[f32], rows: usize, w: &QuantMatrix) -> Vec<f32> {
     dx
 }
 
-/// `Σ_b xd[b] · wd[b] · Σ_{i in b} x[i] · w[i]` over the blocks of one row pair.
-fn dot_q8(x: &[i8], xd: &[f32], w: &[i8], wd: &[f32]) -> f32 {
+/// `Σ_b xd[b] · d_b · Σ_{i in b} x[i] · w[i]` over the blocks of one activation row (Q8_0,
+/// unpacked) and one weight row (ggml blocks, read in place).
+fn dot_row(level: DotLevel, ty: GgmlType, x: &[i8], xd: &[f32], w: &[u8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        match dot_level() {
-            // SAFETY: the CPU was checked to have these features.
-            DotLevel::Vnni => return unsafe { x86::dot_vnni(x, xd, w, wd) },
-            DotLevel::Avx2 => return unsafe { x86::dot_avx2(x, xd, w, wd) },
-            DotLevel::Scalar => {}
+        let q4 = ty == GgmlType::Q4_0;
+        // SAFETY: `dot_level` only reports what the CPU has.
+        match (level, q4) {
+            (DotLevel::Vnni, false) => return unsafe { x86::dot_vnni::<false>(x, xd, w) },
+            (DotLevel::Vnni, true) => return unsafe { x86::dot_vnni::<true>(x, xd, w) },
+            (DotLevel::Avx2, false) => return unsafe { x86::dot_avx2::<false>(x, xd, w) },
+            (DotLevel::Avx2, true) => return unsafe { x86::dot_avx2::<true>(x, xd, w) },
+            (DotLevel::Scalar, _) => {}
         }
     }
-    dot_scalar(x, xd, w, wd)
+    let _ = level;
+    dot_scalar(ty, x, xd, w)
 }
 
-fn dot_scalar(x: &[i8], xd: &[f32], w: &[i8], wd: &[f32]) -> f32 {
+fn dot_scalar(ty: GgmlType, x: &[i8], xd: &[f32], w: &[u8]) -> f32 {
     let mut sum = 0f32;
-    for (b, (xb, wb)) in x.chunks_exact(QK).zip(w.chunks_exact(QK)).enumerate() {
-        let s: i32 = xb.iter().zip(wb).map(|(&a, &c)| a as i32 * c as i32).sum();
-        sum += s as f32 * (xd[b] * wd[b]);
+    for (b, (xb, wb)) in x
+        .chunks_exact(QK)
+        .zip(w.chunks_exact(ty.block_bytes()))
+        .enumerate()
+    {
+        let d = f16::from_le_bytes([wb[0], wb[1]]).to_f32();
+        let s: i32 = match ty {
+            GgmlType::Q8_0 => xb
+                .iter()
+                .zip(&wb[2..])
+                .map(|(&a, &c)| a as i32 * c as i8 as i32)
+                .sum(),
+            _ => wb[2..]
+                .iter()
+                .enumerate()
+                .map(|(j, &c)| {
+                    xb[j] as i32 * ((c & 0x0F) as i32 - 8)
+                        + xb[j + QK / 2] as i32 * ((c >> 4) as i32 - 8)
+                })
+                .sum(),
+        };
+        sum += s as f32 * (xd[b] * d);
     }
     sum
 }
@@ -295,11 +334,15 @@ pub fn dot_level() -> DotLevel {
     {
         use super::SimdLevel;
         use std::sync::OnceLock;
-        static VNNI: OnceLock<bool> = OnceLock::new();
-        let vnni = *VNNI.get_or_init(|| {
-            is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+        static FEATURES: OnceLock<(bool, bool)> = OnceLock::new();
+        let (f16c, vnni) = *FEATURES.get_or_init(|| {
+            (
+                is_x86_feature_detected!("f16c"),
+                is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
+            )
         });
         match super::simd_level() {
+            _ if !f16c => DotLevel::Scalar,
             SimdLevel::V4 if vnni => DotLevel::Vnni,
             SimdLevel::V4 | SimdLevel::V3 => DotLevel::Avx2,
             SimdLevel::Base => DotLevel::Scalar,
@@ -325,50 +368,79 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    /// One f16 to f32 with F16C (the `half` crate checks the CPU on every call).
+    #[inline(always)]
+    unsafe fn f16_to_f32(bits: u16) -> f32 {
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
+    }
+
+    /// Block `b` of a weight row as 32 signed bytes and its scale: Q8_0's values are stored as
+    /// they are; Q4_0's 16 bytes hold values `j` (low nibble) and `j + 16` (high nibble), less 8.
+    ///
+    /// # Safety
+    /// `w` must hold block `b` whole.
+    #[inline(always)]
+    unsafe fn weight_block<const Q4: bool>(w: &[u8], b: usize) -> (__m256i, f32) {
+        unsafe {
+            if Q4 {
+                let p = w.as_ptr().add(b * (2 + QK / 2));
+                let d = f16_to_f32(u16::from_le_bytes([*p, *p.add(1)]));
+                let raw = _mm_loadu_si128(p.add(2) as *const __m128i);
+                let both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+                let nibbles = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+                (_mm256_sub_epi8(nibbles, _mm256_set1_epi8(8)), d)
+            } else {
+                let p = w.as_ptr().add(b * (2 + QK));
+                let d = f16_to_f32(u16::from_le_bytes([*p, *p.add(1)]));
+                (_mm256_loadu_si256(p.add(2) as *const __m256i), d)
+            }
+        }
+    }
+
     /// Both kernels multiply |x| (unsigned) by w with x's sign moved onto it, the form the
     /// u8 × i8 instructions take; Q8_0 values are within ±127, so |x| fits and no pair of
     /// products saturates `vpmaddubsw`'s i16.
-    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
-    pub unsafe fn dot_vnni(x: &[i8], xd: &[f32], w: &[i8], wd: &[f32]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn dot_vnni<const Q4: bool>(x: &[i8], xd: &[f32], w: &[u8]) -> f32 {
         let nb = x.len() / QK;
-        assert!(w.len() >= nb * QK && xd.len() >= nb && wd.len() >= nb);
+        let bb = if Q4 { 2 + QK / 2 } else { 2 + QK };
+        assert!(w.len() >= nb * bb && xd.len() >= nb);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             // SAFETY: block b is inside both slices (asserted above).
-            let (xv, wv) = unsafe {
+            let (xv, (wv, d)) = unsafe {
                 (
                     _mm256_loadu_si256(x.as_ptr().add(b * QK) as *const __m256i),
-                    _mm256_loadu_si256(w.as_ptr().add(b * QK) as *const __m256i),
+                    weight_block::<Q4>(w, b),
                 )
             };
             let ax = _mm256_sign_epi8(xv, xv);
             let sw = _mm256_sign_epi8(wv, xv);
             let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw);
-            let scale = _mm256_set1_ps(xd[b] * wd[b]);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(xd[b] * d), acc);
         }
         hsum(acc)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_avx2(x: &[i8], xd: &[f32], w: &[i8], wd: &[f32]) -> f32 {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_avx2<const Q4: bool>(x: &[i8], xd: &[f32], w: &[u8]) -> f32 {
         let nb = x.len() / QK;
-        assert!(w.len() >= nb * QK && xd.len() >= nb && wd.len() >= nb);
+        let bb = if Q4 { 2 + QK / 2 } else { 2 + QK };
+        assert!(w.len() >= nb * bb && xd.len() >= nb);
         let ones = _mm256_set1_epi16(1);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             // SAFETY: block b is inside both slices (asserted above).
-            let (xv, wv) = unsafe {
+            let (xv, (wv, d)) = unsafe {
                 (
                     _mm256_loadu_si256(x.as_ptr().add(b * QK) as *const __m256i),
-                    _mm256_loadu_si256(w.as_ptr().add(b * QK) as *const __m256i),
+                    weight_block::<Q4>(w, b),
                 )
             };
             let ax = _mm256_sign_epi8(xv, xv);
             let sw = _mm256_sign_epi8(wv, xv);
             let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones);
-            let scale = _mm256_set1_ps(xd[b] * wd[b]);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(xd[b] * d), acc);
         }
         hsum(acc)
     }
@@ -425,7 +497,7 @@ mod tests {
     /// rounding to Q8_0: at most 1/254 of each block's largest |x|, times Σ|w| of the block.
     #[test]
     fn forward_matches_dequantize_then_matmul_at_every_simd_level() {
-        let (rows, k, n) = (7, 96, 37);
+        let (rows, k, n) = (7, 96, 300); // more than one band of each path
         let x = random(rows * k, 3);
         let w = random(k * n, 4);
         for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
@@ -436,9 +508,17 @@ mod tests {
             let mut outs = Vec::new();
             for level in [SimdLevel::Base, SimdLevel::V3, SimdLevel::V4] {
                 force_simd_level(Some(level));
-                outs.push(qmatmul(&x, rows, &q));
+                outs.push(qmatmul_int8(&x, rows, &q));
             }
             force_simd_level(None);
+            // The gemm path multiplies the weights exactly (the activations stay f32).
+            let gemm = qmatmul_gemm(&x, rows, &q);
+            for (g, r) in gemm.iter().zip(&want) {
+                assert!(
+                    (*g as f64 - r).abs() <= 1e-5 * (1.0 + r.abs()),
+                    "gemm path: {g} vs {r}"
+                );
+            }
             for i in 0..rows {
                 for j in 0..n {
                     let bound: f64 = (0..k / QK)
