@@ -591,6 +591,10 @@ fn the_sft_recipe_trains_on_synth_completions_and_its_checkpoint_is_scored() {
         .expect("the SFT tokens were built in the cache");
     let columns = json(&tokens)["columns"].to_string();
     assert!(columns.contains("loss_mask"), "{columns}");
+    // Its checkpoints ask generators not to heal the prompt's last token (the SFT boundary).
+    let (_, ckpt) = checkpoints(&run).pop().unwrap();
+    let generation = json(&ckpt.join("generation_config.json"));
+    assert_eq!(generation["token_healing"], false, "{generation}");
 
     let samples = tmp.path().join("samples.jsonl");
     let o = ok(anvil(&[
@@ -631,6 +635,7 @@ fn lora_trains_only_adapters_on_a_frozen_base_and_resumes_bit_identically() {
     assert!(stdout(&o).contains("trainable"), "{}", stdout(&o));
     let (steps, a) = checkpoints(&f.run_dir("a")).pop().unwrap();
     assert_eq!(steps, 60);
+    assert!(!a.join("generation_config.json").exists(), "not an SFT run");
     // The checkpoint is the adapter in PEFT's format with a reference to the base.
     for file in [
         "adapter_config.json",
@@ -702,8 +707,16 @@ fn lora_trains_only_adapters_on_a_frozen_base_and_resumes_bit_identically() {
         Duration::from_secs(120),
         || run.join("metrics.jsonl").is_file() && metrics(&run).iter().any(|m| m.0 >= 3),
     );
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
-    assert_eq!(child.wait().unwrap().code(), Some(130), "{}", f.child_output("q2"));
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(130),
+        "{}",
+        f.child_output("q2")
+    );
     ok(anvil(&["train", "run", "--resume", run.to_str().unwrap()]));
     let (_, q2) = checkpoints(&run).pop().unwrap();
     assert_eq!(

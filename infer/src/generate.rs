@@ -141,6 +141,16 @@ pub struct Generator {
     pub eos: Vec<u32>,
     /// Each token's text bytes, for token healing (built on first use).
     pub(crate) token_bytes: OnceLock<Option<TokenBytes>>,
+    /// What the checkpoint's `generation_config.json` asks for.
+    pub defaults: anvil_models::generation::GenerationConfig,
+}
+
+impl Generator {
+    /// Whether to heal the prompt's last token: off when the user said so, else what the
+    /// checkpoint records (SFT checkpoints: off), else on.
+    pub fn token_healing(&self, user_off: bool) -> bool {
+        !user_off && self.defaults.token_healing.unwrap_or(true)
+    }
 }
 
 impl From<Loaded> for Generator {
@@ -150,6 +160,7 @@ impl From<Loaded> for Generator {
             tokenizer: l.tokenizer,
             eos: l.eos,
             token_bytes: OnceLock::new(),
+            defaults: l.generation,
         }
     }
 }

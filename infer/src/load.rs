@@ -11,6 +11,7 @@
 //! adapter with one line saying to merge it.
 
 use crate::InferError;
+use anvil_models::generation::GenerationConfig;
 use anvil_models::lora::LoraConfig;
 use anvil_models::{Llama, hf, peft, store};
 use burn::tensor::Device;
@@ -28,6 +29,8 @@ pub struct Loaded {
     pub tokenizer_path: PathBuf,
     /// Token ids that end a sequence.
     pub eos: Vec<u32>,
+    /// The defaults the adapter's (else the checkpoint's) `generation_config.json` records.
+    pub generation: GenerationConfig,
 }
 
 /// A LoRA adapter attached to the loaded base.
@@ -325,6 +328,7 @@ pub fn load_adapted(
     if let Some(why) = anvil_models::vocab_mismatch(vocab, w.model.config.vocab_size) {
         return Err(InferError::load(&tokenizer_path, why));
     }
+    let generation = GenerationConfig::read(w.adapter.as_ref().map_or(&w.checkpoint, |a| &a.dir));
     Ok(Loaded {
         model: w.model,
         checkpoint: w.checkpoint,
@@ -332,6 +336,7 @@ pub fn load_adapted(
         tokenizer,
         tokenizer_path,
         eos,
+        generation,
     })
 }
 

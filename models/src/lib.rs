@@ -9,6 +9,7 @@ pub mod arch;
 pub mod attention;
 pub mod blocks;
 pub mod fused;
+pub mod generation;
 pub mod gguf;
 pub mod hf;
 pub mod kernels;

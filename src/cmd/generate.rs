@@ -79,6 +79,7 @@ pub struct GenerateArgs {
     /// Read the prompt as it is tokenized. By default its last token is backed off and the
     /// model rewrites its text first (token healing), so a prompt that ends part-way through a
     /// usual token, such as a newline before indented code, is continued as the model learned.
+    /// Checkpoints of SFT runs turn it off themselves (their generation_config.json).
     #[arg(long)]
     no_token_healing: bool,
     /// One JSON object per sample on stdout instead of plain text.
@@ -132,7 +133,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             stop,
             length_penalty: a.length_penalty,
             syntax: a.syntax,
-            token_healing: !a.no_token_healing,
+            token_healing: generator.token_healing(a.no_token_healing),
         };
         let t0 = std::time::Instant::now();
         let hyps = generator.beam_search(&ids, &params)?;
@@ -171,7 +172,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         },
         stop,
         ignore_eos: a.ignore_eos,
-        token_healing: !a.no_token_healing,
+        token_healing: generator.token_healing(a.no_token_healing),
     };
     // One plain-text sample streams as it is generated.
     let stream = a.n == 1 && !a.json;

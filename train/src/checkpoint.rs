@@ -13,6 +13,7 @@
 
 use crate::loader::DataPosition;
 use crate::optim::AdamW;
+use anvil_models::generation::GenerationConfig;
 use anvil_models::lora::LoraConfig;
 use anvil_models::store::{self, StoreError};
 use anvil_models::{Llama, peft};
@@ -86,6 +87,7 @@ pub fn save(
     dir: &Path,
     model: &Llama,
     weights: Weights,
+    generation: &GenerationConfig,
     opt: &AdamW,
     state: &TrainerState,
 ) -> Result<PathBuf, CheckpointError> {
@@ -108,6 +110,9 @@ pub fn save(
             fingerprint,
         } => peft::save_adapter_of(model, config, base, fingerprint, &tmp)
             .map_err(|e| invalid(&tmp, e))?,
+    }
+    if *generation != GenerationConfig::default() {
+        generation.write(&tmp).map_err(io(&tmp))?;
     }
     write_optimizer(&tmp.join(OPTIMIZER_FILE), opt)?;
     let state_path = tmp.join(STATE_FILE);

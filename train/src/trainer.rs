@@ -412,7 +412,11 @@ impl Trainer {
                 },
                 _ => Weights::Full,
             };
-            let path = checkpoint::save(&dir, model, weights, &self.opt, &self.state)?;
+            // SFT taught completions after the prompt encoded alone: no token healing.
+            let generation = anvil_models::generation::GenerationConfig {
+                token_healing: (!self.recipe.data.sft.is_empty()).then_some(false),
+            };
+            let path = checkpoint::save(&dir, model, weights, &generation, &self.opt, &self.state)?;
             if new_best && c.keep_best {
                 checkpoint::mark_best(&dir, &path)?;
             }
