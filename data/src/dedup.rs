@@ -55,7 +55,8 @@ impl DedupConfig {
         }
         Ok(())
     }
-    fn num_perm(&self) -> usize {
+    /// MinHash permutations per signature.
+    pub fn num_perm(&self) -> usize {
         self.bands * self.rows
     }
 }
@@ -80,7 +81,7 @@ pub fn exact_duplicates(hashes: &[&str]) -> Vec<usize> {
 }
 
 /// Words: maximal runs of alphanumerics/underscore; code's punctuation carries little identity.
-fn words(text: &str) -> impl Iterator<Item = &str> {
+pub fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .filter(|w| !w.is_empty())
 }
@@ -103,7 +104,12 @@ impl MinHasher {
         let b = (0..num_perm as u64)
             .map(|i| xxh3_64_with_seed(b"anvil-minhash-b", i))
             .collect();
-        MinHasher { a, b, ngram }
+        // `windows(0)` panics; a zero from a hand-built hasher means "one word per shingle".
+        MinHasher {
+            a,
+            b,
+            ngram: ngram.max(1),
+        }
     }
 
     /// Shingle keys: each run of `ngram` words, hashed from the words' own hashes (no joined
@@ -153,20 +159,31 @@ fn find(parent: &mut [usize], mut x: usize) -> usize {
     x
 }
 
+/// The MinHash signature of every text, in order, with `cfg`'s permutations and shingles.
+pub fn signatures(texts: &[&str], cfg: &DedupConfig) -> Vec<Vec<u32>> {
+    let hasher = MinHasher::new(cfg.num_perm(), cfg.ngram);
+    texts.par_iter().map(|t| hasher.signature(t)).collect()
+}
+
 /// Indices (into `texts`, in corpus order) of the near-duplicates to drop: every member of a
 /// cluster but its earliest.
 pub fn near_duplicates(texts: &[&str], cfg: &DedupConfig) -> Vec<usize> {
-    let hasher = MinHasher::new(cfg.num_perm(), cfg.ngram);
-    let sigs: Vec<Vec<u32>> = texts.par_iter().map(|t| hasher.signature(t)).collect();
-    let mut parent: Vec<usize> = (0..texts.len()).collect();
+    near_duplicates_of(&signatures(texts, cfg), cfg)
+}
+
+/// [`near_duplicates`] from signatures already computed (by [`signatures`] with the same `cfg`),
+/// for a caller that keeps them, as `prepare` does for the corpus index.
+pub fn near_duplicates_of(sigs: &[Vec<u32>], cfg: &DedupConfig) -> Vec<usize> {
+    let mut parent: Vec<usize> = (0..sigs.len()).collect();
     for band in 0..cfg.bands {
         let range = band * cfg.rows..(band + 1) * cfg.rows;
         let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, sig) in sigs.iter().enumerate() {
+            let Some(rows) = sig.get(range.clone()) else {
+                continue;
+            };
             let mut h = Xxh3::new();
-            sig[range.clone()]
-                .iter()
-                .for_each(|v| h.update(&v.to_le_bytes()));
+            rows.iter().for_each(|v| h.update(&v.to_le_bytes()));
             let key = h.digest();
             buckets.entry(key).or_default().push(i);
         }
@@ -186,7 +203,7 @@ pub fn near_duplicates(texts: &[&str], cfg: &DedupConfig) -> Vec<usize> {
             }
         }
     }
-    (0..texts.len())
+    (0..sigs.len())
         .filter(|&i| find(&mut parent, i) != i)
         .collect()
 }

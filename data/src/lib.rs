@@ -15,6 +15,7 @@ pub mod filter;
 pub mod lang;
 pub mod license;
 pub mod manifest;
+pub mod minhash_index;
 pub mod parse;
 pub mod pipeline;
 pub mod prepare;

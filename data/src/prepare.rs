@@ -12,6 +12,7 @@ use crate::license::LicenseDetector;
 use crate::manifest::{
     Bytes, Counts, InputSummary, LangSummary, Manifest, ManifestConfig, SplitSummary,
 };
+use crate::minhash_index::{self, MinHashIndex};
 use crate::shard::{self, Record, Split};
 use crate::source::{self, SourceFile};
 use rayon::prelude::*;
@@ -225,14 +226,17 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
         remove_indices(&mut cands, &dups);
         (0..dups.len()).for_each(|_| drop(&mut counts, DropReason::ExactDuplicate));
     }
+    // Signatures serve near-dedup and the corpus index that the license check reads.
+    let spinner = crate::progress::spinner("minhash");
+    let texts: Vec<&str> = cands.iter().map(|c| c.text.as_str()).collect();
+    let mut sigs = dedup::signatures(&texts, &cfg.dedup);
     if cfg.dedup.near {
-        let spinner = crate::progress::spinner("near-dedup");
-        let texts: Vec<&str> = cands.iter().map(|c| c.text.as_str()).collect();
-        let dups = dedup::near_duplicates(&texts, &cfg.dedup);
-        spinner.finish_and_clear();
+        let dups = dedup::near_duplicates_of(&sigs, &cfg.dedup);
         remove_indices(&mut cands, &dups);
+        remove_indices(&mut sigs, &dups);
         (0..dups.len()).for_each(|_| drop(&mut counts, DropReason::NearDuplicate));
     }
+    spinner.finish_and_clear();
 
     let detector = LicenseDetector::default();
     let pb = crate::progress::bar(cands.len() as u64, "licenses", false);
@@ -269,6 +273,13 @@ pub fn prepare(cfg: &PrepareConfig, out: &Path, opts: &RunOptions) -> Result<Man
         })
         .collect();
     pb.finish_and_clear();
+    // Written before the manifest, so a corpus that has a manifest has its index.
+    let files: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|(_, r)| (r.path.as_str(), r.license.as_str(), r.content.as_str()))
+        .collect();
+    MinHashIndex::from_corpus(cfg.dedup.num_perm(), cfg.dedup.ngram, &files, sigs)?
+        .write(&staging.path().join(minhash_index::FILE_NAME))?;
     counts.kept = records.len() as u64;
     bytes.kept = records.iter().map(|(_, r)| r.n_bytes).sum();
 
