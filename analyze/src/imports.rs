@@ -31,13 +31,7 @@ pub fn imports(src: &Source) -> Vec<Import> {
     // Cursor walk, not recursion: `Source` bounds depth, but a walk costs nothing extra.
     loop {
         let node = cursor.node();
-        match node.kind() {
-            "import_statement" => import_statement(src, node, &mut out),
-            "import_from_statement" | "future_import_statement" => {
-                from_statement(src, node, &mut out)
-            }
-            _ => {}
-        }
+        statement_imports(src, node, &mut out);
         if !matches!(node.kind(), "import_statement" | "import_from_statement")
             && cursor.goto_first_child()
         {
@@ -51,6 +45,17 @@ pub fn imports(src: &Source) -> Vec<Import> {
                 return out;
             }
         }
+    }
+}
+
+/// The imports of one statement node (`import_statement`, `import_from_statement`,
+/// `future_import_statement`; nothing for other nodes), appended to `out`: for analyzers that
+/// walk the tree themselves and need the names bound so far, as Bandit does.
+pub fn statement_imports(src: &Source, node: Node, out: &mut Vec<Import>) {
+    match node.kind() {
+        "import_statement" => import_statement(src, node, out),
+        "import_from_statement" | "future_import_statement" => from_statement(src, node, out),
+        _ => {}
     }
 }
 

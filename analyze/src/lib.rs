@@ -11,6 +11,11 @@
 
 pub mod finding;
 pub mod imports;
+pub mod license;
+pub mod quality;
+pub mod report;
+pub mod sarif;
+pub mod security;
 pub mod source;
 
 pub use finding::{Finding, Level};

@@ -46,11 +46,9 @@ impl Source {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| SourceError::NotUtf8(e.valid_up_to()))?
             .to_string();
-        let mut parser = Parser::new();
-        parser
-            .set_language(&tree_sitter_python::LANGUAGE.into())
-            .expect("grammar ABI matches tree-sitter");
-        let tree = parser.parse(&text, None).ok_or(SourceError::ParserFailed)?;
+        let tree = PARSER
+            .with(|p| p.borrow_mut().parse(&text, None))
+            .ok_or(SourceError::ParserFailed)?;
         let depth = max_depth(&tree);
         if depth > MAX_DEPTH {
             return Err(SourceError::TooDeep(depth));
@@ -86,6 +84,17 @@ impl Source {
             self.text.lines().count()
         }
     }
+}
+
+thread_local! {
+    // A parser is costly to build (its grammar tables) and not Sync: one per thread, reused
+    // across the thousands of samples an RL step scores.
+    static PARSER: std::cell::RefCell<Parser> = std::cell::RefCell::new({
+        let mut p = Parser::new();
+        p.set_language(&tree_sitter_python::LANGUAGE.into())
+            .expect("grammar ABI matches tree-sitter");
+        p
+    });
 }
 
 /// Depth of the tree, by cursor walk (no recursion: the depth is what is being checked).

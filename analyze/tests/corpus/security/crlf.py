@@ -1,0 +1,7 @@
+import os
+import pickle
+password = "crlf"
+os.system(cmd)
+pickle.loads(
+    data)  # nosec
+assert x
