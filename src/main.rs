@@ -32,6 +32,10 @@ enum Command {
     /// Evaluate generated code: sandboxed execution and unbiased pass@k.
     #[command(subcommand)]
     Eval(cmd::eval::EvalCommand),
+    /// The composite reward for RL: score samples (tests, security, quality, license), or analyze
+    /// Python files statically.
+    #[command(subcommand)]
+    Reward(cmd::reward::RewardCommand),
     /// Train models from a recipe file.
     #[command(subcommand)]
     Train(cmd::train::TrainCommand),
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::Data(c) => cmd::data::run(c),
         Command::Tokenizer(c) => cmd::tokenizer::run(c),
         Command::Eval(c) => cmd::eval::run(c),
+        Command::Reward(c) => cmd::reward::run(c),
         Command::Runs(c) => cmd::runs::run(c),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Train(c) => cmd::train::run(c),

