@@ -399,50 +399,53 @@ mod x86 {
 
     /// Both kernels multiply |x| (unsigned) by w with x's sign moved onto it, the form the
     /// u8 × i8 instructions take; Q8_0 values are within ±127, so |x| fits and no pair of
-    /// products saturates `vpmaddubsw`'s i16.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
-    pub unsafe fn dot_vnni<const Q4: bool>(x: &[i8], xd: &[f32], w: &[u8]) -> f32 {
+    /// products saturates `vpmaddubsw`'s i16. `block_dot` sums one block's 32 products into
+    /// eight i32 lanes; the rest is shared.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C (the callers' `target_feature`s).
+    #[inline(always)]
+    unsafe fn dot<const Q4: bool>(
+        x: &[i8],
+        xd: &[f32],
+        w: &[u8],
+        block_dot: impl Fn(__m256i, __m256i) -> __m256i,
+    ) -> f32 {
         let nb = x.len() / QK;
         let bb = if Q4 { 2 + QK / 2 } else { 2 + QK };
         assert!(w.len() >= nb * bb && xd.len() >= nb);
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            // SAFETY: block b is inside both slices (asserted above).
-            let (xv, (wv, d)) = unsafe {
-                (
-                    _mm256_loadu_si256(x.as_ptr().add(b * QK) as *const __m256i),
-                    weight_block::<Q4>(w, b),
-                )
-            };
-            let ax = _mm256_sign_epi8(xv, xv);
-            let sw = _mm256_sign_epi8(wv, xv);
-            let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(xd[b] * d), acc);
+        // SAFETY: block b is inside both slices (asserted above); the features are the caller's.
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..nb {
+                let xv = _mm256_loadu_si256(x.as_ptr().add(b * QK) as *const __m256i);
+                let (wv, d) = weight_block::<Q4>(w, b);
+                let s = block_dot(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(wv, xv));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(xd[b] * d), acc);
+            }
+            hsum(acc)
         }
-        hsum(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn dot_vnni<const Q4: bool>(x: &[i8], xd: &[f32], w: &[u8]) -> f32 {
+        // SAFETY: this function's features are the ones `dot` needs.
+        unsafe {
+            dot::<Q4>(x, xd, w, |ax, sw| {
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw)
+            })
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_avx2<const Q4: bool>(x: &[i8], xd: &[f32], w: &[u8]) -> f32 {
-        let nb = x.len() / QK;
-        let bb = if Q4 { 2 + QK / 2 } else { 2 + QK };
-        assert!(w.len() >= nb * bb && xd.len() >= nb);
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            // SAFETY: block b is inside both slices (asserted above).
-            let (xv, (wv, d)) = unsafe {
-                (
-                    _mm256_loadu_si256(x.as_ptr().add(b * QK) as *const __m256i),
-                    weight_block::<Q4>(w, b),
-                )
-            };
-            let ax = _mm256_sign_epi8(xv, xv);
-            let sw = _mm256_sign_epi8(wv, xv);
-            let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(xd[b] * d), acc);
+        // SAFETY: this function's features are the ones `dot` needs.
+        unsafe {
+            dot::<Q4>(x, xd, w, |ax, sw| {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sw), ones)
+            })
         }
-        hsum(acc)
     }
 }
 
