@@ -7,8 +7,9 @@
 //! - every block `radon cc` reports: kind, class, name, line, end line and complexity, equal;
 //! - the maintainability index within [`MI_TOLERANCE`] (0.01) and its rank equal;
 //! - radon's raw counts (loc, lloc, sloc, comments, multi, blank, single comments), equal;
-//! - the set of (message kind, line) of the pyflakes messages we implement (F401, F811, F821,
-//!   F822, F823, F841), equal. Our own `W0101` is left out: pyflakes has no such check.
+//! - the set of (message kind, message text, line) of the pyflakes messages we implement
+//!   (F401, F811, F821, F822, F823, F841), equal. Our own `W0101` is left out: pyflakes has no
+//!   such check.
 //!
 //! Known differences that cannot be removed are listed in [`ALLOWED`] with their reason (and in
 //! `docs/reward/quality.md`); everything else must match. The tools are found on `PATH`
@@ -30,8 +31,8 @@ const MI_TOLERANCE: f64 = 0.01;
 
 /// Files per second of `analyze` (parse included, one thread, CPU time) over those of
 /// `radon cc` + `radon mi` on the same sample-sized files must be at least this in an optimized
-/// build. It is a floor against regressions, below the 20x goal: measured at 16–24x, where
-/// tree-sitter's parse (`Source::python`) takes about two thirds of our time
+/// build. It is a floor against regressions, below the 20x goal: measured at 12–16x on one
+/// thread, where tree-sitter's parse (`Source::python`) takes about 70% of our time
 /// (`docs/reward/quality.md`).
 const MIN_SPEEDUP: f64 = 10.0;
 
@@ -57,9 +58,24 @@ const STDLIB: [&str; 12] = [
     "email/utils.py",
 ];
 
-/// Differences we accept, by file name (suffix), what is compared, and the key that differs,
-/// each with its reason. Keep in sync with `docs/reward/quality.md`.
-const ALLOWED: [(&str, &str, &str, &str); 0] = [];
+/// Differences we accept: file name (suffix), what is compared, the start of the key that
+/// differs, and why. Keep in sync with `docs/reward/quality.md`. None of them occurs in the
+/// corpus or the twelve modules; they show up with `ANVIL_QUALITY_AGREEMENT_DIR`.
+const ALLOWED: [(&str, &str, &str, &str); 2] = [
+    (
+        "/__init__.py",
+        "lint",
+        "F822 ",
+        "pyflakes does not report undefined `__all__` names in a package's __init__.py; \
+         `analyze` gets a source, not a file name",
+    ),
+    (
+        "/__init__.py",
+        "lint",
+        "F821 undefined name '__path__'",
+        "pyflakes defines `__path__` in a package's __init__.py only; `analyze` gets no file name",
+    ),
+];
 
 /// The tests of this file run one at a time: the timing one must not share the CPUs.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -203,7 +219,8 @@ fn ours(report: &QualityReport) -> Side {
     }
     for f in &report.lints {
         if f.rule != "W0101" {
-            side.lints.insert(format!("{} line {}", f.rule, f.line));
+            side.lints
+                .insert(lint_key(&f.rule, &f.line.to_string(), &f.message));
         }
     }
     side
@@ -284,16 +301,21 @@ fn theirs(files: &[PathBuf]) -> BTreeMap<String, Side> {
                 .entry(file.to_string())
                 .or_default()
                 .lints
-                .insert(format!("{code} line {}", l.trim()));
+                .insert(lint_key(code, l.trim(), msg.trim()));
         }
     }
     sides
 }
 
+/// A lint as compared: rule, message text (pyflakes' own words) and line.
+fn lint_key(rule: &str, line: &str, message: &str) -> String {
+    format!("{rule} {message} (line {line})")
+}
+
 fn allowed(file: &str, what: &str, key: &str) -> bool {
     ALLOWED
         .iter()
-        .any(|(f, w, k, _reason)| file.ends_with(f) && *w == what && key == *k)
+        .any(|(f, w, k, _reason)| file.ends_with(f) && *w == what && key.starts_with(k))
 }
 
 fn compare_sets(

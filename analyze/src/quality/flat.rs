@@ -63,6 +63,8 @@ struct Entry {
 pub(crate) struct Flat<'s> {
     text: &'s str,
     nodes: Vec<Entry>,
+    /// Levels of the deepest node (the root is level 1).
+    depth: usize,
 }
 
 impl<'s> Flat<'s> {
@@ -71,6 +73,7 @@ impl<'s> Flat<'s> {
         let mut nodes: Vec<Entry> = Vec::with_capacity(text.len() / 6 + 16);
         // (index, last child so far) of the nodes whose children are being copied.
         let mut open: Vec<(u32, u32)> = Vec::new();
+        let mut depth = 1;
         let mut cursor = tree.walk();
         loop {
             let node = cursor.node();
@@ -101,6 +104,7 @@ impl<'s> Flat<'s> {
             }
             if cursor.goto_first_child() {
                 open.push((index, NONE));
+                depth = depth.max(open.len() + 1);
                 continue;
             }
             loop {
@@ -108,11 +112,16 @@ impl<'s> Flat<'s> {
                     break;
                 }
                 if !cursor.goto_parent() {
-                    return Flat { text, nodes };
+                    return Flat { text, nodes, depth };
                 }
                 open.pop();
             }
         }
+    }
+
+    /// Levels of the deepest node: what recursive walks need stack for.
+    pub fn depth(&self) -> usize {
+        self.depth
     }
 
     pub fn root(&self) -> Nd<'_> {

@@ -299,6 +299,12 @@ mod tests {
             format!("x = {}0\n", "-".repeat(450)),
             format!("x = {}\n", vec!["a"; 400].join(" and ")),
         ];
+        // A string annotation is parsed on its own: its depth is checked there.
+        shapes.push(format!(
+            "x: \"{}int{}\" = 1\n",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        ));
         let mut nested = String::new();
         for depth in 0..120 {
             nested.push_str(&"    ".repeat(depth));

@@ -231,7 +231,7 @@ impl<'t> Checker<'t> {
         let cur = self.current();
         let name = value.name.clone();
         if self.kind(cur) == ScopeKind::Function && self.lookup(cur, &name).is_none() {
-            let outer: Vec<ScopeId> = self.stack[..self.stack.len() - 1].to_vec();
+            let outer: Vec<ScopeId> = self.stack[..self.stack.len().saturating_sub(1)].to_vec();
             for sid in outer {
                 if !matches!(self.kind(sid), ScopeKind::Function | ScopeKind::Module) {
                     continue;

@@ -329,6 +329,11 @@ impl<'t> Checker<'t> {
             return;
         }
         let flat = Flat::new(&tree, text);
+        // A string is not checked for depth like the file it is in: refuse what the file
+        // itself could not nest.
+        if flat.depth() > crate::source::MAX_DEPTH {
+            return;
+        }
         let root = flat.root();
         let stmts = named(root);
         let [stmt] = stmts.as_slice() else { return };

@@ -19,6 +19,8 @@
 
 mod checker;
 mod expr;
+mod imports;
+mod patterns;
 mod scope;
 mod visit;
 

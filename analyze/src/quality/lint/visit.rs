@@ -4,7 +4,7 @@
 
 use super::Rule;
 use super::checker::{Ann, Checker, Deferred, pos};
-use super::scope::{Binding, ImportForm, Kind, ScopeKind};
+use super::scope::{Binding, Kind, ScopeKind};
 use crate::quality::flat::Nd;
 use crate::quality::literal::{StrValue, string_value};
 use std::borrow::Cow;
@@ -52,7 +52,7 @@ fn has_token(node: Nd, token: &str) -> bool {
     node.children().any(|c| c.kind() == token)
 }
 
-fn named<'t>(node: Nd<'t>) -> Vec<Nd<'t>> {
+pub(super) fn named<'t>(node: Nd<'t>) -> Vec<Nd<'t>> {
     node.named_children().filter(|c| !c.is_extra()).collect()
 }
 
@@ -492,147 +492,6 @@ impl<'t> Checker<'t> {
         }
     }
 
-    fn import(&mut self, node: Nd<'t>) {
-        let (line, col) = pos(node);
-        let names: Vec<Nd<'t>> = node.children_by_field_name("name").collect();
-        for n in names {
-            let (full, alias) = match n.kind() {
-                "aliased_import" => (
-                    n.child_by_field_name("name")
-                        .map(|d| dotted(self.text_of(d))),
-                    n.child_by_field_name("alias").map(|a| self.text_of(a)),
-                ),
-                _ => (Some(dotted(self.text_of(n))), None),
-            };
-            let Some(full) = full else { continue };
-            let binding = match alias {
-                None if full.contains('.') => {
-                    let first = full.split('.').next().unwrap_or("").to_string();
-                    Binding::new(
-                        Cow::Owned(first),
-                        Kind::Import {
-                            full_name: full,
-                            form: ImportForm::Submodule,
-                        },
-                        Some(node),
-                        line,
-                        col,
-                    )
-                }
-                _ => {
-                    let name = alias.map_or_else(|| Cow::Owned(full.clone()), Cow::Borrowed);
-                    Binding::new(
-                        name,
-                        Kind::Import {
-                            full_name: full,
-                            form: ImportForm::Plain,
-                        },
-                        Some(node),
-                        line,
-                        col,
-                    )
-                }
-            };
-            self.add_binding(binding, node, false);
-        }
-    }
-
-    fn import_from(&mut self, node: Nd<'t>) {
-        let (line, col) = pos(node);
-        let module = node
-            .child_by_field_name("module_name")
-            .map(|m| dotted(self.text_of(m)))
-            .unwrap_or_default();
-        if module == "__future__" {
-            return self.import_future(node);
-        }
-        let names: Vec<Nd<'t>> = node.children_by_field_name("name").collect();
-        if names.is_empty() && has_wildcard(node) {
-            let cur = self.current();
-            if self.kind(cur) != ScopeKind::Module {
-                return;
-            }
-            self.scopes[cur].import_starred = true;
-            let binding = Binding::new(
-                Cow::Owned(format!("{module}.*")),
-                Kind::Import {
-                    full_name: module,
-                    form: ImportForm::Star,
-                },
-                Some(node),
-                line,
-                col,
-            );
-            return self.add_binding(binding, node, false);
-        }
-        for n in names {
-            let (real, alias) = match n.kind() {
-                "aliased_import" => (
-                    n.child_by_field_name("name")
-                        .map(|d| dotted(self.text_of(d))),
-                    n.child_by_field_name("alias").map(|a| self.text_of(a)),
-                ),
-                _ => (Some(dotted(self.text_of(n))), None),
-            };
-            let Some(real) = real else { continue };
-            let full_name = if module.ends_with('.') {
-                format!("{module}{real}")
-            } else {
-                format!("{module}.{real}")
-            };
-            let name = alias.map_or_else(|| Cow::Owned(real.clone()), Cow::Borrowed);
-            let binding = Binding::new(
-                name,
-                Kind::Import {
-                    full_name,
-                    form: ImportForm::From {
-                        module: module.clone(),
-                        real_name: real,
-                    },
-                },
-                Some(node),
-                line,
-                col,
-            );
-            self.add_binding(binding, node, false);
-        }
-    }
-
-    fn import_future(&mut self, node: Nd<'t>) {
-        let (line, col) = pos(node);
-        let cur = self.current();
-        let names: Vec<Nd<'t>> = node.children_by_field_name("name").collect();
-        for n in names {
-            let (real, alias) = match n.kind() {
-                "aliased_import" => (
-                    n.child_by_field_name("name").map(|d| self.text_of(d)),
-                    n.child_by_field_name("alias").map(|a| self.text_of(a)),
-                ),
-                _ => (Some(self.text_of(n)), None),
-            };
-            let Some(real) = real else { continue };
-            if real == "annotations" {
-                self.annotations_future = true;
-            }
-            let mut binding = Binding::new(
-                Cow::Borrowed(alias.unwrap_or(real)),
-                Kind::Import {
-                    full_name: format!("__future__.{real}"),
-                    form: ImportForm::Future,
-                },
-                Some(node),
-                line,
-                col,
-            );
-            binding.used = Some(super::scope::Used {
-                scope: cur,
-                line,
-                col,
-            });
-            self.add_binding(binding, node, false);
-        }
-    }
-
     /// pyflakes' `FUNCTIONDEF` + `LAMBDA`: decorators, annotations and defaults now, the body
     /// when the module is done (so it sees every module-level name).
     fn function_def(&mut self, node: Nd<'t>, decorators: &[Nd<'t>]) {
@@ -773,129 +632,6 @@ impl<'t> Checker<'t> {
             self.ann = saved;
         }
     }
-
-    fn match_statement(&mut self, node: Nd<'t>) {
-        let subjects: Vec<Nd<'t>> = node.children_by_field_name("subject").collect();
-        for s in subjects {
-            self.expr(s);
-        }
-        let Some(body) = node.child_by_field_name("body") else {
-            return;
-        };
-        for case in named(body) {
-            if case.kind() != "case_clause" {
-                continue;
-            }
-            for k in named(case) {
-                match k.kind() {
-                    "case_pattern" => self.pattern(k),
-                    "if_clause" => named(k).into_iter().for_each(|e| self.expr(e)),
-                    "block" => self.block(k),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// Match patterns: captures store (`MatchAs`, `MatchStar`, a mapping's `**rest`), value
-    /// patterns load.
-    fn pattern(&mut self, node: Nd<'t>) {
-        match node.kind() {
-            "case_pattern" | "union_pattern" | "list_pattern" | "tuple_pattern"
-            | "keyword_pattern" => {
-                for (i, k) in named(node).into_iter().enumerate() {
-                    match k.kind() {
-                        // The attribute name of `Cls(attr=pattern)` is no name.
-                        "identifier" if i == 0 && node.kind() == "keyword_pattern" => {}
-                        "dotted_name" => self.capture_or_value(k, k),
-                        _ => self.pattern(k),
-                    }
-                }
-            }
-            "as_pattern" => {
-                let kids = named(node);
-                if let Some(name) = kids.iter().rev().find(|k| k.kind() == "identifier") {
-                    self.capture(*name, node);
-                }
-                for k in kids.iter().filter(|k| k.kind() == "case_pattern") {
-                    self.pattern(*k);
-                }
-            }
-            "splat_pattern" => {
-                if let Some(name) = named(node).into_iter().find(|k| k.kind() == "identifier") {
-                    self.capture(name, node);
-                }
-            }
-            "dict_pattern" => {
-                let kids = named(node);
-                for k in kids.iter().filter(|k| k.kind() == "splat_pattern") {
-                    if let Some(name) = named(*k).into_iter().find(|n| n.kind() == "identifier") {
-                        self.capture(name, node);
-                    }
-                }
-                let keys: Vec<Nd<'t>> = node.children_by_field_name("key").collect();
-                for key in keys {
-                    if key.kind() == "dotted_name" {
-                        self.dotted_value(key);
-                    }
-                }
-                let values: Vec<Nd<'t>> = node.children_by_field_name("value").collect();
-                for v in values {
-                    self.pattern(v);
-                }
-            }
-            "class_pattern" => {
-                for (i, k) in named(node).into_iter().enumerate() {
-                    if i == 0 && k.kind() == "dotted_name" {
-                        self.dotted_value(k);
-                    } else {
-                        self.pattern(k);
-                    }
-                }
-            }
-            "dotted_name" => self.capture_or_value(node, node),
-            _ => {}
-        }
-    }
-
-    /// A bare name in a pattern captures; a dotted one is a value to compare with.
-    fn capture_or_value(&mut self, dotted_name: Nd<'t>, source: Nd<'t>) {
-        let parts = named(dotted_name);
-        match parts.as_slice() {
-            [one] => self.capture(*one, source),
-            _ => self.dotted_value(dotted_name),
-        }
-    }
-
-    fn dotted_value(&mut self, dotted_name: Nd<'t>) {
-        if let Some(first) = dotted_name.first_real_child() {
-            self.handle_load(self.text_of(first), pos(first));
-        }
-    }
-
-    fn capture(&mut self, name: Nd<'t>, source: Nd<'t>) {
-        let (line, col) = pos(source);
-        let binding = Binding::new(
-            Cow::Borrowed(self.text_of(name)),
-            Kind::Assignment,
-            Some(source),
-            line,
-            col,
-        );
-        self.handle_store(binding, source, false);
-    }
-}
-
-/// `from m import *`.
-fn has_wildcard(node: Nd) -> bool {
-    node.named_children().any(|c| c.kind() == "wildcard_import")
-}
-
-/// A dotted name as Python reads it (no spaces or line continuations around the dots).
-fn dotted(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_whitespace() && *c != '\\')
-        .collect()
 }
 
 /// Whether the AST parent of a statement is a `for` (pyflakes' `getParent(…)` in `FOR_TYPES`).
