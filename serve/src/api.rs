@@ -5,7 +5,7 @@
 //! Unknown fields are ignored, as OpenAI does; known OpenAI fields this server cannot honour
 //! (`logprobs`, `best_of` ≠ `n`, penalties, `logit_bias`) are refused rather than silently ignored.
 //! Anvil's extensions: `top_k`, `repetition_penalty`, `ignore_eos` (as vLLM has them) and
-//! `token_healing` (default true).
+//! `token_healing` (default: the checkpoint's generation_config.json, else true).
 
 use anvil_infer::{GenerateParams, Generator, SamplingParams};
 use axum::http::StatusCode;
@@ -136,19 +136,23 @@ pub struct CompletionRequest {
     pub echo: bool,
     /// Keep going past the end-of-text token (vLLM's extension; benchmarks and tests).
     pub ignore_eos: bool,
-    /// Back off the prompt's last token and let the model rewrite it (Anvil's extension).
-    pub token_healing: bool,
+    /// Back off the prompt's last token and let the model rewrite it (Anvil's extension);
+    /// `None`: what the checkpoint's generation_config.json says (SFT checkpoints: off), else on.
+    pub token_healing: Option<bool>,
 }
 
 impl CompletionRequest {
-    pub fn generate_params(&self) -> GenerateParams {
+    /// The decoding parameters, with `generator`'s defaults where the request gave none.
+    pub fn generate_params(&self, generator: &Generator) -> GenerateParams {
         GenerateParams {
             max_new_tokens: self.max_tokens,
             n: self.n,
             sampling: self.sampling.clone(),
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
-            token_healing: self.token_healing,
+            token_healing: self
+                .token_healing
+                .unwrap_or_else(|| generator.token_healing(false)),
         }
     }
 }
@@ -432,7 +436,10 @@ pub fn parse(body: &[u8], model: &str) -> Result<CompletionRequest, ApiError> {
         include_usage: stream && include_usage,
         echo: f.bool("echo")?,
         ignore_eos: f.bool("ignore_eos")?,
-        token_healing: f.bool_or("token_healing", true)?,
+        token_healing: f
+            .get("token_healing")
+            .map(|_| f.bool("token_healing"))
+            .transpose()?,
     })
 }
 
@@ -514,7 +521,7 @@ mod tests {
         assert_eq!(r.sampling.temperature, 1.0);
         assert_eq!(r.sampling.top_p, 1.0);
         assert!(!r.seeded && r.stop.is_empty() && r.suffix.is_none());
-        assert!(r.token_healing && r.generate_params().token_healing);
+        assert_eq!(r.token_healing, None, "unset: the checkpoint's default");
         let r = ok(r#"{"model": "m", "prompt": null, "max_tokens": null, "seed": -1}"#);
         assert_eq!(r.prompts, vec![Prompt::Text(String::new())]);
         assert_eq!(r.sampling.seed, u64::MAX);
@@ -593,10 +600,10 @@ mod tests {
                "stream_options": {"include_usage": true}, "user": "u", "echo": true,
                "ignore_eos": true, "token_healing": false}"#,
         );
-        assert!(!r.token_healing && !r.generate_params().token_healing);
+        assert_eq!(r.token_healing, Some(false));
         assert_eq!(r.stop, vec!["\n".to_string()]);
         assert_eq!((r.sampling.top_k, r.n), (0, 2));
-        assert!(r.stream && r.include_usage && r.echo && r.generate_params().ignore_eos);
+        assert!(r.stream && r.include_usage && r.echo && r.ignore_eos);
         assert!(!ok(r#"{"stream_options": {"include_usage": true}}"#).include_usage);
     }
 }

@@ -227,7 +227,7 @@ async fn accept(
     .await
     .map_err(|e| internal(format!("tokenizing the prompt failed: {e}")))?;
     let prepared = prepared?;
-    let params = req.generate_params();
+    let params = req.generate_params(&s.generator);
     params.validate().map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
