@@ -6,6 +6,8 @@
 //!
 //! - [`lm_head_nll`]: LM head + log-softmax + gather + sum, in chunks of rows, with both gradients
 //!   computed on the way (the `[tokens, vocab]` logits are never held whole).
+//! - [`lm_head_logprobs`]: the same per row, each target's log-probability (and the entropy),
+//!   whose backward pass takes one upstream gradient per row and recomputes the logits.
 //! - [`attention`]: masked softmax attention that skips fully masked key blocks and keeps the
 //!   probabilities, so its backward is four products and no exp.
 //! - [`linear`]: `x · W` into an unzeroed buffer (Burn's matmul zeroes, then copies, every output).
@@ -41,6 +43,18 @@ pub trait FusedOps: Backend {
         targets: IntTensor<Self>,
         head_grad: bool,
     ) -> FloatTensor<Self>;
+
+    /// Per row `i`, `log softmax(h_i · W)[t_i]` (0 where `t_i < 0`), shape `[rows]`, for the
+    /// same `hidden`, `head` and `targets` as [`FusedOps::lm_head_nll`]; with `entropy`, also
+    /// each target row's entropy of `softmax(h_i · W)` in nats (0 elsewhere), `[rows]`, without
+    /// gradient. The backward pass recomputes the logits; a frozen head (not tracked) gets no
+    /// gradient, and its `[d, vocab]` product is never formed.
+    fn lm_head_logprobs(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        entropy: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>);
 
     /// `silu(gate) · up`, element-wise, same shapes.
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -117,6 +131,24 @@ pub fn lm_head_nll(hidden: Tensor<2>, head: Tensor<2>, targets: Tensor<1, Int>) 
         targets.into_dispatch(),
         head_grad,
     ))
+}
+
+/// Per row of `hidden` (`[rows, d]`), the log-probability of its target under
+/// `softmax(hidden · head)` (`targets` `[rows]`, −1 = none, giving 0), and with `entropy` each
+/// target row's entropy (no gradient). See [`FusedOps::lm_head_logprobs`].
+pub fn lm_head_logprobs(
+    hidden: Tensor<2>,
+    head: Tensor<2>,
+    targets: Tensor<1, Int>,
+    entropy: bool,
+) -> (Tensor<1>, Option<Tensor<1>>) {
+    let (logp, ent) = <Dispatch as FusedOps>::lm_head_logprobs(
+        hidden.into_dispatch(),
+        head.into_dispatch(),
+        targets.into_dispatch(),
+        entropy,
+    );
+    (Tensor::from_dispatch(logp), ent.map(Tensor::from_dispatch))
 }
 
 /// A bias-free linear layer, `x · weight`.
@@ -302,6 +334,30 @@ fn lm_head(
     (tensor(vec![sum as f32], [1]), grads)
 }
 
+/// Each row's target log-probability (`[rows]`) and, with `entropy`, each row's entropy: the
+/// forward pass of [`FusedOps::lm_head_logprobs`], which keeps no gradient (its backward pass
+/// needs the upstream one first). `hidden` must be contiguous.
+fn lm_head_logprobs_forward(
+    hidden: &FlexTensor,
+    head: &FlexTensor,
+    targets: &[i64],
+    entropy: bool,
+) -> (FlexTensor, Option<FlexTensor>) {
+    let out = kernels::linear_cross_entropy_with(
+        mat(hidden),
+        mat(head),
+        targets,
+        kernels::RowScales::One,
+        entropy,
+        kernels::CeGrads::None,
+    );
+    let rows = targets.len();
+    // `0.0 − loss` rather than `−loss`: a row without target gives 0, not −0.
+    let logp = out.losses.iter().map(|&l| 0.0 - l).collect();
+    let ent = out.entropy.map(|e| tensor(e, [rows]));
+    (tensor(logp, [rows]), ent)
+}
+
 /// `x` (`[.., d_in]`) as a row-major `[rows, d_in]` matrix, contiguous.
 fn rows_of(x: &FlexTensor) -> (FlexTensor, usize, usize) {
     let x = contiguous(x);
@@ -338,6 +394,15 @@ impl FusedOps for Flex {
         _: bool,
     ) -> FlexTensor {
         lm_head(&hidden, &head, &targets, kernels::CeGrads::None).0
+    }
+
+    fn lm_head_logprobs(
+        hidden: FlexTensor,
+        head: FlexTensor,
+        targets: FlexTensor,
+        entropy: bool,
+    ) -> (FlexTensor, Option<FlexTensor>) {
+        lm_head_logprobs_forward(&hidden.to_contiguous(), &head, &int_vec(&targets), entropy)
     }
 
     fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
@@ -460,6 +525,43 @@ impl Backward<Flex, 2> for LmHeadNllBackward {
             if let Some(node) = node {
                 grads.register::<Flex>(node.id, Flex::float_mul_scalar(grad, g.into()));
             }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LmHeadLogprobsBackward;
+
+impl Backward<Flex, 2> for LmHeadLogprobsBackward {
+    /// `hidden` (contiguous), `head` and the targets: the logits are recomputed chunk by chunk,
+    /// as the forward pass ran them, rather than kept.
+    type State = (FlexTensor, FlexTensor, Vec<i64>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_hidden, node_head] = ops.parents;
+        let g = contiguous(&grads.consume::<Flex>(&ops.node));
+        // d logp_i = −d loss_i: the rows' upstream gradients, negated, scale `softmax − onehot`.
+        let scales: Vec<f32> = f32s(&g).iter().map(|&g| -g).collect();
+        let (hidden, head, targets) = ops.state;
+        let want = if node_head.is_some() {
+            kernels::CeGrads::Both
+        } else {
+            kernels::CeGrads::Hidden
+        };
+        let (h, w) = (mat(&hidden), mat(&head));
+        let out = kernels::linear_cross_entropy_with(
+            h,
+            w,
+            &targets,
+            kernels::RowScales::Per(&scales),
+            false,
+            want,
+        );
+        if let (Some(node), Some(dh)) = (node_hidden, out.d_hidden) {
+            grads.register::<Flex>(node.id, tensor(dh, [h.rows, h.cols]));
+        }
+        if let (Some(node), Some(dw)) = (node_head, out.d_head) {
+            grads.register::<Flex>(node.id, tensor(dw, [w.rows, w.cols]));
         }
     }
 }
@@ -714,6 +816,27 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
                 head_grad,
             )),
         }
+    }
+
+    fn lm_head_logprobs(
+        hidden: FloatTensor<Self>,
+        head: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        entropy: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let (h, w) = (contiguous(hidden.primitive()), head.primitive().clone());
+        let targets = int_vec(&targets);
+        let (logp, ent) = lm_head_logprobs_forward(&h, &w, &targets, entropy);
+        let ent = ent.map(<Self as burn::backend::AutodiffBackend>::from_inner);
+        let logp = match LmHeadLogprobsBackward
+            .prepare::<C>([hidden.node(), head.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((h, w, targets), logp),
+            OpsKind::UnTracked(prep) => prep.finish(logp),
+        };
+        (logp, ent)
     }
 
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -148,52 +148,101 @@ pub(crate) fn row_max(x: &[f32]) -> f32 {
     max
 }
 
+/// One row of logits, the body every build of the row kernels inlines: returns the loss
+/// `logsumexp(x) − x[target]` and, with `ENTROPY`, the entropy of `softmax(x)` (both 0 for
+/// `target < 0`, which is not a target). With `GRAD` overwrites `x` with
+/// `scale · (softmax(x) − onehot(target))` (zeros for a non-target), the gradient of `scale` times
+/// that loss. The flags are constants so each instance keeps only its own loop body.
+#[inline(always)]
+fn ce_row<const GRAD: bool, const ENTROPY: bool>(
+    x: &mut [f32],
+    target: i64,
+    scale: f32,
+) -> (f32, f32) {
+    let x_t = if target >= 0 { x[target as usize] } else { 0.0 };
+    let max = row_max(x);
+    let mut acc = [0f32; LANES];
+    // Σ e^z·z with z = x − max, for the entropy `ln Σe^z − Σe^z·z / Σe^z`.
+    let mut ent = [0f32; LANES];
+    let mut rest = 0f32;
+    let mut ent_rest = 0f32;
+    // Past exp's lower clamp e^z is ~1e-38, not 0: a clamped z keeps an −∞ logit from
+    // turning its negligible share into −∞.
+    let floor = |z: f32| if z < -88.0 { -88.0 } else { z };
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            let z = c[i] - max;
+            let e = exp(z);
+            if ENTROPY {
+                ent[i] += e * floor(z);
+            }
+            if GRAD {
+                c[i] = e;
+            }
+            acc[i] += e;
+        }
+    }
+    for v in chunks.into_remainder() {
+        let z = *v - max;
+        let e = exp(z);
+        if ENTROPY {
+            ent_rest += e * floor(z);
+        }
+        if GRAD {
+            *v = e;
+        }
+        rest += e;
+    }
+    let sum = acc.iter().sum::<f32>() + rest;
+    if target < 0 {
+        if GRAD {
+            x.fill(0.0);
+        }
+        // Not counted, but a NaN still shows (the composed `logp · 0` keeps it too).
+        let nan_or_zero = if sum.is_nan() { f32::NAN } else { 0.0 };
+        return (nan_or_zero, 0.0);
+    }
+    if GRAD {
+        let inv = 1.0 / sum * scale;
+        for v in x.iter_mut() {
+            *v *= inv;
+        }
+        x[target as usize] -= scale;
+    }
+    let ln_sum = sum.ln();
+    let entropy = if ENTROPY {
+        ln_sum - (ent.iter().sum::<f32>() + ent_rest) / sum
+    } else {
+        0.0
+    };
+    (max + ln_sum - x_t, entropy)
+}
+
 multiversion! {
     /// One row of logits: returns the loss `logsumexp(x) − x[target]` (0 for `target < 0`, which
     /// is not a target), and with `grad` overwrites `x` with `softmax(x) − onehot(target)` (zeros
     /// for a non-target), the gradient of that loss. A NaN anywhere makes the loss NaN.
     pub fn cross_entropy_row(x: &mut [f32], target: i64, grad: bool) -> f32 {
-        let x_t = if target >= 0 { x[target as usize] } else { 0.0 };
-        let max = row_max(x);
-        let mut acc = [0f32; LANES];
-        let mut rest = 0f32;
         if grad {
-            let mut chunks = x.chunks_exact_mut(LANES);
-            for c in &mut chunks {
-                for i in 0..LANES {
-                    c[i] = exp(c[i] - max);
-                    acc[i] += c[i];
-                }
-            }
-            for v in chunks.into_remainder() {
-                *v = exp(*v - max);
-                rest += *v;
-            }
+            ce_row::<true, false>(x, target, 1.0).0
         } else {
-            let mut chunks = x.chunks_exact(LANES);
-            for c in &mut chunks {
-                for i in 0..LANES {
-                    acc[i] += exp(c[i] - max);
-                }
-            }
-            rest = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
+            ce_row::<false, false>(x, target, 1.0).0
         }
-        let sum = acc.iter().sum::<f32>() + rest;
-        if target < 0 {
-            if grad {
-                x.fill(0.0);
-            }
-            // Not counted, but a NaN still shows (the composed `logp · 0` keeps it too).
-            return if sum.is_nan() { f32::NAN } else { 0.0 };
+    }
+}
+
+multiversion! {
+    /// [`cross_entropy_row`] with the gradient (`grad = Some(scale)`) scaled by `scale`, and
+    /// with `entropy` the entropy in nats of `softmax(x)` as well (0 for a non-target): returns
+    /// `(loss, entropy)`.
+    pub fn cross_entropy_row_with(x: &mut [f32], target: i64, grad: Option<f32>, entropy: bool) -> (f32, f32) {
+        match (grad, entropy) {
+            (Some(s), true) => ce_row::<true, true>(x, target, s),
+            (Some(s), false) => ce_row::<true, false>(x, target, s),
+            (None, true) => ce_row::<false, true>(x, target, 1.0),
+            (None, false) => ce_row::<false, false>(x, target, 1.0),
         }
-        if grad {
-            let inv = 1.0 / sum;
-            for v in x.iter_mut() {
-                *v *= inv;
-            }
-            x[target as usize] -= 1.0;
-        }
-        max + sum.ln() - x_t
     }
 }
 
@@ -201,21 +250,69 @@ multiversion! {
 /// not a target). With `grad`, turns `logits` into the gradient of the summed loss. Returns each
 /// row's loss.
 pub fn cross_entropy(logits: &mut [f32], vocab: usize, targets: &[i64], grad: bool) -> Vec<f32> {
+    let grad = grad.then_some(RowScales::One);
+    cross_entropy_with(logits, vocab, targets, grad, false).0
+}
+
+/// The factor on each row's loss in the sum whose gradient the cross-entropy kernels compute.
+#[derive(Debug, Clone, Copy)]
+pub enum RowScales<'a> {
+    /// Every row's loss counts once: the plain summed loss.
+    One,
+    /// Row `i`'s loss scaled by `w[i]`: a per-row upstream gradient (per-token log-probabilities
+    /// pass `−g`), so each row's `softmax − onehot` is scaled before any product with it.
+    Per(&'a [f32]),
+}
+
+impl RowScales<'_> {
+    fn get(self, row: usize) -> f32 {
+        match self {
+            RowScales::One => 1.0,
+            RowScales::Per(w) => w[row],
+        }
+    }
+
+    /// The scales of rows `start..start + n`.
+    fn rows(self, start: usize, n: usize) -> Self {
+        match self {
+            RowScales::One => RowScales::One,
+            RowScales::Per(w) => RowScales::Per(&w[start..start + n]),
+        }
+    }
+}
+
+/// [`cross_entropy`] with each row's gradient scaled by `grad` (no gradient: `None`), and with
+/// `entropy` each row's entropy in nats (0 for a non-target) too: returns `(losses, entropies)`.
+pub fn cross_entropy_with(
+    logits: &mut [f32],
+    vocab: usize,
+    targets: &[i64],
+    grad: Option<RowScales>,
+    entropy: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let rows = targets.len();
     assert!(vocab > 0, "cross-entropy over an empty vocabulary");
     assert_eq!(logits.len(), rows * vocab, "logits are [rows, vocab]");
+    if let Some(RowScales::Per(w)) = grad {
+        assert_eq!(w.len(), rows, "one scale per row");
+    }
     let mut losses = vec![0f32; rows];
+    let mut entropies = vec![0f32; rows];
     let per = rows_per_task(vocab);
     logits
         .par_chunks_mut(per * vocab)
         .zip(losses.par_chunks_mut(per))
+        .zip(entropies.par_chunks_mut(per))
         .zip(targets.par_chunks(per))
-        .for_each(|((x, l), t)| {
-            for ((row, loss), &target) in x.chunks_mut(vocab).zip(l.iter_mut()).zip(t) {
-                *loss = cross_entropy_row(row, target, grad);
+        .enumerate()
+        .for_each(|(task, (((x, l), h), t))| {
+            let rows = x.chunks_mut(vocab).zip(l.iter_mut()).zip(h.iter_mut());
+            for (i, (((row, loss), ent), &target)) in rows.zip(t).enumerate() {
+                let scale = grad.map(|s| s.get(task * per + i));
+                (*loss, *ent) = cross_entropy_row_with(row, target, scale, entropy);
             }
         });
-    losses
+    (losses, entropy.then_some(entropies))
 }
 
 /// A matrix in memory: element `(i, j)` at `data[offset + i·row_stride + j·col_stride]`, so a
@@ -419,6 +516,8 @@ pub struct LinearCrossEntropy {
     pub d_hidden: Option<Vec<f32>>,
     /// With respect to `head` (`[d, vocab]`), with [`CeGrads::Both`].
     pub d_head: Option<Vec<f32>>,
+    /// Each row's entropy in nats (0 where there is no target), when asked for.
+    pub entropy: Option<Vec<f32>>,
 }
 
 /// The LM head and its cross-entropy in chunks of rows, never holding the whole `[rows, vocab]`
@@ -432,16 +531,35 @@ pub fn linear_cross_entropy(
     targets: &[i64],
     want: CeGrads,
 ) -> LinearCrossEntropy {
-    let grad = want != CeGrads::None;
+    linear_cross_entropy_with(hidden, head, targets, RowScales::One, false, want)
+}
+
+/// [`linear_cross_entropy`] with the gradients those of `Σ scale_i · loss_i` (`scales`), and
+/// with `entropy` each row's entropy from the same chunk of logits. Per-token log-probabilities
+/// need both: their upstream gradient is one number per row, not a scalar to apply afterwards,
+/// so their backward pass runs this again with the scales rather than keeping the gradients.
+pub fn linear_cross_entropy_with(
+    hidden: MatRef,
+    head: MatRef,
+    targets: &[i64],
+    scales: RowScales,
+    entropy: bool,
+    want: CeGrads,
+) -> LinearCrossEntropy {
+    let grad = (want != CeGrads::None).then_some(scales);
     let (rows, d, vocab) = (hidden.rows, hidden.cols, head.cols);
     assert_eq!(head.rows, d, "head is [d, vocab]");
     assert_eq!(targets.len(), rows, "one target per row");
+    if let RowScales::Per(w) = scales {
+        assert_eq!(w.len(), rows, "one scale per row");
+    }
     // ~16 MB of logits at a time: large matmuls, and an allocation glibc keeps on its heap.
     let chunk = (4 << 20) / vocab.max(1);
     let chunk = chunk.clamp(1, rows.max(1));
     let mut logits = vec![0f32; chunk * vocab];
     let mut losses = Vec::with_capacity(rows);
-    let mut d_hidden = grad.then(|| vec![0f32; rows * d]);
+    let mut entropies = entropy.then(|| Vec::with_capacity(rows));
+    let mut d_hidden = grad.map(|_| vec![0f32; rows * d]);
     let mut d_head = (want == CeGrads::Both).then(|| vec![0f32; d * vocab]);
     let mut start = 0;
     while start < rows {
@@ -449,7 +567,13 @@ pub fn linear_cross_entropy(
         let h = hidden.rows(start, n);
         let buf = &mut logits[..n * vocab];
         matmul(buf, false, h, head);
-        losses.extend(cross_entropy(buf, vocab, &targets[start..start + n], grad));
+        let chunk_grad = grad.map(|s| s.rows(start, n));
+        let chunk_targets = &targets[start..start + n];
+        let (l, e) = cross_entropy_with(buf, vocab, chunk_targets, chunk_grad, entropy);
+        losses.extend(l);
+        if let (Some(all), Some(e)) = (&mut entropies, e) {
+            all.extend(e);
+        }
         let g = MatRef::dense(buf, n, vocab);
         if let Some(dh) = &mut d_hidden {
             matmul(&mut dh[start * d..(start + n) * d], false, g, head.t());
@@ -463,6 +587,7 @@ pub fn linear_cross_entropy(
         losses,
         d_hidden,
         d_head,
+        entropy: entropies,
     }
 }
 
@@ -829,6 +954,60 @@ mod tests {
         }
         assert!((sum - want).abs() / want < 1e-6, "{sum} vs {want}");
         assert!((sum_g - want).abs() / want < 1e-6, "{sum_g} vs {want}");
+    }
+
+    #[test]
+    fn scaled_gradients_and_entropy_match_a_float64_reference() {
+        let (rows, vocab) = (29, 700);
+        let logits: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 16.0)
+            .collect();
+        let targets: Vec<i64> = (0..rows as i64)
+            .map(|r| {
+                if r % 4 == 3 {
+                    -1
+                } else {
+                    r * 53 % vocab as i64
+                }
+            })
+            .collect();
+        let scales: Vec<f32> = (0..rows).map(|r| (r as f32 - 11.0) / 3.0).collect();
+        let mut grad = logits.clone();
+        let (losses, entropy) = cross_entropy_with(
+            &mut grad,
+            vocab,
+            &targets,
+            Some(RowScales::Per(&scales)),
+            true,
+        );
+        let entropy = entropy.expect("asked for");
+        let mut plain = logits.clone();
+        let (losses_plain, none) = cross_entropy_with(&mut plain, vocab, &targets, None, false);
+        assert!(none.is_none());
+        assert_eq!(losses, losses_plain, "the scales only touch the gradient");
+        for r in 0..rows {
+            let row = &logits[r * vocab..(r + 1) * vocab];
+            let (l, g) = reference_ce(row, targets[r]);
+            assert!((losses[r] as f64 - l).abs() < 1e-5 * l.max(1.0));
+            for (a, b) in grad[r * vocab..(r + 1) * vocab].iter().zip(&g) {
+                let want = b * scales[r] as f64;
+                assert!((*a as f64 - want).abs() < 1e-6, "grad {a} vs {want}");
+            }
+            let h = if targets[r] < 0 {
+                0.0
+            } else {
+                let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+                -row.iter()
+                    .map(|&v| (v as f64 - lse).exp() * (v as f64 - lse))
+                    .sum::<f64>()
+            };
+            assert!(
+                (entropy[r] as f64 - h).abs() < 1e-5,
+                "entropy {} vs {h}",
+                entropy[r]
+            );
+        }
     }
 
     #[test]

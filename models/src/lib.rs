@@ -27,12 +27,12 @@ pub use arch::Arch;
 pub use attention::{AttentionPattern, KvCache};
 pub use llama::{Llama, LlamaConfig};
 pub use lora::{LoraConfig, LoraLinear};
-pub use loss::{LmOutput, TokenBatch};
+pub use loss::{LmOutput, TokenBatch, TokenLogprobs};
 pub use moe::MoeConfig;
 
 /// What trainers need from an architecture: its tag, build from config, the loss on a batch of
-/// packed rows, and per-sequence log-probabilities (DPO and GRPO). Saving and loading go through
-/// [`store`] with the tag in `model.json` ([`arch`]).
+/// packed rows, and per-sequence and per-token log-probabilities (DPO and GRPO). Saving and
+/// loading go through [`store`] with the tag in `model.json` ([`arch`]).
 pub trait CausalLm: burn::module::Module + Sized {
     type Config: Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned;
     const ARCH: Arch;
@@ -43,6 +43,10 @@ pub trait CausalLm: burn::module::Module + Sized {
     fn loss(&self, batch: &TokenBatch) -> LmOutput;
     /// Per row, the summed log-probability of its targets, shape `[batch]`, differentiable.
     fn sequence_logprobs(&self, batch: &TokenBatch) -> burn::tensor::Tensor<1>;
+    /// Per position, the log-probability of its target under `softmax(logits / temperature)`,
+    /// `[batch, seq]`, differentiable, and with `entropy` that distribution's entropy (see
+    /// [`TokenLogprobs`]).
+    fn token_logprobs(&self, batch: &TokenBatch, temperature: f32, entropy: bool) -> TokenLogprobs;
 }
 
 impl CausalLm for Llama {
@@ -60,6 +64,9 @@ impl CausalLm for Llama {
     }
     fn sequence_logprobs(&self, batch: &TokenBatch) -> burn::tensor::Tensor<1> {
         Llama::sequence_logprobs(self, batch)
+    }
+    fn token_logprobs(&self, batch: &TokenBatch, temperature: f32, entropy: bool) -> TokenLogprobs {
+        Llama::token_logprobs(self, batch, temperature, entropy)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::attention::{AttentionPattern, KvCache, SelfAttention, attention_mask};
 use crate::blocks::{RmsNorm, Rope, RopeScaling, SwiGlu, linear};
-use crate::loss::{LmOutput, TokenBatch, causal_lm_loss};
+use crate::loss::{LmOutput, TokenBatch, TokenLogprobs, causal_lm_loss};
 use crate::moe::{MoeConfig, MoeLayer, MoeStats};
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
@@ -447,6 +447,26 @@ impl Llama {
             &mut Vec::new(),
         );
         crate::loss::sequence_logprobs(h, self.head_weight(), batch)
+    }
+
+    /// Per position, the log-probability of its target under `softmax(logits / temperature)`
+    /// (`[batch, seq]`, differentiable), and with `entropy` that distribution's entropy: see
+    /// [`TokenLogprobs`].
+    pub fn token_logprobs(
+        &self,
+        batch: &TokenBatch,
+        temperature: f32,
+        entropy: bool,
+    ) -> TokenLogprobs {
+        let h = self.hidden(
+            &batch.input_ids,
+            batch.batch,
+            0,
+            batch.segment_ids.as_deref(),
+            None,
+            &mut Vec::new(),
+        );
+        crate::loss::token_logprobs(h, self.head_weight(), batch, temperature, entropy)
     }
 
     /// Causal-LM loss on a packed batch (summed over target tokens; see [`LmOutput`]).

@@ -297,10 +297,10 @@ impl LoraLinear {
     }
 
     /// `x · W` (through the fused kernel where there is one: Burn's matmul zeroes and then copies
-    /// every output buffer), plus the adapter's update.
+    /// every output buffer), plus the adapter's update unless [`without_adapters`] is running.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let fused_on = fused::enabled(&x.device());
-        let Some(adapter) = &self.lora else {
+        let Some(adapter) = self.lora.as_ref().filter(|_| adapters_on()) else {
             return self.base(x, fused_on);
         };
         let update = adapter.forward(x.clone(), fused_on);
@@ -368,6 +368,32 @@ impl LoraLinear {
         let data = burn::tensor::TensorData::new(q.dequantize_in_out(), [d_in, d_out]);
         self.weight = Param::from_tensor(Tensor::from_data(data, &device)).set_require_grad(false);
     }
+}
+
+thread_local! {
+    /// Set while [`without_adapters`] runs on this thread.
+    static ADAPTERS_OFF: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn adapters_on() -> bool {
+    !ADAPTERS_OFF.with(|off| off.get())
+}
+
+/// Runs `f` with every LoRA adapter of this thread's forward passes switched off: the model
+/// computes its frozen base's outputs (the GRPO/DPO reference), as PEFT's
+/// `with model.disable_adapter():`, without a second copy of the model. Thread-local, so a
+/// policy forward pass on another thread keeps its adapters; nests, and the previous state
+/// comes back when `f` returns or panics.
+pub fn without_adapters<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the flag in `drop`, which runs during unwinding too.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ADAPTERS_OFF.with(|off| off.set(self.0));
+        }
+    }
+    let _restore = Restore(ADAPTERS_OFF.with(|off| off.replace(true)));
+    f()
 }
 
 /// Calls `f(path, kind, layer)` for every projection of `model` in module order: `path` is the

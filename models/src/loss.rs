@@ -77,24 +77,121 @@ pub fn causal_lm_loss(h: Tensor<3>, head: Tensor<2>, batch: &TokenBatch) -> LmOu
 }
 
 /// Per row of the batch, the summed log-probability of its target tokens, shape `[batch]`,
-/// differentiable: what DPO and GRPO compare between a policy and its reference.
+/// differentiable: what DPO and GRPO compare between a policy and its reference. The row sums
+/// of [`token_logprobs`] at temperature 1.
 pub fn sequence_logprobs(h: Tensor<3>, head: Tensor<2>, batch: &TokenBatch) -> Tensor<1> {
+    let b = h.dims()[0];
+    token_logprobs(h, head, batch, 1.0, false)
+        .logprobs
+        .sum_dim(1)
+        .reshape([b])
+}
+
+/// Per-token log-probabilities of a batch's targets: what GRPO's and DPO's losses are built
+/// from (token-level ratios, KL to a reference, entropy bonuses).
+#[derive(Debug)]
+pub struct TokenLogprobs {
+    /// `[batch, seq]`: at position `i`, `log p(target_i | tokens ..=i)` under the tempered
+    /// distribution `softmax(logits / temperature)` where [`TokenBatch::targets`] gives a
+    /// target, 0 elsewhere. Differentiable.
+    pub logprobs: Tensor<2>,
+    /// With `entropy`: per position (`batch · seq`, row-major), the entropy in nats of that same
+    /// tempered next-token distribution where there is a target, 0 elsewhere. Host values, no
+    /// gradient.
+    pub entropy: Option<Vec<f32>>,
+}
+
+/// [`TokenLogprobs`] of the next tokens given final hidden states `h` (`[batch, seq, d]`) and
+/// the LM head `head` (`[d, vocab]`), at `temperature` (> 0). The hidden states are divided by
+/// it before the head: `(h / T) · W` is TRL's `logits / T` (the distribution the samples were
+/// drawn from) at a `[rows, d]` division instead of a `[rows, vocab]` one.
+pub fn token_logprobs(
+    h: Tensor<3>,
+    head: Tensor<2>,
+    batch: &TokenBatch,
+    temperature: f32,
+    entropy: bool,
+) -> TokenLogprobs {
+    assert!(
+        temperature > 0.0 && temperature.is_finite(),
+        "token_logprobs: temperature must be positive and finite, not {temperature}"
+    );
     let [b, t, d] = h.dims();
     let (targets, weights, _) = batch.targets();
     let h = h.reshape([b * t, d]);
-    let rows: Vec<Tensor<1>> = (0..b)
-        .map(|r| {
-            let span = r * t..(r + 1) * t;
-            nll(
-                h.clone().narrow(0, r * t, t),
-                head.clone(),
-                &targets[span.clone()],
-                &weights[span],
-            )
-            .neg()
-        })
-        .collect();
-    Tensor::cat(rows, 0)
+    // At 1 no division at all: the plain log-probabilities keep their bits.
+    let h = if temperature == 1.0 {
+        h
+    } else {
+        h.div_scalar(temperature)
+    };
+    let (logprobs, entropy) = per_token(h, head, &targets, &weights, entropy);
+    TokenLogprobs {
+        logprobs: logprobs.reshape([b, t]),
+        entropy,
+    }
+}
+
+/// Per row of `h` (`[n, d]`), `log softmax(h_i · head)[target_i]` where `weight_i > 0`, else 0
+/// (`[n]`), and with `entropy` each such row's entropy (host values, 0 elsewhere).
+fn per_token(
+    h: Tensor<2>,
+    head: Tensor<2>,
+    targets: &[i64],
+    weights: &[f32],
+    entropy: bool,
+) -> (Tensor<1>, Option<Vec<f32>>) {
+    let n = h.dims()[0];
+    let device = h.device();
+    if fused::enabled(&device) {
+        let targets = Tensor::<1, Int>::from_data(
+            TensorData::new(masked_targets(targets, weights), [n]),
+            &device,
+        );
+        let (logp, ent) = fused::lm_head_logprobs(h, head, targets, entropy);
+        return (logp, ent.map(host));
+    }
+    let mut parts = Vec::new();
+    let mut entropies = entropy.then(|| Vec::with_capacity(n));
+    let mut start = 0;
+    while start < n {
+        let rows = CHUNK_ROWS.min(n - start);
+        let logits = h.clone().narrow(0, start, rows).matmul(head.clone());
+        let logp = log_softmax(logits, 1);
+        let w = &weights[start..start + rows];
+        if let Some(all) = &mut entropies {
+            let lp = logp.clone().detach();
+            let ent = host((lp.clone().exp() * lp).sum_dim(1).neg().reshape([rows]));
+            all.extend(
+                ent.iter()
+                    .zip(w)
+                    .map(|(&e, &w)| if w > 0.0 { e } else { 0.0 }),
+            );
+        }
+        let tgt = Tensor::<2, Int>::from_data(
+            TensorData::new(targets[start..start + rows].to_vec(), [rows, 1]),
+            &device,
+        );
+        let w = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [rows, 1]), &device);
+        parts.push((logp.gather(1, tgt) * w).reshape([rows]));
+        start += rows;
+    }
+    (Tensor::cat(parts, 0), entropies)
+}
+
+/// The targets as the fused kernels take them: −1 where a position has none.
+fn masked_targets(targets: &[i64], weights: &[f32]) -> Vec<i64> {
+    targets
+        .iter()
+        .zip(weights)
+        .map(|(&t, &w)| if w > 0.0 { t } else { -1 })
+        .collect()
+}
+
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .expect("float values")
 }
 
 /// `Σ weight_i · −log softmax(h_i · head)[target_i]` over the rows of `h` (`[n, d]`).
@@ -102,11 +199,7 @@ fn nll(h: Tensor<2>, head: Tensor<2>, targets: &[i64], weights: &[f32]) -> Tenso
     let n = h.dims()[0];
     let device = h.device();
     if fused::enabled(&device) {
-        let targets: Vec<i64> = targets
-            .iter()
-            .zip(weights)
-            .map(|(&t, &w)| if w > 0.0 { t } else { -1 })
-            .collect();
+        let targets = masked_targets(targets, weights);
         let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
         return fused::lm_head_nll(h, head, targets);
     }
