@@ -15,6 +15,27 @@ pub struct GenerateReport {
     pub seconds: f64,
 }
 
+/// A problem's prompt as ids, cut from the left so that `max_new_tokens` (at most half the
+/// context) fit after it: the end of a prompt (signature, docstring) matters most. Returns
+/// whether it was cut.
+pub fn encode_prompt(
+    g: &Generator,
+    prompt: &str,
+    max_new_tokens: usize,
+) -> Result<(Vec<u32>, bool), InferError> {
+    let ctx = g.context_length();
+    let mut ids = g.encode(prompt)?;
+    let room = ctx
+        .saturating_sub(max_new_tokens.min(ctx / 2))
+        .min(ctx - 1)
+        .max(1);
+    let cut = ids.len() > room;
+    if cut {
+        ids.drain(..ids.len() - room);
+    }
+    Ok((ids, cut))
+}
+
 /// `params.n` completions of every problem's prompt. Problem `i` samples with seed
 /// `params.sampling.seed + i` (its index in `problems`); the samples do not depend on the
 /// problems batched beside it, up to float rounding.
@@ -27,7 +48,6 @@ pub fn generate_samples(
     let t0 = std::time::Instant::now();
     let mut rows = Vec::with_capacity(problems.len() * params.n);
     let mut report = GenerateReport::default();
-    let ctx = g.context_length();
     // Several problems per forward pass (up to ROWS samples in all): small models are bound by
     // per-step overhead, so a batch of rows costs little more than one.
     const ROWS: usize = 16;
@@ -37,16 +57,8 @@ pub fn generate_samples(
         let end = (start + per_batch).min(problems.len());
         let mut prompts = Vec::with_capacity(end - start);
         for p in &problems[start..end] {
-            let mut ids = g.encode(&p.prompt)?;
-            // Keep room for the answer: the end of a prompt (signature, docstring) matters most.
-            let room = ctx
-                .saturating_sub(params.max_new_tokens.min(ctx / 2))
-                .min(ctx - 1)
-                .max(1);
-            if ids.len() > room {
-                ids.drain(..ids.len() - room);
-                report.truncated_prompts += 1;
-            }
+            let (ids, truncated) = encode_prompt(g, &p.prompt, params.max_new_tokens)?;
+            report.truncated_prompts += usize::from(truncated);
             prompts.push(ids);
         }
         let seeds: Vec<u64> = (start..end)

@@ -153,15 +153,28 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// A generator over `model`: a trainer builds one around its policy's current weights (they
+    /// are shared, not copied) for each batch of rollouts.
+    pub fn new(
+        model: Llama,
+        tokenizer: Tokenizer,
+        eos: Vec<u32>,
+        defaults: anvil_models::generation::GenerationConfig,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            eos,
+            token_bytes: OnceLock::new(),
+            defaults,
+        }
+    }
+}
+
 impl From<Loaded> for Generator {
     fn from(l: Loaded) -> Self {
-        Self {
-            model: l.model,
-            tokenizer: l.tokenizer,
-            eos: l.eos,
-            token_bytes: OnceLock::new(),
-            defaults: l.generation,
-        }
+        Self::new(l.model, l.tokenizer, l.eos, l.generation)
     }
 }
 

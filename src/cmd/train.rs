@@ -111,14 +111,23 @@ fn train_run(a: RunArgs) -> Result<()> {
         s.tokens_per_second,
         s.parameters
     );
-    println!(
-        "train loss {} · val loss {} · val ppl {} · val bits/byte {} · best val loss {}",
-        fmt(s.final_train_loss),
-        fmt(s.final_val_loss),
-        fmt(s.val_perplexity),
-        fmt(s.val_bits_per_byte),
-        fmt(s.best_val_loss)
-    );
+    if s.reward_mean.is_some() || s.heldout_pass_at_1.is_some() {
+        println!(
+            "reward (last step) {} · held-out pass@1 {} at the start, {} at the end",
+            fmt(s.reward_mean),
+            fmt(s.heldout_pass_at_1_start),
+            fmt(s.heldout_pass_at_1)
+        );
+    } else {
+        println!(
+            "train loss {} · val loss {} · val ppl {} · val bits/byte {} · best val loss {}",
+            fmt(s.final_train_loss),
+            fmt(s.final_val_loss),
+            fmt(s.val_perplexity),
+            fmt(s.val_bits_per_byte),
+            fmt(s.best_val_loss)
+        );
+    }
     println!("run folder: {}", s.run_dir.display());
     if let Some(c) = &s.last_checkpoint {
         println!("checkpoint: {}", c.display());

@@ -58,6 +58,9 @@ pub struct TrainerState {
     pub best_val_loss: Option<f64>,
     /// Input tokens trained on so far.
     pub tokens_seen: u64,
+    /// RL runs: the best held-out pass@1 so far (`best/` holds its checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_pass_at_1: Option<f64>,
 }
 
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod loader;
 pub mod optim;
 pub mod recipe;
+pub mod rl;
 pub mod runlog;
 pub mod signals;
 pub mod trainer;

@@ -30,6 +30,13 @@ pub struct Recipe {
     /// `LoraConfig`: `r`, `alpha`, `dropout`, `target_modules`, `use_rslora`, `bias`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
+    /// Reinforcement learning from execution feedback (GRPO or DPO) on `model.init_from`
+    /// instead of next-token training on `[data]` (docs/rl.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rl: Option<crate::rl::RlConfig>,
+    /// The composite reward RL optimizes, and the sandbox its tests run in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward: Option<crate::rl::RewardConfig>,
 }
 
 /// The recipe's `[model]` section: the architecture's config, plus where to start from.
@@ -339,6 +346,24 @@ impl Recipe {
                     "adapters train on a pretrained base: set model.init_from",
                 );
             }
+        }
+        match (&self.rl, &self.reward) {
+            (Some(rl), reward) => {
+                rl.validate()?;
+                if self.model.init_from.is_none() {
+                    return err(
+                        "rl",
+                        "RL fine-tunes a pretrained model: set model.init_from (an SFT run)",
+                    );
+                }
+                if let Some(r) = reward {
+                    r.validate()?;
+                }
+            }
+            (None, Some(_)) => {
+                return err("reward", "the reward is for RL runs: add an [rl] section");
+            }
+            (None, None) => {}
         }
         if let Err(e) = self.tracking.mlflow_target() {
             return err("tracking.uri", e.to_string());

@@ -13,6 +13,8 @@ pub const LOSS_PLOT: &str = "loss.png";
 
 pub struct RunLog {
     run: Run,
+    /// The metrics `finish` plots (default: the loss curves) and the file they go to.
+    plot: (String, Option<Vec<String>>),
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC, for run names.
@@ -67,7 +69,7 @@ impl RunLog {
         )?;
         write_recipe(dir, recipe)?;
         run.log_params(anvil_tracking::params::flatten(recipe))?;
-        Ok(Self { run })
+        Ok(Self::of(run))
     }
 
     /// Continues the run in `dir` with `recipe` (its `recipe.toml` plus `opts.overrides`, already
@@ -82,7 +84,27 @@ impl RunLog {
             let n = run.attempts().saturating_sub(1);
             run.set_tag(&format!("resume.{n}.overrides"), opts.overrides.join(" "))?;
         }
-        Ok(Self { run })
+        Ok(Self::of(run))
+    }
+
+    fn of(run: Run) -> Self {
+        Self {
+            run,
+            plot: (LOSS_PLOT.into(), None),
+        }
+    }
+
+    /// `finish` plots these metrics into `<run>/<file>` instead of the loss curves.
+    pub fn plot_metrics(&mut self, file: &str, metrics: &[&str]) {
+        self.plot = (
+            file.into(),
+            Some(metrics.iter().map(|m| m.to_string()).collect()),
+        );
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        self.run.dir()
     }
 
     pub fn metrics(&self, step: usize, metrics: &[(String, f64)]) -> Result<()> {
@@ -120,13 +142,18 @@ impl RunLog {
         })
     }
 
-    /// `<run>/loss.png`: train/loss and val/loss (what `anvil runs plot RUN` draws), also logged
-    /// as an artifact.
+    /// `<run>/loss.png`: train/loss and val/loss (what `anvil runs plot RUN` draws), or what
+    /// [`Self::plot_metrics`] chose, also logged as an artifact.
     fn plot(&self) -> Result<()> {
         let dir = self.run.dir();
-        let out = dir.join(LOSS_PLOT);
-        anvil_tracking::plot::plot_runs(&[dir], &PlotOptions::default(), &out)?;
-        self.run.log_artifact_as(&out, LOSS_PLOT)?;
+        let (file, metrics) = &self.plot;
+        let out = dir.join(file);
+        let mut opts = PlotOptions::default();
+        if let Some(m) = metrics {
+            opts.metrics = m.clone();
+        }
+        anvil_tracking::plot::plot_runs(&[dir], &opts, &out)?;
+        self.run.log_artifact_as(&out, file)?;
         Ok(())
     }
 }

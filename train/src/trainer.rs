@@ -48,6 +48,14 @@ pub struct RunSummary {
     /// Parameters the optimizer updates (the adapters' with LoRA).
     pub trainable_parameters: usize,
     pub last_checkpoint: Option<PathBuf>,
+    /// RL runs: the last step's mean reward, and held-out greedy pass@1 before the first step
+    /// and after the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heldout_pass_at_1_start: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heldout_pass_at_1: Option<f64>,
 }
 
 /// Validation numbers.
@@ -108,6 +116,9 @@ fn target_bytes(batch: &TokenBatch, token_bytes: &[u32]) -> u64 {
 /// Runs (or resumes) the recipe to the end, or until interrupted: setup, then the step and the
 /// cadence after it, until `train.max_steps` or a signal.
 pub fn run(recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
+    if recipe.rl.is_some() {
+        return crate::rl::run(recipe, opts);
+    }
     let (mut t, mut model) = Trainer::setup(recipe, opts)?;
     signals::install();
     loop {
@@ -241,12 +252,14 @@ impl Trainer {
             position: DataPosition::default(),
             best_val_loss: None,
             tokens_seen: 0,
+            best_pass_at_1: None,
         };
         // Loaded for inference: moved onto the autodiff device and made trainable; with LoRA,
         // adapters are attached last and the base frozen, and with QLoRA the base's projections
         // are then quantized, after its fingerprint (the f32 base's) is taken.
         let (mut base_ref, mut start, mut parameters) = (None, None, None);
-        if let Some((m, from)) = pretrained {
+        if let Some(loaded) = pretrained {
+            let (m, from) = (loaded.model, loaded.checkpoint);
             let mut m = anvil_models::trainable(m.fork(&train_device));
             if let Some(cfg) = &recipe.lora {
                 let path = std::path::absolute(&from).unwrap_or(from);
@@ -503,6 +516,9 @@ impl Trainer {
             parameters: self.parameters,
             trainable_parameters: self.trainable_parameters,
             last_checkpoint: self.last_ckpt.clone(),
+            reward_mean: None,
+            heldout_pass_at_1_start: None,
+            heldout_pass_at_1: None,
         };
         self.log.finish(&summary)?;
         Ok(summary)
@@ -511,14 +527,14 @@ impl Trainer {
 
 /// A run folder being resumed: locked, cleaned of a killed writer's leftovers, pruned to
 /// `keep_last`, with its newest checkpoint's state.
-struct Resumed {
-    dir: PathBuf,
-    latest: PathBuf,
-    state: TrainerState,
-    lock: RunLock,
+pub(crate) struct Resumed {
+    pub dir: PathBuf,
+    pub latest: PathBuf,
+    pub state: TrainerState,
+    pub lock: RunLock,
 }
 
-fn open_resume(dir: &Path, recipe: &Recipe) -> Result<Resumed, TrainError> {
+pub(crate) fn open_resume(dir: &Path, recipe: &Recipe) -> Result<Resumed, TrainError> {
     if !dir.is_dir() {
         return Err(TrainError::Recipe(format!(
             "{}: no such run folder",
@@ -553,12 +569,13 @@ fn open_resume(dir: &Path, recipe: &Recipe) -> Result<Resumed, TrainError> {
 /// `model.init_from`: the pretrained model (an Anvil checkpoint, a run folder or an HF folder),
 /// whose shape the recipe takes (keys it sets must agree) and whose tokenizer the data pipeline
 /// then uses instead of training one.
-/// Returns it with the folder its weights came from.
-fn load_pretrained(
+/// Returns it with its tokenizer and generation defaults (`checkpoint`: the folder its weights
+/// came from).
+pub(crate) fn load_pretrained(
     recipe: &mut Recipe,
     from: &Path,
     device: &Device,
-) -> Result<(Llama, PathBuf), TrainError> {
+) -> Result<anvil_infer::Loaded, TrainError> {
     let loaded = anvil_infer::load(from, None, device)
         .map_err(|e| TrainError::Recipe(format!("`model.init_from`: {e}")))?;
     recipe
@@ -567,12 +584,15 @@ fn load_pretrained(
     recipe.data.tokenizer_file = Some(loaded.tokenizer_path.clone());
     // A quantized checkpoint's projections arrive in their blocks; training starts from their
     // f32 values (QLoRA quantizes them again, to `lora.base_quant`).
-    Ok((lora::dequantize_base(loaded.model), loaded.checkpoint))
+    Ok(anvil_infer::Loaded {
+        model: lora::dequantize_base(loaded.model),
+        ..loaded
+    })
 }
 
 /// Removes what a killed checkpoint write left (restoring `best/` if it was mid-swap), saying so
 /// on stderr in one line.
-fn clean_checkpoints(dir: &Path) -> Result<(), TrainError> {
+pub(crate) fn clean_checkpoints(dir: &Path) -> Result<(), TrainError> {
     let c = checkpoint::clean_leftovers(dir)?;
     let name = |p: &PathBuf| {
         p.file_name()
@@ -628,7 +648,7 @@ fn resolve_model_shape(
     Ok(())
 }
 
-fn new_run_dir(recipe: &Recipe, opts: &RunOptions) -> PathBuf {
+pub(crate) fn new_run_dir(recipe: &Recipe, opts: &RunOptions) -> PathBuf {
     let name = recipe.output.name.clone().unwrap_or_else(|| {
         let stem = opts
             .recipe_path

@@ -1,0 +1,893 @@
+//! The RL loop, readable in one sitting: setup (policy, reference, problems, sandbox, reward),
+//! then per step a batch of rollouts, their rewards and the update (GRPO's or DPO's), then the
+//! cadence — log, held-out pass@1, checkpoint — until `train.max_steps` or a signal.
+//!
+//! A step is one batch of rollouts and its `rl.num_iterations` optimizer updates. Rollout seeds
+//! are a function of `train.seed`, the step and the prompt's slot, and the problem order is the
+//! trainer's seeded row stream, so `--resume` continues bit-identically from any checkpoint.
+
+use super::config::{Algorithm, Pairs, RewardConfig, RlConfig};
+use super::rollout::{self, Rollout};
+use super::{dpo, grpo};
+use crate::checkpoint::{self, TrainerState, Weights};
+use crate::loader::{DataPosition, RowStream};
+use crate::optim::{AdamW, GradAccumulator, lr_at};
+use crate::recipe::Recipe;
+use crate::runlog::RunLog;
+use crate::trainer::{
+    Resumed, RunOptions, RunSummary, clean_checkpoints, load_pretrained, new_run_dir, open_resume,
+};
+use crate::{TrainError, signals};
+use anvil_data::problems::Problem;
+use anvil_eval::evaluate::Verdict;
+use anvil_eval::reward::{CompositeReward, License, Reward, TestPassRate};
+use anvil_eval::scorer::Scorer;
+use anvil_infer::Generator;
+use anvil_models::generation::GenerationConfig;
+use anvil_models::memory::{self, Workload};
+use anvil_models::{Llama, TokenBatch, lora, peft};
+use anvil_tracking::RunLock;
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+/// A batch of rollouts with each one's verdict and reward.
+type Scored = (Vec<Rollout>, Vec<Verdict>, Vec<Reward>);
+
+/// The plot an RL run leaves in its folder.
+pub const RL_PLOT: &str = "rl.png";
+const PLOTTED: [&str; 6] = [
+    "rl/reward_mean",
+    "rl/pass_rate",
+    "eval/pass_at_1",
+    "rl/kl",
+    "rl/entropy",
+    "rl/completion_tokens",
+];
+
+/// Runs (or resumes) an RL recipe to the end, or until interrupted.
+pub fn run(recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
+    let (mut t, mut model) = RlTrainer::setup(recipe, opts)?;
+    signals::install();
+    if t.state.step == 0 && !signals::interrupted() {
+        // The starting point's held-out pass@1, in the same run as the rest of the curve.
+        t.heldout_first = t.evaluate(&model)?;
+    }
+    loop {
+        let t0 = Instant::now();
+        let mut metrics;
+        (model, metrics) = match t.cfg.algorithm {
+            Algorithm::Grpo => t.grpo_step(model)?,
+            Algorithm::Dpo => t.dpo_step(model)?,
+        };
+        metrics.push(("rl/step_s".into(), t0.elapsed().as_secs_f64()));
+        let n = t.state.step;
+        if n % t.recipe.train.log_every == 0 || n == t.recipe.train.max_steps {
+            t.log.metrics(n, &metrics)?;
+        }
+        let finished = n == t.recipe.train.max_steps;
+        let stop_now = signals::interrupted() && !finished;
+        let every = |k: usize| k > 0 && n % k == 0;
+        let mut new_best = false;
+        if (finished || every(t.recipe.eval.every)) && !stop_now {
+            new_best = t.evaluate(&model)?.is_some_and(|p| {
+                let best = t.state.best_pass_at_1.is_none_or(|b| p > b);
+                if best {
+                    t.state.best_pass_at_1 = Some(p);
+                }
+                best
+            });
+        }
+        let c = &t.recipe.checkpoint;
+        if finished || stop_now || (new_best && c.keep_best) || every(c.every) {
+            t.save(&model, new_best)?;
+        }
+        if stop_now || finished {
+            return t.finish(stop_now);
+        }
+    }
+}
+
+/// What the reference log-probabilities come from (GRPO with `beta > 0`, and DPO).
+enum Reference {
+    None,
+    /// LoRA: the policy itself with its adapters switched off — no second copy of the weights.
+    BaseOfAdapters,
+    /// Full fine-tuning: the starting weights, frozen (sharing memory with the policy until its
+    /// first update copies them).
+    Frozen(Box<Llama>),
+}
+
+struct RlTrainer {
+    recipe: Recipe,
+    cfg: RlConfig,
+    opt: AdamW,
+    state: TrainerState,
+    problems: Vec<Problem>,
+    heldout: Vec<Problem>,
+    /// DPO with `pairs = "file"`.
+    pairs: Vec<dpo::Pair>,
+    stream: RowStream,
+    tokenizer: Tokenizer,
+    eos: Vec<u32>,
+    generation: GenerationConfig,
+    reference: Reference,
+    scorer: Arc<Scorer>,
+    reward: CompositeReward,
+    run_dir: PathBuf,
+    parameters: usize,
+    trainable_parameters: usize,
+    base_ref: Option<(String, String)>,
+    bar: indicatif::ProgressBar,
+    started: Instant,
+    last_reward: Option<f64>,
+    heldout_first: Option<f64>,
+    heldout_last: Option<f64>,
+    last_ckpt: Option<PathBuf>,
+    tokens: u64,
+    log: RunLog,
+    _lock: RunLock,
+}
+
+/// Problems from `spec`; every one must have a test to run (`key` names the recipe key).
+fn load_problems(spec: &str, key: &str) -> Result<Vec<Problem>, TrainError> {
+    let problems = anvil_data::problems::load(spec)
+        .map_err(|e| TrainError::Recipe(format!("`{key}`: {e}")))?;
+    if problems.is_empty() {
+        return Err(TrainError::Recipe(format!(
+            "`{key}`: {spec} holds no problems"
+        )));
+    }
+    if let Some((i, p)) = problems
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.test.trim().is_empty() || p.entry_point.trim().is_empty())
+    {
+        return Err(TrainError::Recipe(format!(
+            "{spec}:{}: task `{}` has no {} to run, so no reward",
+            i + 1,
+            p.task_id,
+            if p.test.trim().is_empty() {
+                "test"
+            } else {
+                "entry_point"
+            }
+        )));
+    }
+    Ok(problems)
+}
+
+/// The composite reward with the recipe's weights and license settings; the tests' verdicts are
+/// put on the completions by [`rollout::score`].
+fn composite(r: &RewardConfig) -> Result<CompositeReward, TrainError> {
+    let bad = |key: &str, e: &dyn std::fmt::Display| TrainError::Recipe(format!("`{key}`: {e}"));
+    let mut policy = anvil_eval::analyze::license::LicensePolicy::default();
+    if !r.license_allow.is_empty() {
+        policy.allow = r.license_allow.clone();
+    }
+    let index = match &r.corpus_index {
+        Some(p) => Some(Arc::new(
+            anvil_eval::analyze::license::CorpusIndex::load(p, policy.jaccard_threshold)
+                .map_err(|e| bad("reward.corpus_index", &e))?,
+        )),
+        None => None,
+    };
+    let license = License::new(policy, index).map_err(|e| bad("reward.license_allow", &e))?;
+    let w = &r.weights;
+    CompositeReward::standard(
+        TestPassRate::from_verdicts(),
+        license,
+        [w[0], w[1], w[2], w[3]],
+    )
+    .map_err(|e| bad("reward.weights", &e))
+}
+
+/// A seed per (run seed, step, prompt slot), so rollouts do not depend on what ran before.
+fn rollout_seed(seed: u64, step: usize, slot: usize) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((slot as u64) << 40);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 log-probabilities")
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    s / n.max(1) as f64
+}
+
+impl RlTrainer {
+    fn setup(mut recipe: Recipe, opts: RunOptions) -> Result<(RlTrainer, Llama), TrainError> {
+        recipe.validate()?;
+        let cfg = recipe.rl.clone().expect("an RL recipe");
+        let reward_cfg = recipe.reward.clone().unwrap_or_default();
+        // Everything a user can get wrong is refused before a run folder exists or a rollout
+        // runs: the problems, the pairs, the reward's settings, the sandbox.
+        let uses_problems = cfg.algorithm == Algorithm::Grpo || cfg.pairs == Pairs::Execution;
+        let problems = if uses_problems {
+            load_problems(&cfg.problems, "rl.problems")?
+        } else {
+            Vec::new()
+        };
+        let mut heldout = match &cfg.heldout {
+            Some(spec) if !spec.trim().is_empty() => load_problems(spec, "rl.heldout")?,
+            _ => Vec::new(),
+        };
+        if cfg.heldout_limit > 0 {
+            heldout.truncate(cfg.heldout_limit);
+        }
+        let pairs = match (&cfg.algorithm, &cfg.pairs, &cfg.pairs_file) {
+            (Algorithm::Dpo, Pairs::File, Some(path)) => dpo::read_pairs(path)?,
+            _ => Vec::new(),
+        };
+        let reward = composite(&reward_cfg)?;
+        let isolation = reward_cfg
+            .isolation
+            .parse()
+            .map_err(|e: String| TrainError::Recipe(format!("`reward.isolation`: {e}")))?;
+        let limits = anvil_eval::args::sample_limits(reward_cfg.timeout, reward_cfg.memory_mb);
+        let sandbox = anvil_eval::sandbox::Sandbox::new(isolation, limits)
+            .map_err(|e| TrainError::Recipe(format!("`reward.isolation`: {e}")))?;
+        let missing = sandbox.describe();
+        if !missing.is_empty() {
+            eprintln!(
+                "warning: {}",
+                missing.lines().collect::<Vec<_>>().join("; ")
+            );
+        }
+        let scorer = Arc::new(
+            Scorer::new(sandbox, reward_cfg.workers())
+                .map_err(|e| TrainError::Recipe(format!("sandbox: {e}")))?,
+        );
+
+        let resumed = match &opts.resume {
+            Some(dir) => Some(open_resume(dir, &recipe)?),
+            None => None,
+        };
+        let device = Device::default();
+        let from = recipe.model.init_from.clone().expect("validated");
+        let loaded = load_pretrained(&mut recipe, &from, &device)?;
+        let rows = cfg.micro_batch.max(2);
+        let seq_len = recipe.model.max_seq_len;
+        let workload = match &recipe.lora {
+            Some(l) => Workload::TrainFrozen {
+                batch: rows,
+                seq_len,
+                adapters: l.parameter_count(&recipe.model),
+            },
+            None => Workload::Train {
+                batch: rows,
+                seq_len,
+            },
+        };
+        memory::check(&recipe.model, workload)
+            .map_err(|e| TrainError::Recipe(format!("`rl.micro_batch`: the model {e}")))?;
+
+        device.seed(recipe.train.seed);
+        let train_device = device.clone().autodiff();
+        let frozen_copy = (recipe.lora.is_none()
+            && (cfg.beta > 0.0 || cfg.algorithm == Algorithm::Dpo))
+            .then(|| loaded.model.clone());
+        let mut model = anvil_models::trainable(loaded.model.fork(&train_device));
+        let mut base_ref = None;
+        let mut parameters = model.num_params();
+        if let Some(l) = &recipe.lora {
+            let path = std::path::absolute(&loaded.checkpoint).unwrap_or(loaded.checkpoint.clone());
+            base_ref = Some((path.display().to_string(), peft::base_fingerprint(&model)));
+            model = lora::apply_lora(model, l);
+            parameters = model.num_params();
+            if let Ok(Some(ty)) = l.base_quant_type() {
+                model = lora::quantize_base(model, ty).0;
+            }
+        }
+        let reference = match frozen_copy {
+            Some(m) => Reference::Frozen(Box::new(m)),
+            None if recipe.lora.is_some()
+                && (cfg.beta > 0.0 || cfg.algorithm == Algorithm::Dpo) =>
+            {
+                Reference::BaseOfAdapters
+            }
+            None => Reference::None,
+        };
+        let mut opt = AdamW::new(recipe.optim.clone());
+        let mut state = TrainerState {
+            step: 0,
+            optimizer_step: 0,
+            position: DataPosition::default(),
+            best_val_loss: None,
+            tokens_seen: 0,
+            best_pass_at_1: None,
+        };
+        let (model, run_dir, log, lock) = match resumed {
+            Some(Resumed {
+                dir,
+                latest,
+                state: s,
+                lock,
+            }) => {
+                state = s;
+                let model = match &base_ref {
+                    Some((_, fingerprint)) => {
+                        let bad = |e: peft::PeftError| TrainError::Recipe(e.to_string());
+                        peft::check_fingerprint(fingerprint, &latest).map_err(bad)?;
+                        peft::load_adapter(model, &latest).map_err(bad)?.0
+                    }
+                    None => anvil_models::store::load_weights(model, &latest)
+                        .map_err(checkpoint::CheckpointError::from)?,
+                };
+                checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
+                let log = RunLog::resume(&dir, &recipe, &opts)?;
+                (model, dir, log, lock)
+            }
+            None => {
+                let dir = new_run_dir(&recipe, &opts);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;
+                let lock = RunLock::acquire(&dir)?;
+                let log = RunLog::create(&dir, &recipe, &opts)?;
+                clean_checkpoints(&dir.join("checkpoints"))?;
+                (model, dir, log, lock)
+            }
+        };
+        let mut log = log;
+        log.plot_metrics(RL_PLOT, &PLOTTED);
+        log.artifact_copy(&loaded.tokenizer_path, "tokenizer.json")?;
+        let n_items = if pairs.is_empty() {
+            problems.len()
+        } else {
+            pairs.len()
+        };
+        let stream = RowStream::new(n_items, recipe.train.seed, state.position);
+        let bar = anvil_data::progress::bar(recipe.train.max_steps as u64, "rl", false);
+        bar.set_position(state.step as u64);
+        let trainable_parameters = match recipe.lora {
+            Some(_) => lora::adapter_parameter_count(&model),
+            None => model.num_params(),
+        };
+        let trainer = RlTrainer {
+            cfg,
+            opt,
+            state,
+            problems,
+            heldout,
+            pairs,
+            stream,
+            tokenizer: loaded.tokenizer,
+            eos: loaded.eos,
+            generation: loaded.generation,
+            reference,
+            scorer,
+            reward,
+            run_dir,
+            parameters,
+            trainable_parameters,
+            base_ref: recipe.lora.as_ref().and(base_ref),
+            bar,
+            started: Instant::now(),
+            last_reward: None,
+            heldout_first: None,
+            heldout_last: None,
+            last_ckpt: None,
+            tokens: 0,
+            log,
+            _lock: lock,
+            recipe,
+        };
+        Ok((trainer, model))
+    }
+
+    /// A generator over the policy's current weights (shared, not copied); dropped before the
+    /// update, so the optimizer keeps updating them in place.
+    fn generator(&self, model: &Llama) -> Generator {
+        Generator::new(
+            model.valid(),
+            self.tokenizer.clone(),
+            self.eos.clone(),
+            self.generation.clone(),
+        )
+    }
+
+    fn sampling(
+        &self,
+        n: usize,
+        temperature: Option<f32>,
+        g: &Generator,
+    ) -> anvil_infer::GenerateParams {
+        rollout::params(&self.cfg, n, temperature, g.token_healing(false))
+    }
+
+    /// Per token of `batch` (`[rows · seq]`), the reference's log-probabilities at `temperature`.
+    fn reference_logprobs(&self, model: &Llama, batch: &TokenBatch, temperature: f32) -> Vec<f32> {
+        let out = match &self.reference {
+            Reference::Frozen(m) => m.token_logprobs(batch, temperature, false),
+            Reference::BaseOfAdapters => {
+                let valid = model.valid();
+                lora::without_adapters(|| valid.token_logprobs(batch, temperature, false))
+            }
+            Reference::None => unreachable!("a reference is only asked for when there is one"),
+        };
+        host(out.logprobs)
+    }
+
+    /// Samples `n` completions of the next `prompts_per_step` problems and scores them.
+    fn rollouts(
+        &mut self,
+        model: &Llama,
+        n: usize,
+        metrics: &mut Vec<(String, f64)>,
+    ) -> Result<Scored, TrainError> {
+        let t0 = Instant::now();
+        let idx = self.stream.next_rows(self.cfg.prompts_per_step);
+        let seeds: Vec<u64> = (0..idx.len())
+            .map(|i| rollout_seed(self.recipe.train.seed, self.state.step, i))
+            .collect();
+        let g = self.generator(model);
+        let params = self.sampling(n, Some(self.cfg.temperature), &g);
+        let (rollouts, timing) = rollout::sample(&g, &self.problems, &idx, &seeds, &params)
+            .map_err(|e| TrainError::Recipe(format!("rollout: {e}")))?;
+        drop(g);
+        let rollout_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let (verdicts, rewards) =
+            rollout::score(&self.scorer, &self.reward, &self.problems, &rollouts)
+                .map_err(|e| TrainError::Recipe(format!("reward: {e}")))?;
+        let reward_s = t1.elapsed().as_secs_f64();
+        let totals: Vec<f64> = rewards.iter().map(|r| r.total).collect();
+        let reward_mean = mean(totals.iter().copied());
+        let var = mean(totals.iter().map(|t| (t - reward_mean).powi(2)));
+        self.last_reward = Some(reward_mean);
+        metrics.extend([
+            ("rl/reward_mean".into(), reward_mean),
+            ("rl/reward_std".into(), var.sqrt()),
+            (
+                "rl/pass_rate".into(),
+                mean(verdicts.iter().map(|v| f64::from(u8::from(v.passed)))),
+            ),
+            (
+                "rl/completion_tokens".into(),
+                mean(rollouts.iter().map(|r| r.tokens.len() as f64)),
+            ),
+            (
+                "rl/truncated_share".into(),
+                mean(rollouts.iter().map(|r| f64::from(u8::from(r.truncated())))),
+            ),
+            ("rl/rollout_s".into(), rollout_s),
+            ("rl/reward_s".into(), reward_s),
+            (
+                "rl/decode_tokens_per_s".into(),
+                timing.generated_tokens as f64 / timing.decode_seconds.max(1e-9),
+            ),
+        ]);
+        for (term, _) in self.reward.weights() {
+            metrics.push((
+                format!("rl/reward/{term}"),
+                mean(
+                    rewards
+                        .iter()
+                        .map(|r| r.components.get(term).copied().unwrap_or(0.0)),
+                ),
+            ));
+        }
+        if self.state.step.is_multiple_of(self.recipe.train.log_every)
+            || self.state.step + 1 == self.recipe.train.max_steps
+        {
+            self.write_samples(
+                &format!("{}.jsonl", checkpoint::step_name(self.state.step + 1)),
+                &self.problems,
+                &rollouts,
+                &verdicts,
+                &rewards,
+                self.cfg.log_samples,
+            )?;
+        }
+        Ok((rollouts, verdicts, rewards))
+    }
+
+    /// `<run>/samples/<name>`: the first `limit` rollouts with their rewards, for reading what
+    /// the model does.
+    fn write_samples(
+        &self,
+        name: &str,
+        problems: &[Problem],
+        rollouts: &[Rollout],
+        verdicts: &[Verdict],
+        rewards: &[Reward],
+        limit: usize,
+    ) -> Result<(), TrainError> {
+        let mut text = String::new();
+        for ((r, v), w) in rollouts.iter().zip(verdicts).zip(rewards).take(limit) {
+            let row = json!({
+                "task_id": problems[r.problem].task_id,
+                "completion": r.completion.text,
+                "finish_reason": r.completion.finish_reason,
+                "completion_tokens": r.tokens.len(),
+                "reward": w.total,
+                "components": w.components,
+                "passed": v.passed,
+                "result": v.result,
+                "cases_passed": v.cases_passed,
+                "cases_total": v.cases_total,
+            });
+            text.push_str(&row.to_string());
+            text.push('\n');
+        }
+        let path = self.run_dir.join("samples").join(name);
+        std::fs::create_dir_all(path.parent().expect("a folder"))
+            .map_err(|e| anvil_tracking::TrackingError::io(&path, e))?;
+        anvil_data::atomic::write(&path, text.as_bytes())?;
+        Ok(())
+    }
+
+    /// One GRPO step: rollouts of `group_size` completions per prompt, their rewards and
+    /// group-relative advantages, then `num_iterations` updates on the rows that carry signal.
+    fn grpo_step(&mut self, model: Llama) -> Result<(Llama, Vec<(String, f64)>), TrainError> {
+        let cfg = self.cfg.clone();
+        let group = cfg.group_size;
+        let mut metrics = Vec::new();
+        let (rollouts, _, rewards) = self.rollouts(&model, group, &mut metrics)?;
+        let t0 = Instant::now();
+        let totals: Vec<f64> = rewards.iter().map(|r| r.total).collect();
+        let adv = grpo::advantages(&totals, group, cfg.scale_rewards);
+        let lens: Vec<usize> = rollouts
+            .iter()
+            .map(|r| {
+                if cfg.mask_truncated_completions && r.truncated() {
+                    0
+                } else {
+                    r.tokens.len()
+                }
+            })
+            .collect();
+        let weights = grpo::row_weights(cfg.loss_type, &lens, cfg.max_completion_tokens);
+        // A zero-variance group has advantage 0 on every token: without a KL term its rows add
+        // nothing to the loss or the gradient, so they are not run at all. The normalizers
+        // above still count them, as TRL's do.
+        let active: Vec<usize> = (0..rollouts.len())
+            .filter(|&i| lens[i] > 0 && (cfg.beta > 0.0 || !adv.zero_std[i / group]))
+            .collect();
+        let zero = adv.zero_std.iter().filter(|&&z| z).count();
+        metrics.push((
+            "rl/zero_std_share".into(),
+            zero as f64 / adv.zero_std.len() as f64,
+        ));
+        metrics.push(("rl/trained_rows".into(), active.len() as f64));
+
+        let chunks: Vec<Vec<usize>> = active
+            .chunks(cfg.micro_batch)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let pad = self.eos[0];
+        let batches: Vec<TokenBatch> = chunks
+            .iter()
+            .map(|c| {
+                let rows: Vec<(&[u32], &[u32])> = c
+                    .iter()
+                    .map(|&i| (rollouts[i].prompt.as_slice(), rollouts[i].tokens.as_slice()))
+                    .collect();
+                rollout::batch(&rows, pad)
+            })
+            .collect();
+        let masks: Vec<Vec<f32>> = batches.iter().map(rollout::target_mask).collect();
+        let refs: Vec<Option<Vec<f32>>> = batches
+            .iter()
+            .map(|b| (cfg.beta > 0.0).then(|| self.reference_logprobs(&model, b, cfg.temperature)))
+            .collect();
+        let mut model = model;
+        let mut old: Vec<Vec<f32>> = Vec::with_capacity(batches.len());
+        // `first`: the first iteration's, at the sampling policy (its KL is the policy's
+        // distance to the reference when it sampled); `all`: every iteration's.
+        let (mut first, mut all) = (grpo::LossStats::default(), grpo::LossStats::default());
+        let (mut entropy, mut grad_norm) = ((0f64, 0usize), 0.0);
+        let lr = lr_at(
+            self.state.step,
+            self.recipe.optim.lr,
+            &self.recipe.schedule,
+            self.recipe.train.max_steps,
+        );
+        for it in 0..cfg.num_iterations {
+            if batches.is_empty() {
+                break;
+            }
+            let mut grads = GradAccumulator::default();
+            for (k, (b, c)) in batches.iter().zip(&chunks).enumerate() {
+                let out = model.token_logprobs(b, cfg.temperature, it == 0);
+                if it == 0 {
+                    // The sampling policy is the current one until the first update: its
+                    // log-probabilities are this forward's (ratio exactly 1, as TRL's detach).
+                    old.push(host(out.logprobs.clone()));
+                    if let Some(h) = &out.entropy {
+                        for (e, m) in h.iter().zip(&masks[k]) {
+                            if *m > 0.0 {
+                                entropy.0 += *e as f64;
+                                entropy.1 += 1;
+                            }
+                        }
+                    }
+                }
+                let advantages: Vec<f64> = c.iter().map(|&i| adv.values[i]).collect();
+                let w: Vec<f64> = c.iter().map(|&i| weights[i]).collect();
+                let rows = grpo::PolicyRows {
+                    rows: b.batch,
+                    seq: b.seq_len,
+                    mask: &masks[k],
+                    old: &old[k],
+                    reference: refs[k].as_deref(),
+                    advantages: &advantages,
+                    weights: &w,
+                };
+                let (loss, s) = grpo::loss(&cfg, out.logprobs, &rows);
+                grads.add(&model, &loss.backward());
+                if it == 0 {
+                    first.add(&s);
+                }
+                all.add(&s);
+                self.tokens += (b.batch * b.seq_len) as u64;
+            }
+            grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
+            model = self.opt.step(model, lr, &mut grads);
+        }
+        self.state.step += 1;
+        self.state.optimizer_step = self.opt.step;
+        self.state.position = self.stream.position;
+        self.state.tokens_seen = self.tokens;
+        metrics.extend([
+            ("rl/clip_fraction".into(), all.clip_fraction()),
+            ("rl/grad_norm".into(), grad_norm),
+            ("train/lr".into(), lr),
+            ("rl/update_s".into(), t0.elapsed().as_secs_f64()),
+        ]);
+        // Without rows to train (every group without signal) there is no loss to report.
+        if all.tokens > 0 {
+            metrics.push(("rl/loss".into(), first.loss));
+            metrics.push(("rl/ratio_mean".into(), all.ratio_sum / all.tokens as f64));
+        }
+        if entropy.1 > 0 {
+            metrics.push(("rl/entropy".into(), entropy.0 / entropy.1 as f64));
+        }
+        if cfg.beta > 0.0 && first.tokens > 0 {
+            metrics.push(("rl/kl".into(), first.kl()));
+        }
+        self.bar.set_position(self.state.step as u64);
+        self.bar
+            .set_message(format!("reward {:.3}", self.last_reward.unwrap_or(0.0)));
+        Ok((model, metrics))
+    }
+
+    /// One DPO step: this step's pairs (from the file, or from execution), the reference's and
+    /// the policy's sequence log-probabilities, the sigmoid loss, one update.
+    fn dpo_step(&mut self, model: Llama) -> Result<(Llama, Vec<(String, f64)>), TrainError> {
+        let cfg = self.cfg.clone();
+        let mut metrics = Vec::new();
+        let eos = self.eos[0];
+        // Each pair as (prompt, chosen, rejected) ids, the completions ending in EOS.
+        let mut pairs: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)> = Vec::new();
+        if self.pairs.is_empty() {
+            let (rollouts, verdicts, rewards) =
+                self.rollouts(&model, cfg.dpo_samples, &mut metrics)?;
+            for (g, start) in (0..rollouts.len()).step_by(cfg.dpo_samples).enumerate() {
+                let _ = g;
+                let group: Vec<(bool, f64)> = (start..start + cfg.dpo_samples)
+                    .map(|i| (verdicts[i].passed, rewards[i].total))
+                    .collect();
+                if let Some((c, r)) = dpo::execution_pair(&group) {
+                    let (c, r) = (&rollouts[start + c], &rollouts[start + r]);
+                    pairs.push((c.prompt.clone(), c.tokens.clone(), r.tokens.clone()));
+                }
+            }
+        } else {
+            let g = self.generator(&model);
+            let enc = |s: &str| {
+                g.encode(s)
+                    .map_err(|e| TrainError::Recipe(format!("rl.pairs_file: {e}")))
+            };
+            for i in self.stream.next_rows(cfg.prompts_per_step) {
+                let p = &self.pairs[i];
+                let prompt =
+                    anvil_eval::generate::encode_prompt(&g, &p.prompt, cfg.max_completion_tokens)
+                        .map_err(|e| TrainError::Recipe(format!("rl.pairs_file: {e}")))?
+                        .0;
+                let room = g.context_length().saturating_sub(prompt.len() + 1);
+                let side = |s: &str| -> Result<Vec<u32>, TrainError> {
+                    let mut ids = enc(s)?;
+                    ids.truncate(room);
+                    ids.push(eos);
+                    Ok(ids)
+                };
+                pairs.push((prompt.clone(), side(&p.chosen)?, side(&p.rejected)?));
+            }
+        }
+        let t0 = Instant::now();
+        metrics.push(("rl/pairs".into(), pairs.len() as f64));
+        let lr = lr_at(
+            self.state.step,
+            self.recipe.optim.lr,
+            &self.recipe.schedule,
+            self.recipe.train.max_steps,
+        );
+        let mut model = model;
+        let mut stats = dpo::DpoStats::default();
+        let mut grad_norm = 0.0;
+        if !pairs.is_empty() {
+            // Chosen rows first, then rejected, per micro-batch of pairs.
+            let per = (cfg.micro_batch / 2).max(1);
+            let batches: Vec<TokenBatch> = pairs
+                .chunks(per)
+                .map(|c| {
+                    let mut rows: Vec<(&[u32], &[u32])> = c
+                        .iter()
+                        .map(|(p, ch, _)| (p.as_slice(), ch.as_slice()))
+                        .collect();
+                    rows.extend(c.iter().map(|(p, _, rj)| (p.as_slice(), rj.as_slice())));
+                    rollout::batch(&rows, eos)
+                })
+                .collect();
+            let refs: Vec<Vec<f32>> = batches
+                .iter()
+                .map(|b| {
+                    let tok = self.reference_logprobs(&model, b, 1.0);
+                    tok.chunks(b.seq_len)
+                        .map(|r| r.iter().sum::<f32>())
+                        .collect()
+                })
+                .collect();
+            let mut grads = GradAccumulator::default();
+            for (b, reference) in batches.iter().zip(&refs) {
+                let n = b.batch / 2;
+                let seq = model
+                    .token_logprobs(b, 1.0, false)
+                    .logprobs
+                    .sum_dim(1)
+                    .reshape([b.batch]);
+                let (chosen, rejected) = (seq.clone().narrow(0, 0, n), seq.narrow(0, n, n));
+                let (loss, s) = dpo::loss(
+                    cfg.beta,
+                    chosen,
+                    rejected,
+                    &reference[..n],
+                    &reference[n..],
+                    pairs.len(),
+                );
+                grads.add(&model, &loss.backward());
+                stats.add(&s);
+                self.tokens += (b.batch * b.seq_len) as u64;
+            }
+            grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
+            model = self.opt.step(model, lr, &mut grads);
+        }
+        self.state.step += 1;
+        self.state.optimizer_step = self.opt.step;
+        self.state.position = self.stream.position;
+        self.state.tokens_seen = self.tokens;
+        if stats.pairs > 0 {
+            let n = stats.pairs as f64;
+            metrics.extend([
+                ("rl/loss".into(), stats.loss),
+                ("rl/rewards_chosen".into(), stats.chosen_reward / n),
+                ("rl/rewards_rejected".into(), stats.rejected_reward / n),
+                (
+                    "rl/rewards_margin".into(),
+                    (stats.chosen_reward - stats.rejected_reward) / n,
+                ),
+                ("rl/rewards_accuracy".into(), stats.correct as f64 / n),
+                ("rl/grad_norm".into(), grad_norm),
+            ]);
+        }
+        metrics.extend([
+            ("train/lr".into(), lr),
+            ("rl/update_s".into(), t0.elapsed().as_secs_f64()),
+        ]);
+        self.bar.set_position(self.state.step as u64);
+        self.bar.set_message(format!("{} pairs", pairs.len()));
+        Ok((model, metrics))
+    }
+
+    /// Greedy pass@1 on the held-out problems (logged as `eval/pass_at_1`, with the mean test
+    /// pass rate and reward), their completions written to `samples/heldout-<step>.jsonl`.
+    fn evaluate(&mut self, model: &Llama) -> Result<Option<f64>, TrainError> {
+        if self.heldout.is_empty() {
+            return Ok(None);
+        }
+        let g = self.generator(model);
+        let params = self.sampling(1, None, &g);
+        let mut rollouts = Vec::with_capacity(self.heldout.len());
+        let all: Vec<usize> = (0..self.heldout.len()).collect();
+        // Bounded batches: greedy rows all run to their end, and padding grows with the batch.
+        for chunk in all.chunks(32) {
+            let seeds = vec![0; chunk.len()];
+            let (r, _) = rollout::sample(&g, &self.heldout, chunk, &seeds, &params)
+                .map_err(|e| TrainError::Recipe(format!("held-out rollout: {e}")))?;
+            rollouts.extend(r);
+        }
+        drop(g);
+        let (verdicts, rewards) =
+            rollout::score(&self.scorer, &self.reward, &self.heldout, &rollouts)
+                .map_err(|e| TrainError::Recipe(format!("held-out reward: {e}")))?;
+        let pass = mean(verdicts.iter().map(|v| f64::from(u8::from(v.passed))));
+        self.log.metrics(
+            self.state.step,
+            &[
+                ("eval/pass_at_1".into(), pass),
+                (
+                    "eval/test_pass_rate".into(),
+                    mean(verdicts.iter().map(|v| v.pass_rate)),
+                ),
+                (
+                    "eval/reward_mean".into(),
+                    mean(rewards.iter().map(|r| r.total)),
+                ),
+            ],
+        )?;
+        self.write_samples(
+            &format!("heldout-{}.jsonl", checkpoint::step_name(self.state.step)),
+            &self.heldout,
+            &rollouts,
+            &verdicts,
+            &rewards,
+            usize::MAX,
+        )?;
+        self.heldout_last = Some(pass);
+        Ok(Some(pass))
+    }
+
+    fn save(&mut self, model: &Llama, new_best: bool) -> Result<(), TrainError> {
+        let dir = self.run_dir.join("checkpoints");
+        let weights = match (&self.recipe.lora, &self.base_ref) {
+            (Some(config), Some((base, fingerprint))) => Weights::Adapter {
+                config,
+                base,
+                fingerprint,
+            },
+            _ => Weights::Full,
+        };
+        let path = checkpoint::save(
+            &dir,
+            model,
+            weights,
+            &self.generation,
+            &self.opt,
+            &self.state,
+        )?;
+        if new_best && self.recipe.checkpoint.keep_best {
+            checkpoint::mark_best(&dir, &path)?;
+        }
+        checkpoint::prune(&dir, self.recipe.checkpoint.keep_last)?;
+        self.last_ckpt = Some(path);
+        Ok(())
+    }
+
+    fn finish(self, interrupted: bool) -> Result<RunSummary, TrainError> {
+        self.bar.finish_and_clear();
+        let seconds = self.started.elapsed().as_secs_f64();
+        let summary = RunSummary {
+            run_dir: self.run_dir.clone(),
+            steps: self.state.step,
+            interrupted,
+            final_train_loss: None,
+            final_val_loss: None,
+            best_val_loss: None,
+            val_perplexity: None,
+            val_bits_per_byte: None,
+            tokens_seen: self.state.tokens_seen,
+            tokens_per_second: self.tokens as f64 / seconds.max(1e-9),
+            seconds,
+            parameters: self.parameters,
+            trainable_parameters: self.trainable_parameters,
+            last_checkpoint: self.last_ckpt.clone(),
+            reward_mean: self.last_reward,
+            heldout_pass_at_1_start: self.heldout_first,
+            heldout_pass_at_1: self.heldout_last,
+        };
+        self.log.finish(&summary)?;
+        Ok(summary)
+    }
+}
