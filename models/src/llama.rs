@@ -438,15 +438,20 @@ impl Llama {
 
     /// Per row, the summed log-probability of its target tokens (`[batch]`, differentiable).
     pub fn sequence_logprobs(&self, batch: &TokenBatch) -> Tensor<1> {
-        let h = self.hidden(
+        let h = self.batch_hidden(batch, &mut Vec::new());
+        crate::loss::sequence_logprobs(h, self.head_weight(), batch)
+    }
+
+    /// [`Self::hidden`] of a training batch: its rows from position 0, documents kept apart.
+    fn batch_hidden(&self, batch: &TokenBatch, stats: &mut Vec<MoeStats>) -> Tensor<3> {
+        self.hidden(
             &batch.input_ids,
             batch.batch,
             0,
             batch.segment_ids.as_deref(),
             None,
-            &mut Vec::new(),
-        );
-        crate::loss::sequence_logprobs(h, self.head_weight(), batch)
+            stats,
+        )
     }
 
     /// Per position, the log-probability of its target under `softmax(logits / temperature)`
@@ -458,28 +463,14 @@ impl Llama {
         temperature: f32,
         entropy: bool,
     ) -> TokenLogprobs {
-        let h = self.hidden(
-            &batch.input_ids,
-            batch.batch,
-            0,
-            batch.segment_ids.as_deref(),
-            None,
-            &mut Vec::new(),
-        );
+        let h = self.batch_hidden(batch, &mut Vec::new());
         crate::loss::token_logprobs(h, self.head_weight(), batch, temperature, entropy)
     }
 
     /// Causal-LM loss on a packed batch (summed over target tokens; see [`LmOutput`]).
     pub fn loss(&self, batch: &TokenBatch) -> LmOutput {
         let mut stats = Vec::new();
-        let h = self.hidden(
-            &batch.input_ids,
-            batch.batch,
-            0,
-            batch.segment_ids.as_deref(),
-            None,
-            &mut stats,
-        );
+        let h = self.batch_hidden(batch, &mut stats);
         let mut out = causal_lm_loss(h, self.head_weight(), batch);
         if let Some(moe) = &self.config.moe {
             out.aux_loss = MoeStats::aux_loss(&stats, moe);

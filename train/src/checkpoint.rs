@@ -49,7 +49,7 @@ fn invalid(path: &Path, msg: impl std::fmt::Display) -> CheckpointError {
 }
 
 /// The trainer's own state in a checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TrainerState {
     /// Optimizer steps completed.
     pub step: usize,

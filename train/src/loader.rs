@@ -145,6 +145,7 @@ pub struct DataPosition {
 /// Shuffled rows, epoch after epoch.
 pub struct RowStream {
     seed: u64,
+    shuffle: bool,
     n_rows: usize,
     pub position: DataPosition,
     order: Vec<usize>,
@@ -154,6 +155,7 @@ impl RowStream {
     pub fn new(n_rows: usize, seed: u64, position: DataPosition) -> Self {
         let mut s = Self {
             seed,
+            shuffle: true,
             n_rows,
             position,
             order: Vec::new(),
@@ -162,8 +164,19 @@ impl RowStream {
         s
     }
 
+    /// Rows in their own order, epoch after epoch (a benchmark that must feed another trainer
+    /// the same prompts).
+    pub fn in_order(mut self) -> Self {
+        self.shuffle = false;
+        self.order = self.permutation(self.position.epoch);
+        self
+    }
+
     fn permutation(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.n_rows).collect();
+        if !self.shuffle {
+            return order;
+        }
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         order.shuffle(&mut rng);

@@ -2,7 +2,7 @@
 //! accumulate) → clip → AdamW → log / validate / checkpoint, until `train.max_steps`.
 
 use crate::checkpoint::{self, TrainerState, Weights};
-use crate::loader::{DataPosition, RowStream, TokenRows};
+use crate::loader::{RowStream, TokenRows};
 use crate::optim::{AdamW, GradAccumulator, lr_at};
 use crate::recipe::Recipe;
 use crate::runlog::RunLog;
@@ -246,75 +246,22 @@ impl Trainer {
         device.seed(recipe.train.seed);
         let train_device = device.clone().autodiff();
         let mut opt = AdamW::new(recipe.optim.clone());
-        let mut state = TrainerState {
-            step: 0,
-            optimizer_step: 0,
-            position: DataPosition::default(),
-            best_val_loss: None,
-            tokens_seen: 0,
-            best_pass_at_1: None,
-        };
-        // Loaded for inference: moved onto the autodiff device and made trainable; with LoRA,
-        // adapters are attached last and the base frozen, and with QLoRA the base's projections
-        // are then quantized, after its fingerprint (the f32 base's) is taken.
+        let mut state = TrainerState::default();
         let (mut base_ref, mut start, mut parameters) = (None, None, None);
         if let Some(loaded) = pretrained {
-            let (m, from) = (loaded.model, loaded.checkpoint);
-            let mut m = anvil_models::trainable(m.fork(&train_device));
-            if let Some(cfg) = &recipe.lora {
-                let path = std::path::absolute(&from).unwrap_or(from);
-                base_ref = Some((path.display().to_string(), peft::base_fingerprint(&m)));
-                m = lora::apply_lora(m, cfg);
-                parameters = Some(m.num_params());
-                // Validated with the recipe.
-                if let Ok(Some(ty)) = cfg.base_quant_type() {
-                    m = lora::quantize_base(m, ty).0;
-                }
-            }
-            start = Some(m);
+            let (m, base, n) = make_trainable(loaded, recipe.lora.as_ref(), &train_device);
+            (base_ref, start, parameters) = (base, Some(m), Some(n));
         }
-        let (model, run_dir, log, lock) = match resumed {
-            Some(Resumed {
-                dir,
-                latest,
-                state: s,
-                lock,
-            }) => {
-                state = s;
-                let model = match start {
-                    // The run's adapters onto its base, which must not have changed since.
-                    Some(m) => {
-                        let bad = |e: peft::PeftError| TrainError::Recipe(e.to_string());
-                        if let Some((_, fingerprint)) = &base_ref {
-                            peft::check_fingerprint(fingerprint, &latest).map_err(bad)?;
-                        }
-                        peft::load_adapter(m, &latest).map_err(bad)?.0
-                    }
-                    None => {
-                        anvil_models::store::load_weights(recipe.model.init(&train_device), &latest)
-                            .map_err(checkpoint::CheckpointError::from)?
-                    }
-                };
-                checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
-                let log = RunLog::resume(&dir, &recipe, &opts)?;
-                (model, dir, log, lock)
-            }
-            None => {
-                let model = match start {
-                    Some(m) => m,
-                    None => recipe.model.init(&train_device),
-                };
-                let dir = new_run_dir(&recipe, &opts);
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;
-                let lock = RunLock::acquire(&dir)?;
-                let log = RunLog::create(&dir, &recipe, &opts)?;
-                // A folder that held a run before (its run.json deleted) may hold a killed
-                // writer's.
-                clean_checkpoints(&dir.join("checkpoints"))?;
-                (model, dir, log, lock)
-            }
-        };
+        let model = start.unwrap_or_else(|| recipe.model.init(&train_device));
+        let (model, run_dir, log, lock) = open_run(
+            &recipe,
+            &opts,
+            resumed,
+            model,
+            base_ref.as_ref(),
+            (&mut opt, &mut state),
+            &device,
+        )?;
         log.artifact_copy(&data.tokenizer, "tokenizer.json")?;
 
         let t = &recipe.train;
@@ -588,6 +535,77 @@ pub(crate) fn load_pretrained(
         model: lora::dequantize_base(loaded.model),
         ..loaded
     })
+}
+
+/// A pretrained model (loaded for inference) moved onto the autodiff `device` and made trainable;
+/// with LoRA, adapters are attached last and the base frozen, and with QLoRA the base's
+/// projections are then quantized, after its fingerprint (the f32 base's) is taken. Returns it
+/// with the base's (absolute folder, fingerprint) under LoRA, and its parameter count.
+pub(crate) fn make_trainable(
+    loaded: anvil_infer::Loaded,
+    lora: Option<&lora::LoraConfig>,
+    device: &Device,
+) -> (Llama, Option<(String, String)>, usize) {
+    let mut m = anvil_models::trainable(loaded.model.fork(device));
+    let mut base_ref = None;
+    if let Some(cfg) = lora {
+        let from = loaded.checkpoint;
+        let path = std::path::absolute(&from).unwrap_or(from);
+        base_ref = Some((path.display().to_string(), peft::base_fingerprint(&m)));
+        m = lora::apply_lora(m, cfg);
+    }
+    let parameters = m.num_params();
+    // Validated with the recipe.
+    if let Some(Ok(Some(ty))) = lora.map(|c| c.base_quant_type()) {
+        m = lora::quantize_base(m, ty).0;
+    }
+    (m, base_ref, parameters)
+}
+
+/// The run's folder, log and lock: a new folder, or the resumed one, whose newest checkpoint
+/// then gives the trainer state, the optimizer and `model`'s weights (with `base_ref`, a LoRA
+/// run's adapter onto its base, which must not have changed since).
+pub(crate) fn open_run(
+    recipe: &Recipe,
+    opts: &RunOptions,
+    resumed: Option<Resumed>,
+    model: Llama,
+    base_ref: Option<&(String, String)>,
+    (opt, state): (&mut AdamW, &mut TrainerState),
+    device: &Device,
+) -> Result<(Llama, PathBuf, RunLog, RunLock), TrainError> {
+    match resumed {
+        Some(Resumed {
+            dir,
+            latest,
+            state: s,
+            lock,
+        }) => {
+            *state = s;
+            let model = match base_ref {
+                Some((_, fingerprint)) => {
+                    let bad = |e: peft::PeftError| TrainError::Recipe(e.to_string());
+                    peft::check_fingerprint(fingerprint, &latest).map_err(bad)?;
+                    peft::load_adapter(model, &latest).map_err(bad)?.0
+                }
+                None => anvil_models::store::load_weights(model, &latest)
+                    .map_err(checkpoint::CheckpointError::from)?,
+            };
+            checkpoint::load_optimizer(opt, &latest, state.optimizer_step, device)?;
+            let log = RunLog::resume(&dir, recipe, opts)?;
+            Ok((model, dir, log, lock))
+        }
+        None => {
+            let dir = new_run_dir(recipe, opts);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;
+            let lock = RunLock::acquire(&dir)?;
+            let log = RunLog::create(&dir, recipe, opts)?;
+            // A folder that held a run before (its run.json deleted) may hold a killed writer's.
+            clean_checkpoints(&dir.join("checkpoints"))?;
+            Ok((model, dir, log, lock))
+        }
+    }
 }
 
 /// Removes what a killed checkpoint write left (restoring `best/` if it was mid-swap), saying so

@@ -101,6 +101,9 @@ pub struct RlConfig {
     pub dpo_samples: usize,
     /// Completions of a step written to `<run>/samples/step-N.jsonl` on logging steps.
     pub log_samples: usize,
+    /// Draw the problems (or file pairs) in a seeded shuffle, epoch after epoch; `false` takes
+    /// them in file order (to feed another trainer the same prompts).
+    pub shuffle: bool,
 }
 
 impl Default for RlConfig {
@@ -132,6 +135,7 @@ impl Default for RlConfig {
             pairs_file: None,
             dpo_samples: 4,
             log_samples: 16,
+            shuffle: true,
         }
     }
 }

@@ -283,6 +283,47 @@ mod tests {
         }
     }
 
+    /// Skipping a zero-advantage row (what the trainer does with groups whose rewards are all
+    /// equal, when β = 0) changes neither the loss nor the other rows' gradients: the
+    /// normalizers are the batch's, computed before.
+    #[test]
+    fn skipping_rows_without_signal_is_exact() {
+        let device = Device::default().autodiff();
+        let c = cfg(0.0);
+        let old = [-0.5f32, -1.0, -0.7, -0.2];
+        let now = [-0.4f32, -1.1, -0.9, -0.1];
+        let weights = row_weights(LossType::Dapo, &[2, 2], 4);
+        let run = |rows: usize| {
+            let logp = Tensor::<2>::from_data(
+                TensorData::new(now[..rows * 2].to_vec(), [rows, 2]),
+                &device,
+            )
+            .require_grad();
+            let r = PolicyRows {
+                rows,
+                seq: 2,
+                mask: &[1.0; 4][..rows * 2],
+                old: &old[..rows * 2],
+                reference: None,
+                advantages: &[1.5, 0.0][..rows],
+                weights: &weights[..rows],
+            };
+            let (total, stats) = loss(&c, logp.clone(), &r);
+            let g: Vec<f32> = logp
+                .grad(&total.backward())
+                .unwrap()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap();
+            (stats.loss, g)
+        };
+        let (with, g_with) = run(2);
+        let (without, g_without) = run(1);
+        assert_eq!(with, without);
+        assert_eq!(&g_with[..2], &g_without[..]);
+        assert_eq!(&g_with[2..], &[0.0, 0.0]);
+    }
+
     /// k3 KL: 0 where the policy equals the reference, and its gradient −exp(ref − logp) + 1.
     #[test]
     fn kl_term() {

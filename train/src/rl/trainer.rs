@@ -10,12 +10,12 @@ use super::config::{Algorithm, Pairs, RewardConfig, RlConfig};
 use super::rollout::{self, Rollout};
 use super::{dpo, grpo};
 use crate::checkpoint::{self, TrainerState, Weights};
-use crate::loader::{DataPosition, RowStream};
+use crate::loader::RowStream;
 use crate::optim::{AdamW, GradAccumulator, lr_at};
 use crate::recipe::Recipe;
 use crate::runlog::RunLog;
 use crate::trainer::{
-    Resumed, RunOptions, RunSummary, clean_checkpoints, load_pretrained, new_run_dir, open_resume,
+    RunOptions, RunSummary, load_pretrained, make_trainable, open_resume, open_run,
 };
 use crate::{TrainError, signals};
 use anvil_data::problems::Problem;
@@ -25,7 +25,7 @@ use anvil_eval::scorer::Scorer;
 use anvil_infer::Generator;
 use anvil_models::generation::GenerationConfig;
 use anvil_models::memory::{self, Workload};
-use anvil_models::{Llama, TokenBatch, lora, peft};
+use anvil_models::{Llama, TokenBatch, lora};
 use anvil_tracking::RunLock;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -275,79 +275,44 @@ impl RlTrainer {
 
         device.seed(recipe.train.seed);
         let train_device = device.clone().autodiff();
-        let frozen_copy = (recipe.lora.is_none()
-            && (cfg.beta > 0.0 || cfg.algorithm == Algorithm::Dpo))
-            .then(|| loaded.model.clone());
-        let mut model = anvil_models::trainable(loaded.model.fork(&train_device));
-        let mut base_ref = None;
-        let mut parameters = model.num_params();
-        if let Some(l) = &recipe.lora {
-            let path = std::path::absolute(&loaded.checkpoint).unwrap_or(loaded.checkpoint.clone());
-            base_ref = Some((path.display().to_string(), peft::base_fingerprint(&model)));
-            model = lora::apply_lora(model, l);
-            parameters = model.num_params();
-            if let Ok(Some(ty)) = l.base_quant_type() {
-                model = lora::quantize_base(model, ty).0;
-            }
-        }
+        let needs_reference = cfg.beta > 0.0 || cfg.algorithm == Algorithm::Dpo;
+        let frozen_copy = (recipe.lora.is_none() && needs_reference).then(|| loaded.model.clone());
+        let tokenizer_path = loaded.tokenizer_path.clone();
+        let (tokenizer, eos, generation) = (
+            loaded.tokenizer.clone(),
+            loaded.eos.clone(),
+            loaded.generation.clone(),
+        );
+        let (model, base_ref, parameters) =
+            make_trainable(loaded, recipe.lora.as_ref(), &train_device);
         let reference = match frozen_copy {
             Some(m) => Reference::Frozen(Box::new(m)),
-            None if recipe.lora.is_some()
-                && (cfg.beta > 0.0 || cfg.algorithm == Algorithm::Dpo) =>
-            {
-                Reference::BaseOfAdapters
-            }
+            None if recipe.lora.is_some() && needs_reference => Reference::BaseOfAdapters,
             None => Reference::None,
         };
         let mut opt = AdamW::new(recipe.optim.clone());
-        let mut state = TrainerState {
-            step: 0,
-            optimizer_step: 0,
-            position: DataPosition::default(),
-            best_val_loss: None,
-            tokens_seen: 0,
-            best_pass_at_1: None,
-        };
-        let (model, run_dir, log, lock) = match resumed {
-            Some(Resumed {
-                dir,
-                latest,
-                state: s,
-                lock,
-            }) => {
-                state = s;
-                let model = match &base_ref {
-                    Some((_, fingerprint)) => {
-                        let bad = |e: peft::PeftError| TrainError::Recipe(e.to_string());
-                        peft::check_fingerprint(fingerprint, &latest).map_err(bad)?;
-                        peft::load_adapter(model, &latest).map_err(bad)?.0
-                    }
-                    None => anvil_models::store::load_weights(model, &latest)
-                        .map_err(checkpoint::CheckpointError::from)?,
-                };
-                checkpoint::load_optimizer(&mut opt, &latest, state.optimizer_step, &device)?;
-                let log = RunLog::resume(&dir, &recipe, &opts)?;
-                (model, dir, log, lock)
-            }
-            None => {
-                let dir = new_run_dir(&recipe, &opts);
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;
-                let lock = RunLock::acquire(&dir)?;
-                let log = RunLog::create(&dir, &recipe, &opts)?;
-                clean_checkpoints(&dir.join("checkpoints"))?;
-                (model, dir, log, lock)
-            }
-        };
+        let mut state = TrainerState::default();
+        let (model, run_dir, log, lock) = open_run(
+            &recipe,
+            &opts,
+            resumed,
+            model,
+            base_ref.as_ref(),
+            (&mut opt, &mut state),
+            &device,
+        )?;
         let mut log = log;
         log.plot_metrics(RL_PLOT, &PLOTTED);
-        log.artifact_copy(&loaded.tokenizer_path, "tokenizer.json")?;
+        log.artifact_copy(&tokenizer_path, "tokenizer.json")?;
         let n_items = if pairs.is_empty() {
             problems.len()
         } else {
             pairs.len()
         };
-        let stream = RowStream::new(n_items, recipe.train.seed, state.position);
+        let mut stream = RowStream::new(n_items, recipe.train.seed, state.position);
+        if !cfg.shuffle {
+            stream = stream.in_order();
+        }
         let bar = anvil_data::progress::bar(recipe.train.max_steps as u64, "rl", false);
         bar.set_position(state.step as u64);
         let trainable_parameters = match recipe.lora {
@@ -362,9 +327,9 @@ impl RlTrainer {
             heldout,
             pairs,
             stream,
-            tokenizer: loaded.tokenizer,
-            eos: loaded.eos,
-            generation: loaded.generation,
+            tokenizer,
+            eos,
+            generation,
             reference,
             scorer,
             reward,
@@ -636,10 +601,7 @@ impl RlTrainer {
             grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
             model = self.opt.step(model, lr, &mut grads);
         }
-        self.state.step += 1;
-        self.state.optimizer_step = self.opt.step;
-        self.state.position = self.stream.position;
-        self.state.tokens_seen = self.tokens;
+        self.end_step();
         metrics.extend([
             ("rl/clip_fraction".into(), all.clip_fraction()),
             ("rl/grad_norm".into(), grad_norm),
@@ -661,6 +623,15 @@ impl RlTrainer {
         self.bar
             .set_message(format!("reward {:.3}", self.last_reward.unwrap_or(0.0)));
         Ok((model, metrics))
+    }
+
+    /// Records a finished step in the state a checkpoint saves.
+    fn end_step(&mut self) {
+        self.state.step += 1;
+        self.state.optimizer_step = self.opt.step;
+        self.state.position = self.stream.position;
+        self.state.tokens_seen = self.tokens;
+        self.bar.set_position(self.state.step as u64);
     }
 
     /// One DPO step: this step's pairs (from the file, or from execution), the reference's and
@@ -764,10 +735,7 @@ impl RlTrainer {
             grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
             model = self.opt.step(model, lr, &mut grads);
         }
-        self.state.step += 1;
-        self.state.optimizer_step = self.opt.step;
-        self.state.position = self.stream.position;
-        self.state.tokens_seen = self.tokens;
+        self.end_step();
         if stats.pairs > 0 {
             let n = stats.pairs as f64;
             metrics.extend([
@@ -786,7 +754,6 @@ impl RlTrainer {
             ("train/lr".into(), lr),
             ("rl/update_s".into(), t0.elapsed().as_secs_f64()),
         ]);
-        self.bar.set_position(self.state.step as u64);
         self.bar.set_message(format!("{} pairs", pairs.len()));
         Ok((model, metrics))
     }
