@@ -2,7 +2,7 @@
 # GRPO steps/s of Anvil next to TRL's GRPOTrainer (PyTorch eager, fp32, transformers' generate,
 # no vLLM) on the same CPU, one after the other: the same SFT model (exported to HF for TRL), the
 # same problems in file order, P prompts x G completions per step, at most N new tokens, the same
-# stop strings, one reward (the share of each problem's asserts that pass), beta 0, loss "dapo",
+# stop strings, one reward (the share of each problem's asserts that pass), beta 0 (or --beta), loss "dapo",
 # advantages scaled per group, one update per generation batch, the same threads. Prints
 # seconds/step (mean over the steps after the first) split into generation | reward | update, the
 # steps/s ratio Anvil/TRL, and both reward curves. Results: docs/BENCHMARKS.md.
@@ -18,6 +18,9 @@
 #   --group G         completions per prompt (default 8)
 #   --max-tokens N    most new tokens per completion (default 64)
 #   --threads N       threads for both: tensor work and test subprocesses (default: nproc)
+#   --beta B          KL coefficient for both (default 0). With 0, Anvil skips the backward of
+#                     groups whose rewards are all equal (TRL runs it, with zero advantages); with
+#                     B > 0 both train every row and compute a reference model's log-probs
 #   --png PATH        also plot both reward curves there (e.g. docs/img/grpo_reward_curve.png)
 #   --json PATH       also write both runs' per-step numbers there
 #   --anvil PATH      use this binary instead of `cargo build --release`
@@ -33,7 +36,7 @@
 # fails, its stderr tail is printed and TRL's numbers still are.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-ckpt="" problems="" steps=10 prompts=4 group=8 max_tokens=64 threads="$(nproc)" png="" json_out=""
+beta=0 ckpt="" problems="" steps=10 prompts=4 group=8 max_tokens=64 threads="$(nproc)" png="" json_out=""
 anvil="" python="$HOME/.cache/anvil/torchvenv/bin/python"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,6 +47,7 @@ while [ $# -gt 0 ]; do
     --group) group="$2"; shift 2 ;;
     --max-tokens) max_tokens="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
+    --beta) beta="$2"; shift 2 ;;
     --png) png="$2"; shift 2 ;;
     --json) json_out="$2"; shift 2 ;;
     --anvil) anvil="$2"; shift 2 ;;
@@ -78,7 +82,7 @@ if [ ! -f "$repo/recipes/rl-synth.toml" ]; then
 elif ! "$anvil" --quiet train run "$repo/recipes/rl-synth.toml" model.init_from="$ckpt" \
     rl.problems="$problems" rl.prompts_per_step="$prompts" rl.group_size="$group" \
     rl.max_completion_tokens="$max_tokens" train.max_steps="$steps" train.threads="$threads" \
-    'reward.weights=[1.0,0.0,0.0,0.0]' 'rl.heldout=""' rl.shuffle=false output.dir="$work/runs" output.name=anvil-grpo \
+    rl.beta="$beta" 'reward.weights=[1.0,0.0,0.0,0.0]' 'rl.heldout=""' rl.shuffle=false output.dir="$work/runs" output.name=anvil-grpo \
     > "$work/anvil.out" 2> "$work/anvil.err"; then
   echo "Anvil's GRPO run failed; the last lines of its stderr:" >&2
   tail -n 20 "$work/anvil.err" >&2
@@ -94,7 +98,7 @@ try:
 except (OSError, tomllib.TOMLDecodeError):
     sys.exit(0)
 o, s, rl = r.get("optim", {}), r.get("schedule", {}), r.get("rl", {})
-for flag, v in [("--lr", o.get("lr")), ("--beta1", o.get("beta1")), ("--beta2", o.get("beta2")),
+for flag, v in [("--beta", rl.get("beta")), ("--lr", o.get("lr")), ("--beta1", o.get("beta1")), ("--beta2", o.get("beta2")),
                 ("--adam-eps", o.get("eps")), ("--weight-decay", o.get("weight_decay")),
                 ("--max-grad-norm", o.get("grad_clip")), ("--warmup-steps", s.get("warmup_steps")),
                 ("--temperature", rl.get("temperature")), ("--seed", r.get("train", {}).get("seed"))]:

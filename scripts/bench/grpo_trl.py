@@ -150,6 +150,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--beta", type=float, default=0.0, help="KL coefficient (a reference model when > 0)")
     ap.add_argument("--beta1", type=float, default=0.9)
     ap.add_argument("--beta2", type=float, default=0.999)
     ap.add_argument("--adam-eps", type=float, default=1e-8)
@@ -212,7 +213,7 @@ def main():
         temperature=a.temperature,
         top_p=1.0,
         top_k=0,
-        beta=0.0,
+        beta=a.beta,
         loss_type="dapo",
         scale_rewards="group",
         num_iterations=1,
@@ -344,7 +345,7 @@ def main():
             "adam_betas": [a.beta1, a.beta2], "adam_eps": a.adam_eps, "weight_decay": a.weight_decay,
             "max_grad_norm": a.max_grad_norm, "warmup_steps": a.warmup_steps,
             "temperature": a.temperature, "seed": a.seed, "stop_strings": [] if a.no_stop else STOPS,
-            "beta": 0.0, "loss_type": "dapo", "scale_rewards": "group", "num_iterations": 1, "epsilon": 0.2,
+            "beta": a.beta, "loss_type": "dapo", "scale_rewards": "group", "num_iterations": 1, "epsilon": 0.2,
             "per_device_train_batch_size": P * G, "dtype": "float32", "device": "cpu",
             "gradient_checkpointing": False, "reward_timeout_s": reward.timeout,
             "reward_python": a.python_exe,
