@@ -7,11 +7,16 @@
 //! completions, the best-rewarded passing one is chosen and the worst-rewarded failing one
 //! rejected.
 
+use super::rollout;
+use super::trainer::RlTrainer;
 use crate::TrainError;
+use crate::optim::{GradAccumulator, lr_at};
+use anvil_models::{Llama, TokenBatch};
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Tensor, TensorData};
 use std::io::BufRead;
 use std::path::Path;
+use std::time::Instant;
 
 /// One preference pair, as text.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -137,6 +142,137 @@ pub fn loss(
     let logits = ((chosen - t(ref_chosen)) - (rejected - t(ref_rejected))) * beta;
     let total = log_sigmoid(logits).sum().neg() / total_pairs.max(1) as f64;
     (total, stats)
+}
+
+// ---- The step ------------------------------------------------------------------------------------
+
+impl RlTrainer {
+    /// One DPO step: this step's pairs (from the file, or from execution), the reference's and
+    /// the policy's sequence log-probabilities, the sigmoid loss, one update.
+    pub(super) fn dpo_step(
+        &mut self,
+        model: Llama,
+    ) -> Result<(Llama, Vec<(String, f64)>), TrainError> {
+        let cfg = self.cfg.clone();
+        let mut metrics = Vec::new();
+        let eos = self.eos[0];
+        // Each pair as (prompt, chosen, rejected) ids, the completions ending in EOS.
+        let mut pairs: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)> = Vec::new();
+        if self.pairs.is_empty() {
+            let (rollouts, verdicts, rewards) =
+                self.rollouts(&model, cfg.dpo_samples, &mut metrics)?;
+            for (g, start) in (0..rollouts.len()).step_by(cfg.dpo_samples).enumerate() {
+                let _ = g;
+                let group: Vec<(bool, f64)> = (start..start + cfg.dpo_samples)
+                    .map(|i| (verdicts[i].passed, rewards[i].total))
+                    .collect();
+                if let Some((c, r)) = execution_pair(&group) {
+                    let (c, r) = (&rollouts[start + c], &rollouts[start + r]);
+                    pairs.push((c.prompt.clone(), c.tokens.clone(), r.tokens.clone()));
+                }
+            }
+        } else {
+            let g = self.generator(&model);
+            let enc = |s: &str| {
+                g.encode(s)
+                    .map_err(|e| TrainError::Recipe(format!("rl.pairs_file: {e}")))
+            };
+            for i in self.stream.next_rows(cfg.prompts_per_step) {
+                let p = &self.pairs[i];
+                let prompt =
+                    anvil_eval::generate::encode_prompt(&g, &p.prompt, cfg.max_completion_tokens)
+                        .map_err(|e| TrainError::Recipe(format!("rl.pairs_file: {e}")))?
+                        .0;
+                let room = g.context_length().saturating_sub(prompt.len() + 1);
+                let side = |s: &str| -> Result<Vec<u32>, TrainError> {
+                    let mut ids = enc(s)?;
+                    ids.truncate(room);
+                    ids.push(eos);
+                    Ok(ids)
+                };
+                pairs.push((prompt.clone(), side(&p.chosen)?, side(&p.rejected)?));
+            }
+        }
+        let t0 = Instant::now();
+        metrics.push(("rl/pairs".into(), pairs.len() as f64));
+        let lr = lr_at(
+            self.state.step,
+            self.recipe.optim.lr,
+            &self.recipe.schedule,
+            self.recipe.train.max_steps,
+        );
+        let mut model = model;
+        let mut stats = DpoStats::default();
+        let mut grad_norm = 0.0;
+        if !pairs.is_empty() {
+            // Chosen rows first, then rejected, per micro-batch of pairs.
+            let per = (cfg.micro_batch / 2).max(1);
+            let batches: Vec<TokenBatch> = pairs
+                .chunks(per)
+                .map(|c| {
+                    let mut rows: Vec<(&[u32], &[u32])> = c
+                        .iter()
+                        .map(|(p, ch, _)| (p.as_slice(), ch.as_slice()))
+                        .collect();
+                    rows.extend(c.iter().map(|(p, _, rj)| (p.as_slice(), rj.as_slice())));
+                    rollout::batch(&rows, eos)
+                })
+                .collect();
+            let refs: Vec<Vec<f32>> = batches
+                .iter()
+                .map(|b| {
+                    let tok = self.reference_logprobs(&model, b, 1.0);
+                    tok.chunks(b.seq_len)
+                        .map(|r| r.iter().sum::<f32>())
+                        .collect()
+                })
+                .collect();
+            let mut grads = GradAccumulator::default();
+            for (b, reference) in batches.iter().zip(&refs) {
+                let n = b.batch / 2;
+                let seq = model
+                    .token_logprobs(b, 1.0, false)
+                    .logprobs
+                    .sum_dim(1)
+                    .reshape([b.batch]);
+                let (chosen, rejected) = (seq.clone().narrow(0, 0, n), seq.narrow(0, n, n));
+                let (loss, s) = loss(
+                    cfg.beta,
+                    chosen,
+                    rejected,
+                    &reference[..n],
+                    &reference[n..],
+                    pairs.len(),
+                );
+                grads.add(&model, &loss.backward());
+                stats.add(&s);
+                self.tokens += (b.batch * b.seq_len) as u64;
+            }
+            grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
+            model = self.opt.step(model, lr, &mut grads);
+        }
+        self.end_step();
+        if stats.pairs > 0 {
+            let n = stats.pairs as f64;
+            metrics.extend([
+                ("rl/loss".into(), stats.loss),
+                ("rl/rewards_chosen".into(), stats.chosen_reward / n),
+                ("rl/rewards_rejected".into(), stats.rejected_reward / n),
+                (
+                    "rl/rewards_margin".into(),
+                    (stats.chosen_reward - stats.rejected_reward) / n,
+                ),
+                ("rl/rewards_accuracy".into(), stats.correct as f64 / n),
+                ("rl/grad_norm".into(), grad_norm),
+            ]);
+        }
+        metrics.extend([
+            ("train/lr".into(), lr),
+            ("rl/update_s".into(), t0.elapsed().as_secs_f64()),
+        ]);
+        self.bar.set_message(format!("{} pairs", pairs.len()));
+        Ok((model, metrics))
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,13 @@
 //! rows exact: a row is only a sum of its own terms.
 
 use super::config::{LossType, RlConfig, ScaleRewards};
+use super::rollout;
+use super::trainer::{RlTrainer, host};
+use crate::TrainError;
+use crate::optim::{GradAccumulator, lr_at};
+use anvil_models::{Llama, TokenBatch};
 use burn::tensor::{Tensor, TensorData};
+use std::time::Instant;
 
 /// TRL adds this to the standard deviation before dividing.
 const STD_EPS: f64 = 1e-4;
@@ -188,6 +194,145 @@ pub fn loss(cfg: &RlConfig, logp: Tensor<2>, r: &PolicyRows) -> (Tensor<1>, Loss
         total = total + (kl * flat(kl_coef)).sum();
     }
     (total, stats)
+}
+
+// ---- The step ------------------------------------------------------------------------------------
+
+impl RlTrainer {
+    /// One GRPO step: rollouts of `group_size` completions per prompt, their rewards and
+    /// group-relative advantages, then `num_iterations` updates on the rows that carry signal.
+    pub(super) fn grpo_step(
+        &mut self,
+        model: Llama,
+    ) -> Result<(Llama, Vec<(String, f64)>), TrainError> {
+        let cfg = self.cfg.clone();
+        let group = cfg.group_size;
+        let mut metrics = Vec::new();
+        let (rollouts, _, rewards) = self.rollouts(&model, group, &mut metrics)?;
+        let t0 = Instant::now();
+        let totals: Vec<f64> = rewards.iter().map(|r| r.total).collect();
+        let adv = advantages(&totals, group, cfg.scale_rewards);
+        let lens: Vec<usize> = rollouts
+            .iter()
+            .map(|r| {
+                if cfg.mask_truncated_completions && r.truncated() {
+                    0
+                } else {
+                    r.tokens.len()
+                }
+            })
+            .collect();
+        let weights = row_weights(cfg.loss_type, &lens, cfg.max_completion_tokens);
+        // A zero-variance group has advantage 0 on every token: without a KL term its rows add
+        // nothing to the loss or the gradient, so they are not run at all. The normalizers
+        // above still count them, as TRL's do.
+        let active: Vec<usize> = (0..rollouts.len())
+            .filter(|&i| lens[i] > 0 && (cfg.beta > 0.0 || !adv.zero_std[i / group]))
+            .collect();
+        let zero = adv.zero_std.iter().filter(|&&z| z).count();
+        metrics.push((
+            "rl/zero_std_share".into(),
+            zero as f64 / adv.zero_std.len() as f64,
+        ));
+        metrics.push(("rl/trained_rows".into(), active.len() as f64));
+
+        let chunks: Vec<Vec<usize>> = active
+            .chunks(cfg.micro_batch)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let pad = self.eos[0];
+        let batches: Vec<TokenBatch> = chunks
+            .iter()
+            .map(|c| {
+                let rows: Vec<(&[u32], &[u32])> = c
+                    .iter()
+                    .map(|&i| (rollouts[i].prompt.as_slice(), rollouts[i].tokens.as_slice()))
+                    .collect();
+                rollout::batch(&rows, pad)
+            })
+            .collect();
+        let masks: Vec<Vec<f32>> = batches.iter().map(rollout::target_mask).collect();
+        let refs: Vec<Option<Vec<f32>>> = batches
+            .iter()
+            .map(|b| (cfg.beta > 0.0).then(|| self.reference_logprobs(&model, b, cfg.temperature)))
+            .collect();
+        let mut model = model;
+        let mut old: Vec<Vec<f32>> = Vec::with_capacity(batches.len());
+        // `first`: the first iteration's, at the sampling policy (its KL is the policy's
+        // distance to the reference when it sampled); `all`: every iteration's.
+        let (mut first, mut all) = (LossStats::default(), LossStats::default());
+        let (mut entropy, mut grad_norm) = ((0f64, 0usize), 0.0);
+        let lr = lr_at(
+            self.state.step,
+            self.recipe.optim.lr,
+            &self.recipe.schedule,
+            self.recipe.train.max_steps,
+        );
+        for it in 0..cfg.num_iterations {
+            if batches.is_empty() {
+                break;
+            }
+            let mut grads = GradAccumulator::default();
+            for (k, (b, c)) in batches.iter().zip(&chunks).enumerate() {
+                let out = model.token_logprobs(b, cfg.temperature, it == 0);
+                if it == 0 {
+                    // The sampling policy is the current one until the first update: its
+                    // log-probabilities are this forward's (ratio exactly 1, as TRL's detach).
+                    old.push(host(out.logprobs.clone()));
+                    if let Some(h) = &out.entropy {
+                        for (e, m) in h.iter().zip(&masks[k]) {
+                            if *m > 0.0 {
+                                entropy.0 += *e as f64;
+                                entropy.1 += 1;
+                            }
+                        }
+                    }
+                }
+                let advantages: Vec<f64> = c.iter().map(|&i| adv.values[i]).collect();
+                let w: Vec<f64> = c.iter().map(|&i| weights[i]).collect();
+                let rows = PolicyRows {
+                    rows: b.batch,
+                    seq: b.seq_len,
+                    mask: &masks[k],
+                    old: &old[k],
+                    reference: refs[k].as_deref(),
+                    advantages: &advantages,
+                    weights: &w,
+                };
+                let (loss, s) = loss(&cfg, out.logprobs, &rows);
+                grads.add(&model, &loss.backward());
+                if it == 0 {
+                    first.add(&s);
+                }
+                all.add(&s);
+                self.tokens += (b.batch * b.seq_len) as u64;
+            }
+            grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
+            model = self.opt.step(model, lr, &mut grads);
+        }
+        self.end_step();
+        metrics.extend([
+            ("rl/clip_fraction".into(), all.clip_fraction()),
+            ("rl/grad_norm".into(), grad_norm),
+            ("train/lr".into(), lr),
+            ("rl/update_s".into(), t0.elapsed().as_secs_f64()),
+        ]);
+        // Without rows to train (every group without signal) there is no loss to report.
+        if all.tokens > 0 {
+            metrics.push(("rl/loss".into(), first.loss));
+            metrics.push(("rl/ratio_mean".into(), all.ratio_sum / all.tokens as f64));
+        }
+        if entropy.1 > 0 {
+            metrics.push(("rl/entropy".into(), entropy.0 / entropy.1 as f64));
+        }
+        if cfg.beta > 0.0 && first.tokens > 0 {
+            metrics.push(("rl/kl".into(), first.kl()));
+        }
+        self.bar.set_position(self.state.step as u64);
+        self.bar
+            .set_message(format!("reward {:.3}", self.last_reward.unwrap_or(0.0)));
+        Ok((model, metrics))
+    }
 }
 
 #[cfg(test)]

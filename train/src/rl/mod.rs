@@ -3,10 +3,9 @@
 //! tests in the sandbox's long-lived fork servers, the static terms in-process (docs/rl.md).
 //!
 //! - [`config`]: the recipe's `[rl]` and `[reward]` sections.
-//! - [`grpo`] and [`dpo`]: the losses, as TRL defines them.
+//! - [`grpo`] and [`dpo`]: each algorithm's loss, as TRL defines it, and its step.
 //! - [`rollout`]: sampling, scoring, and the training rows built from rollouts.
-//! - [`trainer`]: setup, the step of each algorithm, and the cadence (log, held-out pass@1,
-//!   checkpoint) around them.
+//! - [`trainer`]: setup, and the cadence (log, held-out pass@1, checkpoint) around the steps.
 
 pub mod config;
 pub mod dpo;

@@ -1,17 +1,18 @@
 //! The RL loop, readable in one sitting: setup (policy, reference, problems, sandbox, reward),
-//! then per step a batch of rollouts, their rewards and the update (GRPO's or DPO's), then the
-//! cadence — log, held-out pass@1, checkpoint — until `train.max_steps` or a signal.
+//! then per step a batch of rollouts, their rewards and the update (GRPO's step in `grpo.rs`,
+//! DPO's in `dpo.rs`), then the cadence — log, held-out pass@1, checkpoint — until
+//! `train.max_steps` or a signal.
 //!
 //! A step is one batch of rollouts and its `rl.num_iterations` optimizer updates. Rollout seeds
 //! are a function of `train.seed`, the step and the prompt's slot, and the problem order is the
 //! trainer's seeded row stream, so `--resume` continues bit-identically from any checkpoint.
 
 use super::config::{Algorithm, Pairs, RewardConfig, RlConfig};
+use super::dpo;
 use super::rollout::{self, Rollout};
-use super::{dpo, grpo};
 use crate::checkpoint::{self, TrainerState, Weights};
 use crate::loader::RowStream;
-use crate::optim::{AdamW, GradAccumulator, lr_at};
+use crate::optim::AdamW;
 use crate::recipe::Recipe;
 use crate::runlog::RunLog;
 use crate::trainer::{
@@ -36,7 +37,7 @@ use std::time::Instant;
 use tokenizers::Tokenizer;
 
 /// A batch of rollouts with each one's verdict and reward.
-type Scored = (Vec<Rollout>, Vec<Verdict>, Vec<Reward>);
+pub(super) type Scored = (Vec<Rollout>, Vec<Verdict>, Vec<Reward>);
 
 /// The plot an RL run leaves in its folder.
 pub const RL_PLOT: &str = "rl.png";
@@ -93,7 +94,7 @@ pub fn run(recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
 }
 
 /// What the reference log-probabilities come from (GRPO with `beta > 0`, and DPO).
-enum Reference {
+pub(super) enum Reference {
     None,
     /// LoRA: the policy itself with its adapters switched off — no second copy of the weights.
     BaseOfAdapters,
@@ -102,35 +103,35 @@ enum Reference {
     Frozen(Box<Llama>),
 }
 
-struct RlTrainer {
-    recipe: Recipe,
-    cfg: RlConfig,
-    opt: AdamW,
-    state: TrainerState,
-    problems: Vec<Problem>,
-    heldout: Vec<Problem>,
+pub(super) struct RlTrainer {
+    pub(super) recipe: Recipe,
+    pub(super) cfg: RlConfig,
+    pub(super) opt: AdamW,
+    pub(super) state: TrainerState,
+    pub(super) problems: Vec<Problem>,
+    pub(super) heldout: Vec<Problem>,
     /// DPO with `pairs = "file"`.
-    pairs: Vec<dpo::Pair>,
-    stream: RowStream,
-    tokenizer: Tokenizer,
-    eos: Vec<u32>,
-    generation: GenerationConfig,
-    reference: Reference,
-    scorer: Arc<Scorer>,
-    reward: CompositeReward,
-    run_dir: PathBuf,
-    parameters: usize,
-    trainable_parameters: usize,
-    base_ref: Option<(String, String)>,
-    bar: indicatif::ProgressBar,
-    started: Instant,
-    last_reward: Option<f64>,
-    heldout_first: Option<f64>,
-    heldout_last: Option<f64>,
-    last_ckpt: Option<PathBuf>,
-    tokens: u64,
-    log: RunLog,
-    _lock: RunLock,
+    pub(super) pairs: Vec<dpo::Pair>,
+    pub(super) stream: RowStream,
+    pub(super) tokenizer: Tokenizer,
+    pub(super) eos: Vec<u32>,
+    pub(super) generation: GenerationConfig,
+    pub(super) reference: Reference,
+    pub(super) scorer: Arc<Scorer>,
+    pub(super) reward: CompositeReward,
+    pub(super) run_dir: PathBuf,
+    pub(super) parameters: usize,
+    pub(super) trainable_parameters: usize,
+    pub(super) base_ref: Option<(String, String)>,
+    pub(super) bar: indicatif::ProgressBar,
+    pub(super) started: Instant,
+    pub(super) last_reward: Option<f64>,
+    pub(super) heldout_first: Option<f64>,
+    pub(super) heldout_last: Option<f64>,
+    pub(super) last_ckpt: Option<PathBuf>,
+    pub(super) tokens: u64,
+    pub(super) log: RunLog,
+    pub(super) _lock: RunLock,
 }
 
 /// Problems from `spec`; every one must have a test to run (`key` names the recipe key).
@@ -194,14 +195,14 @@ fn rollout_seed(seed: u64, step: usize, slot: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-fn host(t: Tensor<2>) -> Vec<f32> {
+pub(super) fn host(t: Tensor<2>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("f32 log-probabilities")
 }
 
-fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+pub(super) fn mean(xs: impl Iterator<Item = f64>) -> f64 {
     let (s, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     s / n.max(1) as f64
 }
@@ -353,7 +354,7 @@ impl RlTrainer {
 
     /// A generator over the policy's current weights (shared, not copied); dropped before the
     /// update, so the optimizer keeps updating them in place.
-    fn generator(&self, model: &Llama) -> Generator {
+    pub(super) fn generator(&self, model: &Llama) -> Generator {
         Generator::new(
             model.valid(),
             self.tokenizer.clone(),
@@ -362,7 +363,7 @@ impl RlTrainer {
         )
     }
 
-    fn sampling(
+    pub(super) fn sampling(
         &self,
         n: usize,
         temperature: Option<f32>,
@@ -372,7 +373,12 @@ impl RlTrainer {
     }
 
     /// Per token of `batch` (`[rows · seq]`), the reference's log-probabilities at `temperature`.
-    fn reference_logprobs(&self, model: &Llama, batch: &TokenBatch, temperature: f32) -> Vec<f32> {
+    pub(super) fn reference_logprobs(
+        &self,
+        model: &Llama,
+        batch: &TokenBatch,
+        temperature: f32,
+    ) -> Vec<f32> {
         let out = match &self.reference {
             Reference::Frozen(m) => m.token_logprobs(batch, temperature, false),
             Reference::BaseOfAdapters => {
@@ -385,7 +391,7 @@ impl RlTrainer {
     }
 
     /// Samples `n` completions of the next `prompts_per_step` problems and scores them.
-    fn rollouts(
+    pub(super) fn rollouts(
         &mut self,
         model: &Llama,
         n: usize,
@@ -493,269 +499,13 @@ impl RlTrainer {
         Ok(())
     }
 
-    /// One GRPO step: rollouts of `group_size` completions per prompt, their rewards and
-    /// group-relative advantages, then `num_iterations` updates on the rows that carry signal.
-    fn grpo_step(&mut self, model: Llama) -> Result<(Llama, Vec<(String, f64)>), TrainError> {
-        let cfg = self.cfg.clone();
-        let group = cfg.group_size;
-        let mut metrics = Vec::new();
-        let (rollouts, _, rewards) = self.rollouts(&model, group, &mut metrics)?;
-        let t0 = Instant::now();
-        let totals: Vec<f64> = rewards.iter().map(|r| r.total).collect();
-        let adv = grpo::advantages(&totals, group, cfg.scale_rewards);
-        let lens: Vec<usize> = rollouts
-            .iter()
-            .map(|r| {
-                if cfg.mask_truncated_completions && r.truncated() {
-                    0
-                } else {
-                    r.tokens.len()
-                }
-            })
-            .collect();
-        let weights = grpo::row_weights(cfg.loss_type, &lens, cfg.max_completion_tokens);
-        // A zero-variance group has advantage 0 on every token: without a KL term its rows add
-        // nothing to the loss or the gradient, so they are not run at all. The normalizers
-        // above still count them, as TRL's do.
-        let active: Vec<usize> = (0..rollouts.len())
-            .filter(|&i| lens[i] > 0 && (cfg.beta > 0.0 || !adv.zero_std[i / group]))
-            .collect();
-        let zero = adv.zero_std.iter().filter(|&&z| z).count();
-        metrics.push((
-            "rl/zero_std_share".into(),
-            zero as f64 / adv.zero_std.len() as f64,
-        ));
-        metrics.push(("rl/trained_rows".into(), active.len() as f64));
-
-        let chunks: Vec<Vec<usize>> = active
-            .chunks(cfg.micro_batch)
-            .map(<[usize]>::to_vec)
-            .collect();
-        let pad = self.eos[0];
-        let batches: Vec<TokenBatch> = chunks
-            .iter()
-            .map(|c| {
-                let rows: Vec<(&[u32], &[u32])> = c
-                    .iter()
-                    .map(|&i| (rollouts[i].prompt.as_slice(), rollouts[i].tokens.as_slice()))
-                    .collect();
-                rollout::batch(&rows, pad)
-            })
-            .collect();
-        let masks: Vec<Vec<f32>> = batches.iter().map(rollout::target_mask).collect();
-        let refs: Vec<Option<Vec<f32>>> = batches
-            .iter()
-            .map(|b| (cfg.beta > 0.0).then(|| self.reference_logprobs(&model, b, cfg.temperature)))
-            .collect();
-        let mut model = model;
-        let mut old: Vec<Vec<f32>> = Vec::with_capacity(batches.len());
-        // `first`: the first iteration's, at the sampling policy (its KL is the policy's
-        // distance to the reference when it sampled); `all`: every iteration's.
-        let (mut first, mut all) = (grpo::LossStats::default(), grpo::LossStats::default());
-        let (mut entropy, mut grad_norm) = ((0f64, 0usize), 0.0);
-        let lr = lr_at(
-            self.state.step,
-            self.recipe.optim.lr,
-            &self.recipe.schedule,
-            self.recipe.train.max_steps,
-        );
-        for it in 0..cfg.num_iterations {
-            if batches.is_empty() {
-                break;
-            }
-            let mut grads = GradAccumulator::default();
-            for (k, (b, c)) in batches.iter().zip(&chunks).enumerate() {
-                let out = model.token_logprobs(b, cfg.temperature, it == 0);
-                if it == 0 {
-                    // The sampling policy is the current one until the first update: its
-                    // log-probabilities are this forward's (ratio exactly 1, as TRL's detach).
-                    old.push(host(out.logprobs.clone()));
-                    if let Some(h) = &out.entropy {
-                        for (e, m) in h.iter().zip(&masks[k]) {
-                            if *m > 0.0 {
-                                entropy.0 += *e as f64;
-                                entropy.1 += 1;
-                            }
-                        }
-                    }
-                }
-                let advantages: Vec<f64> = c.iter().map(|&i| adv.values[i]).collect();
-                let w: Vec<f64> = c.iter().map(|&i| weights[i]).collect();
-                let rows = grpo::PolicyRows {
-                    rows: b.batch,
-                    seq: b.seq_len,
-                    mask: &masks[k],
-                    old: &old[k],
-                    reference: refs[k].as_deref(),
-                    advantages: &advantages,
-                    weights: &w,
-                };
-                let (loss, s) = grpo::loss(&cfg, out.logprobs, &rows);
-                grads.add(&model, &loss.backward());
-                if it == 0 {
-                    first.add(&s);
-                }
-                all.add(&s);
-                self.tokens += (b.batch * b.seq_len) as u64;
-            }
-            grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
-            model = self.opt.step(model, lr, &mut grads);
-        }
-        self.end_step();
-        metrics.extend([
-            ("rl/clip_fraction".into(), all.clip_fraction()),
-            ("rl/grad_norm".into(), grad_norm),
-            ("train/lr".into(), lr),
-            ("rl/update_s".into(), t0.elapsed().as_secs_f64()),
-        ]);
-        // Without rows to train (every group without signal) there is no loss to report.
-        if all.tokens > 0 {
-            metrics.push(("rl/loss".into(), first.loss));
-            metrics.push(("rl/ratio_mean".into(), all.ratio_sum / all.tokens as f64));
-        }
-        if entropy.1 > 0 {
-            metrics.push(("rl/entropy".into(), entropy.0 / entropy.1 as f64));
-        }
-        if cfg.beta > 0.0 && first.tokens > 0 {
-            metrics.push(("rl/kl".into(), first.kl()));
-        }
-        self.bar.set_position(self.state.step as u64);
-        self.bar
-            .set_message(format!("reward {:.3}", self.last_reward.unwrap_or(0.0)));
-        Ok((model, metrics))
-    }
-
     /// Records a finished step in the state a checkpoint saves.
-    fn end_step(&mut self) {
+    pub(super) fn end_step(&mut self) {
         self.state.step += 1;
         self.state.optimizer_step = self.opt.step;
         self.state.position = self.stream.position;
         self.state.tokens_seen = self.tokens;
         self.bar.set_position(self.state.step as u64);
-    }
-
-    /// One DPO step: this step's pairs (from the file, or from execution), the reference's and
-    /// the policy's sequence log-probabilities, the sigmoid loss, one update.
-    fn dpo_step(&mut self, model: Llama) -> Result<(Llama, Vec<(String, f64)>), TrainError> {
-        let cfg = self.cfg.clone();
-        let mut metrics = Vec::new();
-        let eos = self.eos[0];
-        // Each pair as (prompt, chosen, rejected) ids, the completions ending in EOS.
-        let mut pairs: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)> = Vec::new();
-        if self.pairs.is_empty() {
-            let (rollouts, verdicts, rewards) =
-                self.rollouts(&model, cfg.dpo_samples, &mut metrics)?;
-            for (g, start) in (0..rollouts.len()).step_by(cfg.dpo_samples).enumerate() {
-                let _ = g;
-                let group: Vec<(bool, f64)> = (start..start + cfg.dpo_samples)
-                    .map(|i| (verdicts[i].passed, rewards[i].total))
-                    .collect();
-                if let Some((c, r)) = dpo::execution_pair(&group) {
-                    let (c, r) = (&rollouts[start + c], &rollouts[start + r]);
-                    pairs.push((c.prompt.clone(), c.tokens.clone(), r.tokens.clone()));
-                }
-            }
-        } else {
-            let g = self.generator(&model);
-            let enc = |s: &str| {
-                g.encode(s)
-                    .map_err(|e| TrainError::Recipe(format!("rl.pairs_file: {e}")))
-            };
-            for i in self.stream.next_rows(cfg.prompts_per_step) {
-                let p = &self.pairs[i];
-                let prompt =
-                    anvil_eval::generate::encode_prompt(&g, &p.prompt, cfg.max_completion_tokens)
-                        .map_err(|e| TrainError::Recipe(format!("rl.pairs_file: {e}")))?
-                        .0;
-                let room = g.context_length().saturating_sub(prompt.len() + 1);
-                let side = |s: &str| -> Result<Vec<u32>, TrainError> {
-                    let mut ids = enc(s)?;
-                    ids.truncate(room);
-                    ids.push(eos);
-                    Ok(ids)
-                };
-                pairs.push((prompt.clone(), side(&p.chosen)?, side(&p.rejected)?));
-            }
-        }
-        let t0 = Instant::now();
-        metrics.push(("rl/pairs".into(), pairs.len() as f64));
-        let lr = lr_at(
-            self.state.step,
-            self.recipe.optim.lr,
-            &self.recipe.schedule,
-            self.recipe.train.max_steps,
-        );
-        let mut model = model;
-        let mut stats = dpo::DpoStats::default();
-        let mut grad_norm = 0.0;
-        if !pairs.is_empty() {
-            // Chosen rows first, then rejected, per micro-batch of pairs.
-            let per = (cfg.micro_batch / 2).max(1);
-            let batches: Vec<TokenBatch> = pairs
-                .chunks(per)
-                .map(|c| {
-                    let mut rows: Vec<(&[u32], &[u32])> = c
-                        .iter()
-                        .map(|(p, ch, _)| (p.as_slice(), ch.as_slice()))
-                        .collect();
-                    rows.extend(c.iter().map(|(p, _, rj)| (p.as_slice(), rj.as_slice())));
-                    rollout::batch(&rows, eos)
-                })
-                .collect();
-            let refs: Vec<Vec<f32>> = batches
-                .iter()
-                .map(|b| {
-                    let tok = self.reference_logprobs(&model, b, 1.0);
-                    tok.chunks(b.seq_len)
-                        .map(|r| r.iter().sum::<f32>())
-                        .collect()
-                })
-                .collect();
-            let mut grads = GradAccumulator::default();
-            for (b, reference) in batches.iter().zip(&refs) {
-                let n = b.batch / 2;
-                let seq = model
-                    .token_logprobs(b, 1.0, false)
-                    .logprobs
-                    .sum_dim(1)
-                    .reshape([b.batch]);
-                let (chosen, rejected) = (seq.clone().narrow(0, 0, n), seq.narrow(0, n, n));
-                let (loss, s) = dpo::loss(
-                    cfg.beta,
-                    chosen,
-                    rejected,
-                    &reference[..n],
-                    &reference[n..],
-                    pairs.len(),
-                );
-                grads.add(&model, &loss.backward());
-                stats.add(&s);
-                self.tokens += (b.batch * b.seq_len) as u64;
-            }
-            grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
-            model = self.opt.step(model, lr, &mut grads);
-        }
-        self.end_step();
-        if stats.pairs > 0 {
-            let n = stats.pairs as f64;
-            metrics.extend([
-                ("rl/loss".into(), stats.loss),
-                ("rl/rewards_chosen".into(), stats.chosen_reward / n),
-                ("rl/rewards_rejected".into(), stats.rejected_reward / n),
-                (
-                    "rl/rewards_margin".into(),
-                    (stats.chosen_reward - stats.rejected_reward) / n,
-                ),
-                ("rl/rewards_accuracy".into(), stats.correct as f64 / n),
-                ("rl/grad_norm".into(), grad_norm),
-            ]);
-        }
-        metrics.extend([
-            ("train/lr".into(), lr),
-            ("rl/update_s".into(), t0.elapsed().as_secs_f64()),
-        ]);
-        self.bar.set_message(format!("{} pairs", pairs.len()));
-        Ok((model, metrics))
     }
 
     /// Greedy pass@1 on the held-out problems (logged as `eval/pass_at_1`, with the mean test
