@@ -95,6 +95,12 @@ dir = "{runs}"
     path
 }
 
+/// [`setup`] and [`recipe`] in `dir`.
+fn toy_recipe(dir: &Path, extra: &str) -> PathBuf {
+    let (model, problems) = setup(dir);
+    recipe(dir, &model, &problems, extra)
+}
+
 /// `key → [(step, value)]` from a run's metrics.jsonl.
 fn metrics(run: &Path) -> BTreeMap<String, Vec<(u64, f64)>> {
     let mut out: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
@@ -130,8 +136,7 @@ fn values(m: &BTreeMap<String, Vec<(u64, f64)>>, key: &str) -> Vec<f64> {
 #[test]
 fn grpo_learns_a_learnable_reward() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, problems) = setup(dir.path());
-    let r = recipe(dir.path(), &model, &problems, "");
+    let r = toy_recipe(dir.path(), "");
     let o = ok(run(&r, &["output.name=grpo"]));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("held-out pass@1"), "{out}");
@@ -197,13 +202,7 @@ fn grpo_learns_a_learnable_reward() {
 #[test]
 fn grpo_resume_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, problems) = setup(dir.path());
-    let r = recipe(
-        dir.path(),
-        &model,
-        &problems,
-        "num_iterations = 2\nbeta = 0.04",
-    );
+    let r = toy_recipe(dir.path(), "num_iterations = 2\nbeta = 0.04");
     ok(run(&r, &["output.name=straight", "train.max_steps=6"]));
     ok(run(&r, &["output.name=split", "train.max_steps=4"]));
     let split = dir.path().join("runs/split");
@@ -236,11 +235,8 @@ fn grpo_resume_is_bit_identical() {
 #[test]
 fn dpo_with_execution_pairs_learns() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, problems) = setup(dir.path());
-    let r = recipe(
+    let r = toy_recipe(
         dir.path(),
-        &model,
-        &problems,
         "algorithm = \"dpo\"\nbeta = 0.5\ndpo_samples = 6",
     );
     ok(run(&r, &["output.name=dpo"]));
@@ -308,8 +304,7 @@ fn dpo_from_file_and_grpo_with_lora_run() {
 #[test]
 fn bad_settings_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, problems) = setup(dir.path());
-    let r = recipe(dir.path(), &model, &problems, "");
+    let r = toy_recipe(dir.path(), "");
     for (overrides, want) in [
         (vec!["rl.group_size=1"], "`rl.group_size`: 1: GRPO compares"),
         (vec!["rl.beta=-0.1"], "`rl.beta`: must be zero or positive"),
