@@ -449,11 +449,11 @@ impl RlTrainer {
                 ),
             ));
         }
-        if self.state.step.is_multiple_of(self.recipe.train.log_every)
-            || self.state.step + 1 == self.recipe.train.max_steps
-        {
+        // The steps whose metrics are logged (this step is `state.step + 1` once done).
+        let n = self.state.step + 1;
+        if n.is_multiple_of(self.recipe.train.log_every) || n == self.recipe.train.max_steps {
             self.write_samples(
-                &format!("{}.jsonl", checkpoint::step_name(self.state.step + 1)),
+                &format!("{}.jsonl", checkpoint::step_name(n)),
                 &self.problems,
                 &rollouts,
                 &verdicts,
