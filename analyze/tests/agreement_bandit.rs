@@ -35,7 +35,7 @@ type Key = (String, usize, usize, Level, Level, String);
 
 /// The corpus: every `.py` file under `tests/corpus/security/`, `samples/` included.
 fn corpus() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/security");
+    let dir = crate_dir().join("tests/corpus/security");
     let mut files = Vec::new();
     python_files(&dir, &mut files);
     assert!(!files.is_empty(), "no corpus files in {}", dir.display());
@@ -410,7 +410,7 @@ fn bandit_cpu(files: &[PathBuf]) -> f64 {
 #[test]
 #[ignore = "a speed probe (cargo test --release -- --ignored): speed targets live in scripts/bench/analyze_throughput.sh, not in timed tests"]
 fn at_least_twenty_times_faster_than_bandit() {
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/security/samples");
+    let samples = crate_dir().join("tests/corpus/security/samples");
     let mut sources = Vec::new();
     python_files(&samples, &mut sources);
     assert!(!sources.is_empty(), "no samples in {}", samples.display());
@@ -506,4 +506,10 @@ fn never_panics_on_broken_input() {
         }
     }
     assert!(runs > 1000, "only {runs} inputs analyzed");
+}
+
+/// This crate's folder, read when the test runs: a test binary reused from a shared target dir
+/// may have been built in a checkout at another path, which `env!` would have baked in.
+fn crate_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
 }

@@ -13,7 +13,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("tests/fixtures")
 }
 
 fn base() -> Llama {
