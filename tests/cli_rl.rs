@@ -318,6 +318,10 @@ fn bad_settings_are_one_line_errors() {
             vec!["rl.temperature=0"],
             "`rl.temperature`: must be positive",
         ),
+        (
+            vec!["rl.group_size=100000000", "rl.prompts_per_step=100000000"],
+            "`rl.prompts_per_step` × `rl.group_size`: the model",
+        ),
     ] {
         let o = run(&r, &overrides);
         let line = one_line_error(&o);

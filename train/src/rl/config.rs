@@ -189,11 +189,10 @@ impl RlConfig {
 
     /// Completions generated per step.
     pub fn completions_per_step(&self) -> usize {
-        self.prompts_per_step
-            * match self.algorithm {
-                Algorithm::Grpo => self.group_size,
-                Algorithm::Dpo => self.dpo_samples,
-            }
+        self.prompts_per_step.saturating_mul(match self.algorithm {
+            Algorithm::Grpo => self.group_size,
+            Algorithm::Dpo => self.dpo_samples,
+        })
     }
 
     pub fn validate(&self) -> Result<(), RecipeError> {

@@ -232,25 +232,6 @@ impl RlTrainer {
             _ => Vec::new(),
         };
         let reward = composite(&reward_cfg)?;
-        let isolation = reward_cfg
-            .isolation
-            .parse()
-            .map_err(|e: String| TrainError::Recipe(format!("`reward.isolation`: {e}")))?;
-        let limits = anvil_eval::args::sample_limits(reward_cfg.timeout, reward_cfg.memory_mb);
-        let sandbox = anvil_eval::sandbox::Sandbox::new(isolation, limits)
-            .map_err(|e| TrainError::Recipe(format!("`reward.isolation`: {e}")))?;
-        let missing = sandbox.describe();
-        if !missing.is_empty() {
-            eprintln!(
-                "warning: {}",
-                missing.lines().collect::<Vec<_>>().join("; ")
-            );
-        }
-        let scorer = Arc::new(
-            Scorer::new(sandbox, reward_cfg.workers())
-                .map_err(|e| TrainError::Recipe(format!("sandbox: {e}")))?,
-        );
-
         let resumed = match &opts.resume {
             Some(dir) => Some(open_resume(dir, &recipe)?),
             None => None,
@@ -273,6 +254,40 @@ impl RlTrainer {
         };
         memory::check(&recipe.model, workload)
             .map_err(|e| TrainError::Recipe(format!("`rl.micro_batch`: the model {e}")))?;
+        // A step decodes all its completions as one batch, each with its KV cache.
+        let decode = Workload::Decode {
+            rows: cfg.completions_per_step(),
+            context: seq_len,
+        };
+        memory::check(&recipe.model, decode).map_err(|e| {
+            let per_prompt = match cfg.algorithm {
+                Algorithm::Grpo => "rl.group_size",
+                Algorithm::Dpo => "rl.dpo_samples",
+            };
+            TrainError::Recipe(format!(
+                "`rl.prompts_per_step` × `{per_prompt}`: the model {e}"
+            ))
+        })?;
+
+        // The sandbox last: its warnings about missing layers come after every refusal.
+        let isolation = reward_cfg
+            .isolation
+            .parse()
+            .map_err(|e: String| TrainError::Recipe(format!("`reward.isolation`: {e}")))?;
+        let limits = anvil_eval::args::sample_limits(reward_cfg.timeout, reward_cfg.memory_mb);
+        let sandbox = anvil_eval::sandbox::Sandbox::new(isolation, limits)
+            .map_err(|e| TrainError::Recipe(format!("`reward.isolation`: {e}")))?;
+        let missing = sandbox.describe();
+        if !missing.is_empty() {
+            eprintln!(
+                "warning: {}",
+                missing.lines().collect::<Vec<_>>().join("; ")
+            );
+        }
+        let scorer = Arc::new(
+            Scorer::new(sandbox, reward_cfg.workers())
+                .map_err(|e| TrainError::Recipe(format!("sandbox: {e}")))?,
+        );
 
         device.seed(recipe.train.seed);
         let train_device = device.clone().autodiff();
