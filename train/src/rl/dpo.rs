@@ -161,8 +161,7 @@ impl RlTrainer {
         if self.pairs.is_empty() {
             let (rollouts, verdicts, rewards) =
                 self.rollouts(&model, cfg.dpo_samples, &mut metrics)?;
-            for (g, start) in (0..rollouts.len()).step_by(cfg.dpo_samples).enumerate() {
-                let _ = g;
+            for start in (0..rollouts.len()).step_by(cfg.dpo_samples) {
                 let group: Vec<(bool, f64)> = (start..start + cfg.dpo_samples)
                     .map(|i| (verdicts[i].passed, rewards[i].total))
                     .collect();

@@ -131,20 +131,19 @@ impl LossStats {
 }
 
 /// The loss of these rows given the policy's log-probabilities `logp` (`[rows, seq]`,
-/// differentiable), and what it saw.
+/// differentiable; `values` are its values on the host), and what it saw.
 ///
 /// The min of the clipped and unclipped terms picks, per token, a term whose gradient is either
 /// `A·ratio·∇logp` or 0 (where the clipped one is smaller, it is constant): the choice is made on
 /// the host from the values, and only the unclipped terms enter the graph. The value returned in
 /// the stats is the full loss, clipped terms included.
-pub fn loss(cfg: &RlConfig, logp: Tensor<2>, r: &PolicyRows) -> (Tensor<1>, LossStats) {
+pub fn loss(
+    cfg: &RlConfig,
+    logp: Tensor<2>,
+    values: &[f32],
+    r: &PolicyRows,
+) -> (Tensor<1>, LossStats) {
     let n = r.rows * r.seq;
-    let values: Vec<f32> = logp
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 log-probabilities");
     assert_eq!(values.len(), n, "log-probabilities are [rows, seq]");
     let (lo, hi) = (1.0 - cfg.epsilon, 1.0 + cfg.epsilon_high());
     let mut stats = LossStats::default();
@@ -275,10 +274,11 @@ impl RlTrainer {
             let mut grads = GradAccumulator::default();
             for (k, (b, c)) in batches.iter().zip(&chunks).enumerate() {
                 let out = model.token_logprobs(b, cfg.temperature, it == 0);
+                let values = host(out.logprobs.clone());
                 if it == 0 {
                     // The sampling policy is the current one until the first update: its
                     // log-probabilities are this forward's (ratio exactly 1, as TRL's detach).
-                    old.push(host(out.logprobs.clone()));
+                    old.push(values.clone());
                     if let Some(h) = &out.entropy {
                         for (e, m) in h.iter().zip(&masks[k]) {
                             if *m > 0.0 {
@@ -299,7 +299,7 @@ impl RlTrainer {
                     advantages: &advantages,
                     weights: &w,
                 };
-                let (loss, s) = loss(&cfg, out.logprobs, &rows);
+                let (loss, s) = loss(&cfg, out.logprobs, &values, &rows);
                 grads.add(&model, &loss.backward());
                 if it == 0 {
                     first.add(&s);
@@ -406,7 +406,7 @@ mod tests {
                 advantages: &adv,
                 weights: &weights,
             };
-            let (total, stats) = loss(&c, logp.clone(), &rows);
+            let (total, stats) = loss(&c, logp.clone(), &host(logp.clone()), &rows);
             let r = |i: usize| ((now[i] - old[i]) as f64).exp();
             // Row 0 (A = 2): token 0 unclipped, token 1 clipped at 1.28 (constant).
             // Row 1 (A = −1): token 0's ratio e^−0.5 < 0.8: min(−r, −0.8) = −0.8 (clipped,
@@ -453,7 +453,7 @@ mod tests {
                 advantages: &[1.5, 0.0][..rows],
                 weights: &weights[..rows],
             };
-            let (total, stats) = loss(&c, logp.clone(), &r);
+            let (total, stats) = loss(&c, logp.clone(), &host(logp.clone()), &r);
             let g: Vec<f32> = logp
                 .grad(&total.backward())
                 .unwrap()
@@ -487,7 +487,7 @@ mod tests {
             advantages: &[0.0],
             weights: &[0.5],
         };
-        let (total, stats) = loss(&c, logp.clone(), &rows);
+        let (total, stats) = loss(&c, logp.clone(), &host(logp.clone()), &rows);
         let d = 0.5f64;
         let kl1 = d.exp() - d - 1.0;
         assert!((stats.kl_sum - kl1).abs() < 1e-6);

@@ -117,7 +117,7 @@ pub(super) struct RlTrainer {
     pub(super) eos: Vec<u32>,
     pub(super) generation: GenerationConfig,
     pub(super) reference: Reference,
-    pub(super) scorer: Arc<Scorer>,
+    pub(super) scorer: Scorer,
     pub(super) reward: CompositeReward,
     pub(super) run_dir: PathBuf,
     pub(super) parameters: usize,
@@ -284,10 +284,8 @@ impl RlTrainer {
                 missing.lines().collect::<Vec<_>>().join("; ")
             );
         }
-        let scorer = Arc::new(
-            Scorer::new(sandbox, reward_cfg.workers())
-                .map_err(|e| TrainError::Recipe(format!("sandbox: {e}")))?,
-        );
+        let scorer = Scorer::new(sandbox, reward_cfg.workers())
+            .map_err(|e| TrainError::Recipe(format!("sandbox: {e}")))?;
 
         device.seed(recipe.train.seed);
         let train_device = device.clone().autodiff();
