@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{anvil, ok, one_line_error, stderr};
+#[cfg(feature = "mpi")]
+use common::mpirun;
+use common::{anvil, metrics_by_key, ok, one_line_error, stderr, stdout};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,21 +103,6 @@ fn toy_recipe(dir: &Path, extra: &str) -> PathBuf {
     recipe(dir, &model, &problems, extra)
 }
 
-/// `key → [(step, value)]` from a run's metrics.jsonl.
-fn metrics(run: &Path) -> BTreeMap<String, Vec<(u64, f64)>> {
-    let mut out: BTreeMap<String, Vec<(u64, f64)>> = BTreeMap::new();
-    for line in std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-    {
-        let v: Value = serde_json::from_str(line).unwrap();
-        out.entry(v["key"].as_str().unwrap().to_string())
-            .or_default()
-            .push((v["step"].as_u64().unwrap(), v["value"].as_f64().unwrap()));
-    }
-    out
-}
-
 fn run(recipe: &Path, overrides: &[&str]) -> std::process::Output {
     let mut args = vec!["train", "run", recipe.to_str().unwrap()];
     args.extend_from_slice(overrides);
@@ -141,7 +128,7 @@ fn grpo_learns_a_learnable_reward() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("held-out pass@1"), "{out}");
     let rund = dir.path().join("runs/grpo");
-    let m = metrics(&rund);
+    let m = metrics_by_key(&rund);
     let reward = values(&m, "rl/reward_mean");
     assert_eq!(reward.len(), 12);
     let first: f64 = reward[..3].iter().sum::<f64>() / 3.0;
@@ -220,7 +207,7 @@ fn grpo_resume_is_bit_identical() {
         weights(&straight) == weights(&split),
         "weights differ after resume"
     );
-    let (a, b) = (metrics(&straight), metrics(&split));
+    let (a, b) = (metrics_by_key(&straight), metrics_by_key(&split));
     for key in ["rl/reward_mean", "rl/loss", "rl/kl", "rl/clip_fraction"] {
         assert_eq!(a[key], b[key], "{key}");
     }
@@ -240,7 +227,7 @@ fn dpo_with_execution_pairs_learns() {
         "algorithm = \"dpo\"\nbeta = 0.5\ndpo_samples = 6",
     );
     ok(run(&r, &["output.name=dpo"]));
-    let m = metrics(&dir.path().join("runs/dpo"));
+    let m = metrics_by_key(&dir.path().join("runs/dpo"));
     let pass = values(&m, "rl/pass_rate");
     let first: f64 = pass[..3].iter().sum::<f64>() / 3.0;
     let last: f64 = pass[9..].iter().sum::<f64>() / 3.0;
@@ -272,7 +259,7 @@ fn dpo_from_file_and_grpo_with_lora_run() {
         ),
     );
     ok(run(&r, &["output.name=dpofile", "train.max_steps=3"]));
-    let m = metrics(&dir.path().join("runs/dpofile"));
+    let m = metrics_by_key(&dir.path().join("runs/dpofile"));
     assert_eq!(values(&m, "rl/pairs"), vec![2.0, 2.0, 2.0]);
     let loss = values(&m, "rl/loss");
     assert!(
@@ -294,7 +281,7 @@ fn dpo_from_file_and_grpo_with_lora_run() {
         runl.join("checkpoints/step-000003/adapter_model.safetensors")
             .is_file()
     );
-    let m = metrics(&runl);
+    let m = metrics_by_key(&runl);
     // Adapters start at B = 0: the policy is its base, so the reference (adapters off) agrees.
     assert!(values(&m, "rl/kl")[0].abs() < 1e-6, "{:?}", m["rl/kl"]);
 }
@@ -357,4 +344,82 @@ fn bad_settings_are_one_line_errors() {
     let line = one_line_error(&o);
     assert!(line.contains("pairs.jsonl:1: `chosen` is empty"), "{line}");
     assert!(!dir.path().join("runs").exists(), "{}", stderr(&o));
+}
+
+/// On two ranks (`mpirun`), each rank rolls out and scores its prompt and trains its rows: the
+/// same completions as one process (per-prompt seeds), so the same rewards at every step, and
+/// weights that agree up to the order the ranks' gradients are added in. DPO runs the same way.
+#[cfg(feature = "mpi")]
+#[test]
+fn grpo_and_dpo_run_on_two_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = toy_recipe(
+        dir.path(),
+        "num_iterations = 2\nbeta = 0.04\nmicro_batch = 8",
+    );
+    let steps = ["train.max_steps=6", "eval.every=3"];
+    let args = |name: &str, extra: &[&str]| {
+        let mut a: Vec<String> = ["train", "run", r.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+        a.push(format!("output.name={name}"));
+        a.extend(steps.iter().chain(extra).map(|s| s.to_string()));
+        a
+    };
+    let one_args = args("one", &[]);
+    ok(anvil(
+        &one_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    ok(mpirun(2, &args("two", &[])).output().unwrap());
+    let (one, two) = (dir.path().join("runs/one"), dir.path().join("runs/two"));
+    let (a, b) = (metrics_by_key(&one), metrics_by_key(&two));
+    for key in [
+        "rl/reward_mean",
+        "rl/pass_rate",
+        "rl/trained_rows",
+        "eval/pass_at_1",
+    ] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    let close = |key: &str| {
+        for ((s, x), (_, y)) in a[key].iter().zip(&b[key]) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{key} at {s}: {x} vs {y}"
+            );
+        }
+    };
+    close("rl/loss");
+    close("rl/kl");
+    let load = |run: &Path| {
+        let (m, _) =
+            anvil_infer::load_model(&run.join("checkpoints/step-000006"), &Default::default())
+                .unwrap();
+        anvil_models::hf::parameters(&m)
+    };
+    for ((name, _, x), (_, _, y)) in load(&one).into_iter().zip(load(&two)) {
+        let d = x
+            .iter()
+            .zip(&y)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(d < 1e-4, "{name}: max |Δ| {d:e}");
+    }
+    // Samples are written once (rank 0's rollouts).
+    assert!(two.join("samples/step-000006.jsonl").is_file());
+
+    let dpo = args("dpo", &["rl.algorithm=\"dpo\"", "rl.dpo_samples=4"]);
+    let o = ok(mpirun(2, &dpo).output().unwrap());
+    assert!(stdout(&o).contains("trained 6 steps"), "{}", stdout(&o));
+    let m = metrics_by_key(&dir.path().join("runs/dpo"));
+    assert_eq!(m["rl/pairs"].len(), 6);
+    // An odd number of prompts cannot be dealt out evenly: one line, before any rollout.
+    let o = mpirun(2, &args("odd", &["rl.prompts_per_step=3"]))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("`rl.prompts_per_step` = 3 is not a multiple of the 2 ranks"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -1,6 +1,7 @@
 //! `anvil train run`.
 
 use crate::cmd::recipe;
+use anvil_train::dist::{Launch, World};
 use anvil_train::{Recipe, RunOptions};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
@@ -15,6 +16,7 @@ pub enum TrainCommand {
     ///   anvil train run recipes/quickstart.toml
     ///   anvil train run recipes/quickstart.toml train.max_steps=200 model.n_layers=2 output.name=small
     ///   anvil train run --resume checkpoints/runs/quickstart-20261121-101500
+    ///   mpirun -np 4 anvil train run recipes/quickstart.toml distributed.zero=1
     Run(RunArgs),
 }
 
@@ -30,9 +32,23 @@ pub struct RunArgs {
     /// at train.max_steps continues only if that is raised.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
-    /// Worker threads for tensor work (default: train.threads, or every core).
+    /// Worker threads for tensor work (default: train.threads, or every core; under MPI, the
+    /// cores of this machine shared among its ranks).
     #[arg(long)]
     threads: Option<usize>,
+    /// How processes are joined: `auto` runs data-parallel when started by mpirun/srun (needs
+    /// a build with `--features mpi`), `mpi` requires it, `none` runs this process alone.
+    #[arg(long, value_name = "auto|mpi|none", default_value = "auto", value_parser = parse_launch)]
+    distributed: Launch,
+}
+
+fn parse_launch(s: &str) -> Result<Launch, String> {
+    match s {
+        "auto" => Ok(Launch::Auto),
+        "mpi" => Ok(Launch::Mpi),
+        "none" => Ok(Launch::None),
+        _ => Err(format!("`{s}`: auto, mpi or none")),
+    }
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -42,6 +58,41 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
 }
 
 fn train_run(a: RunArgs) -> Result<()> {
+    let world = match World::from_env(a.distributed) {
+        Ok(w) => w,
+        // Every rank of the job meets this; the first says it.
+        Err(_) if anvil_train::dist::launch_rank() > 0 => std::process::exit(1),
+        Err(e) => bail!(e),
+    };
+    if !world.is_root() {
+        anvil_data::progress::set_quiet(true);
+    }
+    let outcome = train_run_on(a, &world);
+    // Rank 0 speaks for the job. An error every rank agreed on (setup's) ends them all
+    // normally; any other rank's error ends the job at once, or the others would wait for it
+    // in the next collective.
+    match &outcome {
+        Err(e) if world.is_distributed() && !world.failed_together() => {
+            eprintln!("error: rank {}: {e:#}", world.rank());
+            world.abort(1)
+        }
+        Err(_) if !world.is_root() => {
+            drop(world);
+            std::process::exit(1)
+        }
+        _ => {}
+    }
+    // MPI is finalized before the exit code is set.
+    drop(world);
+    if outcome? {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// The recipe with its overrides, and how the run starts (every rank reads the same files
+/// and fails alike here, before any rank waits for another).
+fn prepare(a: RunArgs, world: &World) -> Result<(Recipe, RunOptions)> {
     let mut overrides = a.overrides.clone();
     // `anvil train run key=value` with --resume: the first "recipe" is really an override.
     let recipe_path = match (&a.recipe, &a.resume) {
@@ -75,23 +126,36 @@ fn train_run(a: RunArgs) -> Result<()> {
     recipe
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", recipe_file.display()))?;
-    match a.threads {
-        Some(t) => super::set_threads(Some(t), "--threads")?,
-        None => super::set_threads(Some(recipe.train.threads), "train.threads")?,
+    match (a.threads, recipe.train.threads, world.default_threads()) {
+        (Some(t), _, _) => super::set_threads(Some(t), "--threads")?,
+        (None, 0, Some(t)) => super::set_threads(Some(t), "cores per rank")?,
+        (None, t, _) => super::set_threads(Some(t), "train.threads")?,
     }
     let opts = RunOptions {
         recipe_path: Some(recipe_file.clone()),
         command_line: std::env::args().collect(),
         resume: a.resume.clone(),
         overrides,
+        world: world.clone(),
     };
+    Ok((recipe, opts))
+}
+
+/// Returns whether the run was interrupted.
+fn train_run_on(a: RunArgs, world: &World) -> Result<bool> {
+    let (recipe, opts) = prepare(a, world).inspect_err(|_| world.fail_together())?;
     let summary = match anvil_train::run(recipe, opts) {
         Err(e @ anvil_train::TrainError::AlreadyFinished { .. }) => {
-            println!("{e}");
-            return Ok(());
+            if world.is_root() {
+                println!("{e}");
+            }
+            return Ok(false);
         }
         r => r?,
     };
+    if !world.is_root() {
+        return Ok(summary.interrupted);
+    }
     let s = &summary;
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
     let trainable = if s.trainable_parameters == s.parameters {
@@ -132,8 +196,5 @@ fn train_run(a: RunArgs) -> Result<()> {
     if let Some(c) = &s.last_checkpoint {
         println!("checkpoint: {}", c.display());
     }
-    if s.interrupted {
-        std::process::exit(130);
-    }
-    Ok(())
+    Ok(s.interrupted)
 }

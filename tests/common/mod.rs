@@ -243,3 +243,31 @@ pub fn copy_files(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `key → [(step, value)]` from a run's metrics.jsonl.
+pub fn metrics_by_key(run: &Path) -> std::collections::BTreeMap<String, Vec<(u64, f64)>> {
+    let mut out: std::collections::BTreeMap<String, Vec<(u64, f64)>> = Default::default();
+    for line in std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        out.entry(v["key"].as_str().unwrap().to_string())
+            .or_default()
+            .push((v["step"].as_u64().unwrap(), v["value"].as_f64().unwrap()));
+    }
+    out
+}
+
+/// Open MPI's launcher on this machine: more ranks than cores allowed, root allowed (CI runs as
+/// root), the ranks' output passed through.
+pub fn mpirun(np: usize, args: &[String]) -> std::process::Command {
+    let mut c = std::process::Command::new("mpirun");
+    c.args(["--oversubscribe", "-np", &np.to_string()])
+        .arg(env!("CARGO_BIN_EXE_anvil"))
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RUST_BACKTRACE", "1");
+    c
+}

@@ -61,6 +61,10 @@ pub struct TrainerState {
     /// RL runs: the best held-out pass@1 so far (`best/` holds its checkpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_pass_at_1: Option<f64>,
+    /// Ranks of a data-parallel run (absent: one process). A resume needs the same number: each
+    /// step's rows are split by rank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<usize>,
 }
 
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";

@@ -2,6 +2,7 @@
 //! global-norm clipping, the schedule, the row stream, checkpoints with full-state resume).
 
 pub mod checkpoint;
+pub mod dist;
 pub mod loader;
 pub mod optim;
 pub mod recipe;

@@ -28,16 +28,16 @@ pub struct Paths {
 }
 
 impl Paths {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self { stack: Vec::new() }
     }
-    fn enter(&mut self, name: &str) {
+    pub(crate) fn enter(&mut self, name: &str) {
         self.stack.push(name.to_string());
     }
-    fn exit(&mut self) {
+    pub(crate) fn exit(&mut self) {
         self.stack.pop();
     }
-    fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         self.stack.join(".")
     }
 }
@@ -45,7 +45,7 @@ impl Paths {
 /// Gradients summed over the micro-batches of one step, flattened, by parameter path.
 #[derive(Default)]
 pub struct GradAccumulator {
-    grads: BTreeMap<String, Tensor<1>>,
+    pub(crate) grads: BTreeMap<String, Tensor<1>>,
 }
 
 struct Collect<'a> {
@@ -115,6 +115,31 @@ impl GradAccumulator {
     }
 }
 
+/// Whether the parameter at `path` (with `ndims` dimensions) takes weight decay: matrices do,
+/// unless a `no_decay` pattern names them; vectors (norms, biases) never do.
+pub(crate) fn decays(c: &OptimConfig, path: &str, ndims: usize) -> bool {
+    ndims > 1 && !c.no_decay.iter().any(|s| path.contains(s.as_str()))
+}
+
+/// The fused kernel's constants for optimizer step `t` (1-based) at learning rate `lr` — the one
+/// place they are computed, for the whole-parameter update here and ZeRO's shard updates.
+pub(crate) fn adamw_step(c: &OptimConfig, t: u64, lr: f64, decays: bool) -> AdamWStep {
+    let t = t as i32;
+    let bc1 = 1.0 - c.beta1.powi(t);
+    let bc2 = 1.0 - c.beta2.powi(t);
+    let decay = (decays && c.weight_decay > 0.0).then_some(1.0 - lr * c.weight_decay);
+    AdamWStep {
+        decay: decay.map(|d| d as f32),
+        beta1: c.beta1 as f32,
+        one_minus_beta1: (1.0 - c.beta1) as f32,
+        beta2: c.beta2 as f32,
+        one_minus_beta2: (1.0 - c.beta2) as f32,
+        sqrt_bias_correction2: bc2.sqrt() as f32,
+        eps: c.eps as f32,
+        step_size: (lr / bc1) as f32,
+    }
+}
+
 /// First and second moments of one parameter, flattened.
 #[derive(Clone, Debug)]
 pub struct Moments {
@@ -156,7 +181,7 @@ impl ModuleMapper for Update<'_> {
         let shape = p.shape();
         let n = shape.num_elements();
         let c = &self.opt.config;
-        let decays = D > 1 && !c.no_decay.iter().any(|s| path.contains(s.as_str()));
+        let decays = decays(c, &path, D);
         let p1 = p.reshape([n]);
         let decay = (decays && c.weight_decay > 0.0).then(|| 1.0 - self.lr * c.weight_decay);
         let moments = self.opt.state.remove(&path).unwrap_or_else(|| Moments {
@@ -168,16 +193,7 @@ impl ModuleMapper for Update<'_> {
         let bc2 = 1.0 - c.beta2.powi(t);
         let (p1, m, v) = if fused::enabled(&p1.device()) {
             // One pass instead of a dozen tensor ops; the same f32 arithmetic, the same bits.
-            let step = AdamWStep {
-                decay: decay.map(|d| d as f32),
-                beta1: c.beta1 as f32,
-                one_minus_beta1: (1.0 - c.beta1) as f32,
-                beta2: c.beta2 as f32,
-                one_minus_beta2: (1.0 - c.beta2) as f32,
-                sqrt_bias_correction2: bc2.sqrt() as f32,
-                eps: c.eps as f32,
-                step_size: (self.lr / bc1) as f32,
-            };
+            let step = adamw_step(c, self.opt.step, self.lr, decays);
             fused::adamw(p1, g, moments.m, moments.v, step)
         } else {
             let p1 = match decay {

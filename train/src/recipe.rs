@@ -37,6 +37,9 @@ pub struct Recipe {
     /// The composite reward RL optimizes, and the sandbox its tests run in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reward: Option<crate::rl::RewardConfig>,
+    /// Data parallelism when the run is started by `mpirun`/`srun` (docs/distributed.md): ZeRO
+    /// stage, gradient bucket size, collective timeout.
+    pub distributed: crate::dist::DistConfig,
 }
 
 /// The recipe's `[model]` section: the architecture's config, plus where to start from.
@@ -335,6 +338,7 @@ impl Recipe {
                 format!("{} is not a folder of token shards", tokens.display()),
             );
         }
+        self.distributed.validate()?;
         if let Some(lora) = &self.lora {
             lora.validate().map_err(|(key, message)| RecipeError {
                 key: format!("lora.{key}"),

@@ -2,6 +2,7 @@
 //! accumulate) → clip → AdamW → log / validate / checkpoint, until `train.max_steps`.
 
 use crate::checkpoint::{self, TrainerState, Weights};
+use crate::dist::{DataParallel, World, optimizer_step};
 use crate::loader::{RowStream, TokenRows};
 use crate::optim::{AdamW, GradAccumulator, lr_at};
 use crate::recipe::Recipe;
@@ -28,6 +29,8 @@ pub struct RunOptions {
     /// The command line's `section.key=value` overrides (already applied to the recipe); a
     /// resume records them as a tag.
     pub overrides: Vec<String>,
+    /// The processes of the run: this one, or the ranks of an MPI job (`crate::dist`).
+    pub world: World,
 }
 
 /// What a finished (or interrupted) run reports.
@@ -75,6 +78,26 @@ pub fn validate(
     batches: usize,
     token_bytes: &[u32],
 ) -> Option<ValMetrics> {
+    validate_on(
+        &World::single(),
+        model,
+        rows,
+        batch_size,
+        batches,
+        token_bytes,
+    )
+}
+
+/// [`validate`] with the micro-batches dealt out to `world`'s ranks in turn and their sums
+/// added up (every rank gets the same numbers).
+pub fn validate_on(
+    world: &World,
+    model: &Llama,
+    rows: &TokenRows,
+    batch_size: usize,
+    batches: usize,
+    token_bytes: &[u32],
+) -> Option<ValMetrics> {
     let n = rows.len();
     let limit = if batches == 0 {
         n
@@ -83,15 +106,28 @@ pub fn validate(
     };
     let (mut nll, mut targets, mut bytes) = (0f64, 0usize, 0u64);
     let mut start = 0;
-    while start < limit {
+    for k in 0.. {
+        if start >= limit {
+            break;
+        }
         let idx: Vec<usize> = (start..(start + batch_size).min(limit)).collect();
         start += idx.len();
+        if k % world.size() != world.rank() {
+            continue;
+        }
         let batch = rows.batch(&idx);
         let out = model.loss(&batch);
         nll += out.nll_sum.into_scalar::<f32>() as f64;
         targets += out.n_targets;
         bytes += target_bytes(&batch, token_bytes);
     }
+    let (nll, targets, bytes) = match world.is_distributed() {
+        false => (nll, targets, bytes),
+        true => {
+            let s = world.sum(&[nll, targets as f64, bytes as f64]);
+            (s[0], s[1] as usize, s[2] as u64)
+        }
+    };
     (targets > 0).then(|| {
         let loss = nll / targets as f64;
         ValMetrics {
@@ -138,8 +174,10 @@ struct StepReport {
     loss: f64,
     lr: f64,
     grad_norm: f64,
-    /// Per MoE layer, the last micro-batch's expert load.
+    /// Per MoE layer, the last micro-batch's expert load (rank 0's).
     expert_load: Vec<Vec<f32>>,
+    /// Whether a signal reached this process or, in a distributed run, any rank.
+    interrupted: bool,
 }
 
 /// What the cadence decided after a step.
@@ -160,6 +198,9 @@ struct Trainer {
     /// Text bytes per token id, for bits per byte.
     token_bytes: Vec<u32>,
     stream: RowStream,
+    /// Several ranks: the gradient exchange and the sharded optimizer.
+    dp: Option<DataParallel>,
+    world: World,
     run_dir: PathBuf,
     parameters: usize,
     trainable_parameters: usize,
@@ -174,36 +215,51 @@ struct Trainer {
     last_loss: Option<f64>,
     last_val: Option<ValMetrics>,
     last_ckpt: Option<PathBuf>,
-    /// Dropped before the lock (fields drop in order): a failed run is marked FAILED while
-    /// this process still owns the folder.
-    log: RunLog,
-    _lock: RunLock,
+    /// Rank 0's alone (other ranks write nothing). Dropped before the lock (fields drop in
+    /// order): a failed run is marked FAILED while this process still owns the folder.
+    log: Option<RunLog>,
+    _lock: Option<RunLock>,
 }
 
 impl Trainer {
     /// The run folder (new, or resumed from its newest checkpoint), the data, the model (fresh,
     /// pretrained from `model.init_from`, or the checkpoint's) and the optimizer. Everything a
     /// user can get wrong is refused here, before a new run folder exists.
-    fn setup(mut recipe: Recipe, opts: RunOptions) -> Result<(Trainer, Llama), TrainError> {
-        recipe.validate()?;
-        // One writer per run folder, taken before anything in it is read or changed (a second
-        // `--resume` of the same run would prune and read the first one's checkpoints).
-        let resumed = match &opts.resume {
-            Some(dir) => Some(open_resume(dir, &recipe)?),
-            None => None,
-        };
-        let device = Device::default();
-        // The pretrained model starts a new run; a LoRA run also needs its frozen base again
-        // when it resumes (its checkpoints hold only the adapters).
-        let pretrained = match (recipe.model.init_from.clone(), &resumed) {
-            (Some(from), None) => Some(load_pretrained(&mut recipe, &from, &device)?),
-            (Some(from), Some(_)) if recipe.lora.is_some() => {
-                Some(load_pretrained(&mut recipe, &from, &device)?)
-            }
-            _ => None,
-        };
+    ///
+    /// With several ranks, rank 0 builds (or finds) the data first while the others wait, then
+    /// they find it in the cache (building it at once would race on the cache folder); rank 0
+    /// alone opens the run folder, and then sends every rank its weights, optimizer state and
+    /// trainer state. Each phase ends with the ranks agreeing, so an error stops all of them.
+    fn setup(recipe: Recipe, opts: RunOptions) -> Result<(Trainer, Llama), TrainError> {
+        let world = opts.world.clone();
+        world.set_timeout(recipe.distributed.timeout);
+        let staged = world.is_root().then(|| stage(recipe.clone(), &opts));
+        let staged = world.agree_untimed(staged.transpose())?;
+        let built = staged
+            .map_or_else(|| stage(recipe, &opts), Ok)
+            .and_then(|s| Self::build(s, opts));
+        let (mut t, mut model) = world.agree(built)?;
+        if world.is_distributed() {
+            t.state = world.broadcast_json(t.state.clone());
+            t.run_dir = world.broadcast_json(t.run_dir.clone());
+            t.stream = RowStream::new(t.train_rows.len(), t.recipe.train.seed, t.state.position);
+            let r = &t.recipe;
+            let mut dp = DataParallel::new(world.clone(), &model, &r.distributed, &r.optim);
+            model = dp.sync_start(model, &mut t.opt, &r.optim);
+            t.dp = Some(dp);
+        }
+        Ok((t, model))
+    }
 
-        let data = anvil_data::pipeline::run(&recipe.data, &opts.command_line)?;
+    fn build(staged: Staged, opts: RunOptions) -> Result<(Trainer, Llama), TrainError> {
+        let Staged {
+            mut recipe,
+            resumed,
+            pretrained,
+            data,
+        } = staged;
+        let world = opts.world.clone();
+        let device = Device::default();
         let manifest = anvil_data::tokenize::read_manifest(&data.tokens)?;
         resolve_model_shape(&mut recipe.model, manifest.vocab_size, manifest.seq_len)?;
         // Before anything is allocated: a model that cannot fit is one line, not an abort in
@@ -234,9 +290,14 @@ impl Trainer {
         let vocab = recipe.model.vocab_size;
         let train_rows = TokenRows::load(&data.tokens, Split::Train, vocab)?;
         let val_rows = TokenRows::load(&data.tokens, Split::Val, vocab)?;
-        if train_rows.len() < recipe.train.batch_size {
+        let global_batch = recipe.train.batch_size * world.size();
+        if train_rows.len() < global_batch {
+            let per_rank = match world.size() {
+                1 => String::new(),
+                n => format!(" × {n} ranks"),
+            };
             return Err(TrainError::Recipe(format!(
-                "{}: {} training rows, fewer than train.batch_size = {}",
+                "{}: {} training rows, fewer than train.batch_size = {}{per_rank}",
                 data.tokens.display(),
                 train_rows.len(),
                 recipe.train.batch_size
@@ -253,20 +314,29 @@ impl Trainer {
             (base_ref, start, parameters) = (base, Some(m), Some(n));
         }
         let model = start.unwrap_or_else(|| recipe.model.init(&train_device));
-        let (model, run_dir, log, lock) = open_run(
-            &recipe,
-            &opts,
-            resumed,
-            model,
-            base_ref.as_ref(),
-            (&mut opt, &mut state),
-            &device,
-        )?;
-        log.artifact_copy(&data.tokenizer, "tokenizer.json")?;
+        let (model, run_dir, log, lock) = if world.is_root() {
+            let (model, dir, log, lock) = open_run(
+                &recipe,
+                &opts,
+                resumed,
+                model,
+                base_ref.as_ref(),
+                (&mut opt, &mut state),
+                &device,
+            )?;
+            log.artifact_copy(&data.tokenizer, "tokenizer.json")?;
+            (model, dir, Some(log), Some(lock))
+        } else {
+            // Rank 0's folder, sent after setup.
+            (model, PathBuf::new(), None, None)
+        };
 
         let t = &recipe.train;
         let stream = RowStream::new(train_rows.len(), t.seed, state.position);
-        let bar = anvil_data::progress::bar(t.max_steps as u64, "train", false);
+        let bar = match world.is_root() {
+            true => anvil_data::progress::bar(t.max_steps as u64, "train", false),
+            false => indicatif::ProgressBar::hidden(),
+        };
         bar.set_position(state.step as u64);
         let trainer = Trainer {
             parameters: parameters.unwrap_or_else(|| model.num_params()),
@@ -281,6 +351,8 @@ impl Trainer {
             val_rows,
             token_bytes,
             stream,
+            dp: None,
+            world,
             run_dir,
             bar,
             started: Instant::now(),
@@ -297,13 +369,24 @@ impl Trainer {
     }
 
     /// One optimizer step: all micro-batches first, so the loss can be normalized by the target
-    /// tokens of the whole step; then clipping and AdamW.
+    /// tokens of the whole step; then clipping and AdamW. With several ranks, each micro-batch's
+    /// rows are dealt out (rank r takes the r-th `batch_size` of every `ranks × batch_size`), the
+    /// target count is the ranks' sum, and the gradients are summed before the step.
     fn step(&mut self, model: Llama) -> (Llama, StepReport) {
         let t = &self.recipe.train;
+        let (rank, ranks) = (self.world.rank(), self.world.size());
         let micro: Vec<TokenBatch> = (0..t.grad_accum)
-            .map(|_| self.train_rows.batch(&self.stream.next_rows(t.batch_size)))
+            .map(|_| {
+                let rows = self.stream.next_rows(t.batch_size * ranks);
+                self.train_rows
+                    .batch(&rows[rank * t.batch_size..(rank + 1) * t.batch_size])
+            })
             .collect();
-        let step_targets: usize = micro.iter().map(|b| b.targets().2).sum::<usize>().max(1);
+        let mut step_targets: usize = micro.iter().map(|b| b.targets().2).sum();
+        if self.dp.is_some() {
+            step_targets = self.world.sum(&[step_targets as f64])[0] as usize;
+        }
+        let step_targets = step_targets.max(1);
         let mut grads = GradAccumulator::default();
         let mut loss_sum = 0f64;
         let mut expert_load = Vec::new();
@@ -318,19 +401,28 @@ impl Trainer {
             grads.add(&model, &loss.backward());
             expert_load = out.expert_load;
         }
-        let grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
         let lr = lr_at(
             self.state.step,
             self.recipe.optim.lr,
             &self.recipe.schedule,
             t.max_steps,
         );
-        let model = self.opt.step(model, lr, &mut grads);
+        let mut interrupted = signals::interrupted();
+        if self.dp.is_some() {
+            // One message for the step's loss and for a signal on any rank.
+            let s = self
+                .world
+                .sum(&[loss_sum, f64::from(u8::from(interrupted))]);
+            (loss_sum, interrupted) = (s[0], s[1] > 0.0);
+        }
+        let clip = self.recipe.optim.grad_clip;
+        let (model, grad_norm) =
+            optimizer_step(self.dp.as_mut(), &mut self.opt, model, &mut grads, lr, clip);
         self.state.step += 1;
         self.state.optimizer_step = self.opt.step;
         self.state.position = self.stream.position;
-        // Throughput counts input tokens (rows × length), as PyTorch benchmarks do.
-        let step_tokens = (t.grad_accum * t.batch_size * self.train_rows.seq_len) as u64;
+        // Throughput counts input tokens (rows × length, all ranks'), as PyTorch benchmarks do.
+        let step_tokens = (t.grad_accum * t.batch_size * ranks * self.train_rows.seq_len) as u64;
         self.state.tokens_seen += step_tokens;
         self.trained_tokens += step_tokens;
         self.window.0 += step_tokens;
@@ -341,6 +433,7 @@ impl Trainer {
             lr,
             grad_norm,
             expert_load,
+            interrupted,
         };
         (model, report)
     }
@@ -353,7 +446,7 @@ impl Trainer {
         }
         let finished = n == max;
         // A signal during the last step changes nothing: the run completes normally.
-        let stop_now = signals::interrupted() && !finished;
+        let stop_now = step.interrupted && !finished;
         let every = |k: usize| k > 0 && n % k == 0;
         let mut new_best = false;
         if (finished || every(self.recipe.eval.every)) && !stop_now {
@@ -376,12 +469,20 @@ impl Trainer {
             let generation = anvil_models::generation::GenerationConfig {
                 token_healing: (!self.recipe.data.sft.is_empty()).then_some(false),
             };
-            let path = checkpoint::save(&dir, model, weights, &generation, &self.opt, &self.state)?;
-            if new_best && c.keep_best {
-                checkpoint::mark_best(&dir, &path)?;
+            let saved = save_on_root(
+                &self.world,
+                self.dp.as_mut(),
+                &mut self.opt,
+                &self.state,
+                |opt, state| checkpoint::save(&dir, model, weights, &generation, opt, state),
+            )?;
+            if let Some(path) = saved {
+                if new_best && c.keep_best {
+                    checkpoint::mark_best(&dir, &path)?;
+                }
+                checkpoint::prune(&dir, c.keep_last)?;
+                self.last_ckpt = Some(path);
             }
-            checkpoint::prune(&dir, c.keep_last)?;
-            self.last_ckpt = Some(path);
         }
         Ok(if stop_now {
             Flow::Interrupted
@@ -410,7 +511,17 @@ impl Trainer {
                 metrics.push((format!("moe/layer{layer}/expert{e}"), *f as f64));
             }
         }
-        self.log.metrics(self.state.step, &metrics)?;
+        if let Some(dp) = &mut self.dp {
+            let c = dp.take_stats();
+            let per_step = |x: f64| x / c.steps.max(1) as f64;
+            metrics.push(("dist/comm_s".into(), per_step(c.seconds)));
+            metrics.push(("dist/comm_bytes".into(), per_step(c.bytes as f64)));
+            metrics.push(("dist/optimizer_values".into(), dp.optimizer_share() as f64));
+        }
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        log.metrics(self.state.step, &metrics)?;
         self.bar
             .set_message(format!("loss {:.3} · {tps:.0} tok/s", step.loss));
         Ok(())
@@ -420,7 +531,8 @@ impl Trainer {
     fn validate(&mut self, model: &Llama) -> Result<bool, TrainError> {
         let valid = model.valid();
         let e = &self.recipe.eval;
-        let Some(v) = validate(
+        let Some(v) = validate_on(
+            &self.world,
             &valid,
             &self.val_rows,
             self.recipe.train.batch_size,
@@ -429,14 +541,16 @@ impl Trainer {
         ) else {
             return Ok(false);
         };
-        self.log.metrics(
-            self.state.step,
-            &[
-                ("val/loss".into(), v.loss),
-                ("val/perplexity".into(), v.perplexity),
-                ("val/bits_per_byte".into(), v.bits_per_byte),
-            ],
-        )?;
+        if let Some(log) = &self.log {
+            log.metrics(
+                self.state.step,
+                &[
+                    ("val/loss".into(), v.loss),
+                    ("val/perplexity".into(), v.perplexity),
+                    ("val/bits_per_byte".into(), v.bits_per_byte),
+                ],
+            )?;
+        }
         self.last_val = Some(v);
         let best = self.state.best_val_loss.is_none_or(|b| v.loss < b);
         if best {
@@ -467,9 +581,73 @@ impl Trainer {
             heldout_pass_at_1_start: None,
             heldout_pass_at_1: None,
         };
-        self.log.finish(&summary)?;
+        if let Some(log) = &self.log {
+            log.finish(&summary)?;
+        }
         Ok(summary)
     }
+}
+
+/// Runs `save` (a checkpoint write) on rank 0 with the state stamped with the rank count, and
+/// returns its path there. Every rank calls it: ZeRO-1 gathers the optimizer's shards for it.
+pub(crate) fn save_on_root(
+    world: &World,
+    dp: Option<&mut DataParallel>,
+    opt: &mut AdamW,
+    state: &TrainerState,
+    save: impl FnOnce(&AdamW, &TrainerState) -> Result<PathBuf, checkpoint::CheckpointError>,
+) -> Result<Option<PathBuf>, checkpoint::CheckpointError> {
+    let state = TrainerState {
+        world_size: (world.size() > 1).then_some(world.size()),
+        ..state.clone()
+    };
+    let root = world.is_root();
+    let run = |opt: &AdamW| match root {
+        true => save(opt, &state).map(Some),
+        false => Ok(None),
+    };
+    match dp {
+        Some(dp) => dp.with_full_optimizer(opt, run),
+        None => run(opt),
+    }
+}
+
+/// What a run starts from, before its model exists: the recipe (its shape resolved from a
+/// pretrained model), the run being resumed (rank 0's), the pretrained model, the data.
+struct Staged {
+    recipe: Recipe,
+    resumed: Option<Resumed>,
+    pretrained: Option<anvil_infer::Loaded>,
+    data: anvil_data::pipeline::PreparedData,
+}
+
+/// Validates the recipe, opens the run to resume (rank 0), loads the pretrained model and
+/// builds (or finds) the data.
+fn stage(mut recipe: Recipe, opts: &RunOptions) -> Result<Staged, TrainError> {
+    recipe.validate()?;
+    // One writer per run folder, taken before anything in it is read or changed (a second
+    // `--resume` of the same run would prune and read the first one's checkpoints).
+    let resumed = match (&opts.resume, opts.world.is_root()) {
+        (Some(dir), true) => Some(open_resume(dir, &recipe, &opts.world)?),
+        _ => None,
+    };
+    let device = Device::default();
+    // The pretrained model starts a new run; a LoRA run also needs its frozen base again
+    // when it resumes (its checkpoints hold only the adapters).
+    let pretrained = match (recipe.model.init_from.clone(), &opts.resume) {
+        (Some(from), None) => Some(load_pretrained(&mut recipe, &from, &device)?),
+        (Some(from), Some(_)) if recipe.lora.is_some() => {
+            Some(load_pretrained(&mut recipe, &from, &device)?)
+        }
+        _ => None,
+    };
+    let data = anvil_data::pipeline::run(&recipe.data, &opts.command_line)?;
+    Ok(Staged {
+        recipe,
+        resumed,
+        pretrained,
+        data,
+    })
 }
 
 /// A run folder being resumed: locked, cleaned of a killed writer's leftovers, pruned to
@@ -481,7 +659,11 @@ pub(crate) struct Resumed {
     pub lock: RunLock,
 }
 
-pub(crate) fn open_resume(dir: &Path, recipe: &Recipe) -> Result<Resumed, TrainError> {
+pub(crate) fn open_resume(
+    dir: &Path,
+    recipe: &Recipe,
+    world: &World,
+) -> Result<Resumed, TrainError> {
     if !dir.is_dir() {
         return Err(TrainError::Recipe(format!(
             "{}: no such run folder",
@@ -501,6 +683,21 @@ pub(crate) fn open_resume(dir: &Path, recipe: &Recipe) -> Result<Resumed, TrainE
     // that was the run's last save.
     checkpoint::prune(&ckpt_dir, recipe.checkpoint.keep_last)?;
     let state = checkpoint::read_state(&latest)?;
+    // Each step's rows are dealt out by rank: another count would train on other batches.
+    let ranks = state.world_size.unwrap_or(1);
+    if ranks != world.size() {
+        let how = |n: usize| match n {
+            1 => "one process".to_string(),
+            n => format!("{n} ranks (mpirun -np {n})"),
+        };
+        return Err(TrainError::Recipe(format!(
+            "{}: this run was trained on {}; resume it on the same, not on {} (each step's \
+             rows are split by rank)",
+            latest.display(),
+            how(ranks),
+            how(world.size())
+        )));
+    }
     // One already at train.max_steps has nothing to do, and changes nothing.
     if state.step >= recipe.train.max_steps {
         return Err(TrainError::AlreadyFinished { step: state.step });

@@ -10,6 +10,7 @@
 use super::rollout;
 use super::trainer::RlTrainer;
 use crate::TrainError;
+use crate::dist::optimizer_step;
 use crate::optim::{GradAccumulator, lr_at};
 use anvil_models::{Llama, TokenBatch};
 use burn::tensor::activation::log_sigmoid;
@@ -159,7 +160,7 @@ impl RlTrainer {
         // Each pair as (prompt, chosen, rejected) ids, the completions ending in EOS.
         let mut pairs: Vec<(Vec<u32>, Vec<u32>, Vec<u32>)> = Vec::new();
         if self.pairs.is_empty() {
-            let (rollouts, verdicts, rewards) =
+            let (rollouts, verdicts, rewards, _) =
                 self.rollouts(&model, cfg.dpo_samples, &mut metrics)?;
             for start in (0..rollouts.len()).step_by(cfg.dpo_samples) {
                 let group: Vec<(bool, f64)> = (start..start + cfg.dpo_samples)
@@ -176,7 +177,8 @@ impl RlTrainer {
                 g.encode(s)
                     .map_err(|e| TrainError::Recipe(format!("rl.pairs_file: {e}")))
             };
-            for i in self.stream.next_rows(cfg.prompts_per_step) {
+            let all = self.stream.next_rows(cfg.prompts_per_step);
+            for &i in &all[self.world.block(all.len())] {
                 let p = &self.pairs[i];
                 let prompt =
                     anvil_eval::generate::encode_prompt(&g, &p.prompt, cfg.max_completion_tokens)
@@ -193,7 +195,9 @@ impl RlTrainer {
             }
         }
         let t0 = Instant::now();
-        metrics.push(("rl/pairs".into(), pairs.len() as f64));
+        // The loss is the mean over every rank's pairs.
+        let total_pairs = self.world.sum(&[pairs.len() as f64])[0] as usize;
+        metrics.push(("rl/pairs".into(), total_pairs as f64));
         let lr = lr_at(
             self.state.step,
             self.recipe.optim.lr,
@@ -203,7 +207,9 @@ impl RlTrainer {
         let mut model = model;
         let mut stats = DpoStats::default();
         let mut grad_norm = 0.0;
-        if !pairs.is_empty() {
+        let mut step_tokens = 0u64;
+        // Every rank steps together, also one without pairs of its own this step.
+        if total_pairs > 0 {
             // Chosen rows first, then rejected, per micro-batch of pairs.
             let per = (cfg.micro_batch / 2).max(1);
             let batches: Vec<TokenBatch> = pairs
@@ -241,15 +247,35 @@ impl RlTrainer {
                     rejected,
                     &reference[..n],
                     &reference[n..],
-                    pairs.len(),
+                    total_pairs,
                 );
                 grads.add(&model, &loss.backward());
                 stats.add(&s);
-                self.tokens += (b.batch * b.seq_len) as u64;
+                step_tokens += (b.batch * b.seq_len) as u64;
             }
-            grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
-            model = self.opt.step(model, lr, &mut grads);
+            let clip = self.recipe.optim.grad_clip;
+            (model, grad_norm) =
+                optimizer_step(self.dp.as_mut(), &mut self.opt, model, &mut grads, lr, clip);
         }
+        if self.world.is_distributed() {
+            let s = self.world.sum(&[
+                step_tokens as f64,
+                stats.pairs as f64,
+                stats.loss,
+                stats.chosen_reward,
+                stats.rejected_reward,
+                stats.correct as f64,
+            ]);
+            step_tokens = s[0] as u64;
+            stats = DpoStats {
+                pairs: s[1] as usize,
+                loss: s[2],
+                chosen_reward: s[3],
+                rejected_reward: s[4],
+                correct: s[5] as usize,
+            };
+        }
+        self.tokens += step_tokens;
         self.end_step();
         if stats.pairs > 0 {
             let n = stats.pairs as f64;
@@ -269,7 +295,7 @@ impl RlTrainer {
             ("train/lr".into(), lr),
             ("rl/update_s".into(), t0.elapsed().as_secs_f64()),
         ]);
-        self.bar.set_message(format!("{} pairs", pairs.len()));
+        self.bar.set_message(format!("{total_pairs} pairs"));
         Ok((model, metrics))
     }
 }

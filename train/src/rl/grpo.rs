@@ -19,6 +19,7 @@ use super::config::{LossType, RlConfig, ScaleRewards};
 use super::rollout;
 use super::trainer::{RlTrainer, host};
 use crate::TrainError;
+use crate::dist::optimizer_step;
 use crate::optim::{GradAccumulator, lr_at};
 use anvil_models::{Llama, TokenBatch};
 use burn::tensor::{Tensor, TensorData};
@@ -124,6 +125,29 @@ impl LossStats {
         self.kl_sum / self.tokens.max(1) as f64
     }
 
+    /// As six numbers, for adding across ranks.
+    pub fn to_vec(&self) -> [f64; 6] {
+        [
+            self.loss,
+            self.tokens as f64,
+            self.kl_sum,
+            self.clipped_low as f64,
+            self.clipped_high as f64,
+            self.ratio_sum,
+        ]
+    }
+
+    pub fn from_slice(v: &[f64]) -> LossStats {
+        LossStats {
+            loss: v[0],
+            tokens: v[1] as usize,
+            kl_sum: v[2],
+            clipped_low: v[3] as usize,
+            clipped_high: v[4] as usize,
+            ratio_sum: v[5],
+        }
+    }
+
     /// TRL's `clip_ratio/region_mean`.
     pub fn clip_fraction(&self) -> f64 {
         (self.clipped_low + self.clipped_high) as f64 / self.tokens.max(1) as f64
@@ -207,17 +231,17 @@ impl RlTrainer {
         let cfg = self.cfg.clone();
         let group = cfg.group_size;
         let mut metrics = Vec::new();
-        let (rollouts, _, rewards) = self.rollouts(&model, group, &mut metrics)?;
+        let (rollouts, _, _, scores) = self.rollouts(&model, group, &mut metrics)?;
         let t0 = Instant::now();
-        let totals: Vec<f64> = rewards.iter().map(|r| r.total).collect();
-        let adv = advantages(&totals, group, cfg.scale_rewards);
-        let lens: Vec<usize> = rollouts
-            .iter()
-            .map(|r| {
-                if cfg.mask_truncated_completions && r.truncated() {
+        // Advantages and normalizers over the whole step's batch (every rank's completions);
+        // this rank trains the rows it sampled, `scores.offset` onwards.
+        let adv = advantages(&scores.totals, group, cfg.scale_rewards);
+        let lens: Vec<usize> = (0..scores.tokens.len())
+            .map(|i| {
+                if cfg.mask_truncated_completions && scores.truncated[i] {
                     0
                 } else {
-                    r.tokens.len()
+                    scores.tokens[i]
                 }
             })
             .collect();
@@ -225,8 +249,14 @@ impl RlTrainer {
         // A zero-variance group has advantage 0 on every token: without a KL term its rows add
         // nothing to the loss or the gradient, so they are not run at all. The normalizers
         // above still count them, as TRL's do.
-        let active: Vec<usize> = (0..rollouts.len())
+        let active: Vec<usize> = (0..lens.len())
             .filter(|&i| lens[i] > 0 && (cfg.beta > 0.0 || !adv.zero_std[i / group]))
+            .collect();
+        let mine = scores.offset..scores.offset + rollouts.len();
+        let own: Vec<usize> = active
+            .iter()
+            .copied()
+            .filter(|i| mine.contains(i))
             .collect();
         let zero = adv.zero_std.iter().filter(|&&z| z).count();
         metrics.push((
@@ -235,17 +265,15 @@ impl RlTrainer {
         ));
         metrics.push(("rl/trained_rows".into(), active.len() as f64));
 
-        let chunks: Vec<Vec<usize>> = active
-            .chunks(cfg.micro_batch)
-            .map(<[usize]>::to_vec)
-            .collect();
+        let chunks: Vec<Vec<usize>> = own.chunks(cfg.micro_batch).map(<[usize]>::to_vec).collect();
         let pad = self.eos[0];
         let batches: Vec<TokenBatch> = chunks
             .iter()
             .map(|c| {
                 let rows: Vec<(&[u32], &[u32])> = c
                     .iter()
-                    .map(|&i| (rollouts[i].prompt.as_slice(), rollouts[i].tokens.as_slice()))
+                    .map(|&i| &rollouts[i - scores.offset])
+                    .map(|r| (r.prompt.as_slice(), r.tokens.as_slice()))
                     .collect();
                 rollout::batch(&rows, pad)
             })
@@ -267,8 +295,10 @@ impl RlTrainer {
             &self.recipe.schedule,
             self.recipe.train.max_steps,
         );
+        let mut step_tokens = 0u64;
         for it in 0..cfg.num_iterations {
-            if batches.is_empty() {
+            // Every rank steps together, also one without rows of its own this step.
+            if active.is_empty() {
                 break;
             }
             let mut grads = GradAccumulator::default();
@@ -305,11 +335,24 @@ impl RlTrainer {
                     first.add(&s);
                 }
                 all.add(&s);
-                self.tokens += (b.batch * b.seq_len) as u64;
+                step_tokens += (b.batch * b.seq_len) as u64;
             }
-            grad_norm = grads.clip_global_norm(self.recipe.optim.grad_clip);
-            model = self.opt.step(model, lr, &mut grads);
+            let clip = self.recipe.optim.grad_clip;
+            (model, grad_norm) =
+                optimizer_step(self.dp.as_mut(), &mut self.opt, model, &mut grads, lr, clip);
         }
+        if self.world.is_distributed() {
+            let mut sums = vec![step_tokens as f64, entropy.0, entropy.1 as f64];
+            sums.extend(first.to_vec());
+            sums.extend(all.to_vec());
+            let s = self.world.sum(&sums);
+            (step_tokens, entropy) = (s[0] as u64, (s[1], s[2] as usize));
+            (first, all) = (
+                LossStats::from_slice(&s[3..9]),
+                LossStats::from_slice(&s[9..]),
+            );
+        }
+        self.tokens += step_tokens;
         self.end_step();
         metrics.extend([
             ("rl/clip_fraction".into(), all.clip_fraction()),

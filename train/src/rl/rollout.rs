@@ -4,6 +4,7 @@
 //! loss on the completion only).
 
 use super::config::RlConfig;
+use crate::dist::World;
 use anvil_data::problems::Problem;
 use anvil_eval::evaluate::Verdict;
 use anvil_eval::reward::{self, CompositeReward, Reward, RewardError};
@@ -28,6 +29,66 @@ impl Rollout {
     /// Cut by `max_completion_tokens` (or the context).
     pub fn truncated(&self) -> bool {
         self.completion.finish_reason == FinishReason::Length
+    }
+}
+
+/// Per completion of a step, every rank's in rank order (in one process, its own): what the
+/// advantages, the loss normalizers and the metrics need of the whole batch.
+#[derive(Debug, Clone, Default)]
+pub struct StepScores {
+    pub totals: Vec<f64>,
+    pub passed: Vec<bool>,
+    /// Tokens the loss is on.
+    pub tokens: Vec<usize>,
+    pub truncated: Vec<bool>,
+    /// Per reward term (in the reward's order), per completion.
+    pub terms: Vec<Vec<f64>>,
+    /// Index of this rank's first completion.
+    pub offset: usize,
+}
+
+impl StepScores {
+    /// This rank's scored rollouts, put together with every other rank's (each rank has the
+    /// same number: `rl.prompts_per_step` is a multiple of the ranks).
+    pub fn gather(
+        world: &World,
+        rollouts: &[Rollout],
+        verdicts: &[Verdict],
+        rewards: &[Reward],
+        terms: &[&str],
+    ) -> StepScores {
+        let width = 4 + terms.len();
+        let mut mine = Vec::with_capacity(rollouts.len() * width);
+        for ((r, v), w) in rollouts.iter().zip(verdicts).zip(rewards) {
+            mine.extend([
+                w.total,
+                f64::from(u8::from(v.passed)),
+                r.tokens.len() as f64,
+                f64::from(u8::from(r.truncated())),
+            ]);
+            mine.extend(
+                terms
+                    .iter()
+                    .map(|t| w.components.get(*t).copied().unwrap_or(0.0)),
+            );
+        }
+        let mut s = StepScores {
+            terms: vec![Vec::new(); terms.len()],
+            offset: world.rank() * rollouts.len(),
+            ..StepScores::default()
+        };
+        for rank in world.all_gather(&mine) {
+            for row in rank.chunks(width) {
+                s.totals.push(row[0]);
+                s.passed.push(row[1] > 0.0);
+                s.tokens.push(row[2] as usize);
+                s.truncated.push(row[3] > 0.0);
+                for (t, v) in s.terms.iter_mut().zip(&row[4..]) {
+                    t.push(*v);
+                }
+            }
+        }
+        s
     }
 }
 

@@ -9,14 +9,15 @@
 
 use super::config::{Algorithm, Pairs, RewardConfig, RlConfig};
 use super::dpo;
-use super::rollout::{self, Rollout};
+use super::rollout::{self, Rollout, StepScores};
 use crate::checkpoint::{self, TrainerState, Weights};
+use crate::dist::{DataParallel, World};
 use crate::loader::RowStream;
 use crate::optim::AdamW;
 use crate::recipe::Recipe;
 use crate::runlog::RunLog;
 use crate::trainer::{
-    RunOptions, RunSummary, load_pretrained, make_trainable, open_resume, open_run,
+    RunOptions, RunSummary, load_pretrained, make_trainable, open_resume, open_run, save_on_root,
 };
 use crate::{TrainError, signals};
 use anvil_data::problems::Problem;
@@ -36,8 +37,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
-/// A batch of rollouts with each one's verdict and reward.
-pub(super) type Scored = (Vec<Rollout>, Vec<Verdict>, Vec<Reward>);
+/// This rank's rollouts with each one's verdict and reward, and the whole step's scores.
+pub(super) type Scored = (Vec<Rollout>, Vec<Verdict>, Vec<Reward>, StepScores);
 
 /// The plot an RL run leaves in its folder.
 pub const RL_PLOT: &str = "rl.png";
@@ -54,7 +55,7 @@ const PLOTTED: [&str; 6] = [
 pub fn run(recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
     let (mut t, mut model) = RlTrainer::setup(recipe, opts)?;
     signals::install();
-    if t.state.step == 0 && !signals::interrupted() {
+    if t.state.step == 0 && !t.world.any(signals::interrupted()) {
         // The starting point's held-out pass@1, in the same run as the rest of the curve.
         t.heldout_first = t.evaluate(&model)?;
     }
@@ -67,11 +68,14 @@ pub fn run(recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
         };
         metrics.push(("rl/step_s".into(), t0.elapsed().as_secs_f64()));
         let n = t.state.step;
-        if n % t.recipe.train.log_every == 0 || n == t.recipe.train.max_steps {
-            t.log.metrics(n, &metrics)?;
+        if let Some(log) = &t.log
+            && (n % t.recipe.train.log_every == 0 || n == t.recipe.train.max_steps)
+        {
+            log.metrics(n, &metrics)?;
         }
         let finished = n == t.recipe.train.max_steps;
-        let stop_now = signals::interrupted() && !finished;
+        // A signal to any rank stops them all, at the same step.
+        let stop_now = t.world.any(signals::interrupted()) && !finished;
         let every = |k: usize| k > 0 && n % k == 0;
         let mut new_best = false;
         if (finished || every(t.recipe.eval.every)) && !stop_now {
@@ -130,8 +134,12 @@ pub(super) struct RlTrainer {
     pub(super) heldout_last: Option<f64>,
     pub(super) last_ckpt: Option<PathBuf>,
     pub(super) tokens: u64,
-    pub(super) log: RunLog,
-    pub(super) _lock: RunLock,
+    pub(super) world: World,
+    /// Several ranks: the gradient exchange (rollouts and rewards are split by prompt).
+    pub(super) dp: Option<DataParallel>,
+    /// Rank 0's alone.
+    pub(super) log: Option<RunLog>,
+    pub(super) _lock: Option<RunLock>,
 }
 
 /// Problems from `spec`; every one must have a test to run (`key` names the recipe key).
@@ -208,9 +216,49 @@ pub(super) fn mean(xs: impl Iterator<Item = f64>) -> f64 {
 }
 
 impl RlTrainer {
-    fn setup(mut recipe: Recipe, opts: RunOptions) -> Result<(RlTrainer, Llama), TrainError> {
+    /// Every rank sets up alike (its own problems, sandbox and reward); rank 0 alone opens the
+    /// run folder, then sends the others its weights, optimizer and trainer state.
+    fn setup(recipe: Recipe, opts: RunOptions) -> Result<(RlTrainer, Llama), TrainError> {
+        let world = opts.world.clone();
+        world.set_timeout(recipe.distributed.timeout);
+        let (mut t, mut model) = world.agree(Self::build(recipe, opts))?;
+        if world.is_distributed() {
+            t.state = world.broadcast_json(t.state.clone());
+            t.run_dir = world.broadcast_json(t.run_dir.clone());
+            let n = t.stream_len();
+            t.stream = RowStream::new(n, t.recipe.train.seed, t.state.position);
+            if !t.cfg.shuffle {
+                t.stream = t.stream.in_order();
+            }
+            let r = &t.recipe;
+            let mut dp = DataParallel::new(world.clone(), &model, &r.distributed, &r.optim);
+            model = dp.sync_start(model, &mut t.opt, &r.optim);
+            t.dp = Some(dp);
+        }
+        Ok((t, model))
+    }
+
+    /// What the row stream deals out: pairs from a file, or problems.
+    fn stream_len(&self) -> usize {
+        if self.pairs.is_empty() {
+            self.problems.len()
+        } else {
+            self.pairs.len()
+        }
+    }
+
+    fn build(mut recipe: Recipe, opts: RunOptions) -> Result<(RlTrainer, Llama), TrainError> {
         recipe.validate()?;
+        let world = opts.world.clone();
         let cfg = recipe.rl.clone().expect("an RL recipe");
+        if !cfg.prompts_per_step.is_multiple_of(world.size()) {
+            return Err(TrainError::Recipe(format!(
+                "`rl.prompts_per_step` = {} is not a multiple of the {} ranks (each rank rolls \
+                 out the same number of prompts)",
+                cfg.prompts_per_step,
+                world.size()
+            )));
+        }
         let reward_cfg = recipe.reward.clone().unwrap_or_default();
         // Everything a user can get wrong is refused before a run folder exists or a rollout
         // runs: the problems, the pairs, the reward's settings, the sandbox.
@@ -232,9 +280,9 @@ impl RlTrainer {
             _ => Vec::new(),
         };
         let reward = composite(&reward_cfg)?;
-        let resumed = match &opts.resume {
-            Some(dir) => Some(open_resume(dir, &recipe)?),
-            None => None,
+        let resumed = match (&opts.resume, world.is_root()) {
+            (Some(dir), true) => Some(open_resume(dir, &recipe, &world)?),
+            _ => None,
         };
         let device = Device::default();
         let from = recipe.model.init_from.clone().expect("validated");
@@ -306,18 +354,22 @@ impl RlTrainer {
         };
         let mut opt = AdamW::new(recipe.optim.clone());
         let mut state = TrainerState::default();
-        let (model, run_dir, log, lock) = open_run(
-            &recipe,
-            &opts,
-            resumed,
-            model,
-            base_ref.as_ref(),
-            (&mut opt, &mut state),
-            &device,
-        )?;
-        let mut log = log;
-        log.plot_metrics(RL_PLOT, &PLOTTED);
-        log.artifact_copy(&tokenizer_path, "tokenizer.json")?;
+        let (model, run_dir, log, lock) = if world.is_root() {
+            let (model, dir, mut log, lock) = open_run(
+                &recipe,
+                &opts,
+                resumed,
+                model,
+                base_ref.as_ref(),
+                (&mut opt, &mut state),
+                &device,
+            )?;
+            log.plot_metrics(RL_PLOT, &PLOTTED);
+            log.artifact_copy(&tokenizer_path, "tokenizer.json")?;
+            (model, dir, Some(log), Some(lock))
+        } else {
+            (model, PathBuf::new(), None, None)
+        };
         let n_items = if pairs.is_empty() {
             problems.len()
         } else {
@@ -327,7 +379,10 @@ impl RlTrainer {
         if !cfg.shuffle {
             stream = stream.in_order();
         }
-        let bar = anvil_data::progress::bar(recipe.train.max_steps as u64, "rl", false);
+        let bar = match world.is_root() {
+            true => anvil_data::progress::bar(recipe.train.max_steps as u64, "rl", false),
+            false => indicatif::ProgressBar::hidden(),
+        };
         bar.set_position(state.step as u64);
         let trainable_parameters = match recipe.lora {
             Some(_) => lora::adapter_parameter_count(&model),
@@ -358,6 +413,8 @@ impl RlTrainer {
             heldout_last: None,
             last_ckpt: None,
             tokens: 0,
+            world,
+            dp: None,
             log,
             _lock: lock,
             recipe,
@@ -403,7 +460,8 @@ impl RlTrainer {
         host(out.logprobs)
     }
 
-    /// Samples `n` completions of the next `prompts_per_step` problems and scores them.
+    /// Samples `n` completions of the next `prompts_per_step` problems (this rank's block of
+    /// them) and scores them.
     pub(super) fn rollouts(
         &mut self,
         model: &Llama,
@@ -411,13 +469,16 @@ impl RlTrainer {
         metrics: &mut Vec<(String, f64)>,
     ) -> Result<Scored, TrainError> {
         let t0 = Instant::now();
-        let idx = self.stream.next_rows(self.cfg.prompts_per_step);
-        let seeds: Vec<u64> = (0..idx.len())
+        let all = self.stream.next_rows(self.cfg.prompts_per_step);
+        let mine = self.world.block(all.len());
+        let seeds: Vec<u64> = mine
+            .clone()
             .map(|i| rollout_seed(self.recipe.train.seed, self.state.step, i))
             .collect();
+        let idx = &all[mine];
         let g = self.generator(model);
         let params = self.sampling(n, Some(self.cfg.temperature), &g);
-        let (rollouts, timing) = rollout::sample(&g, &self.problems, &idx, &seeds, &params)
+        let (rollouts, timing) = rollout::sample(&g, &self.problems, idx, &seeds, &params)
             .map_err(|e| TrainError::Recipe(format!("rollout: {e}")))?;
         drop(g);
         let rollout_s = t0.elapsed().as_secs_f64();
@@ -426,25 +487,21 @@ impl RlTrainer {
             rollout::score(&self.scorer, &self.reward, &self.problems, &rollouts)
                 .map_err(|e| TrainError::Recipe(format!("reward: {e}")))?;
         let reward_s = t1.elapsed().as_secs_f64();
-        let totals: Vec<f64> = rewards.iter().map(|r| r.total).collect();
-        let reward_mean = mean(totals.iter().copied());
-        let var = mean(totals.iter().map(|t| (t - reward_mean).powi(2)));
+        let terms: Vec<&str> = self.reward.weights().into_iter().map(|(t, _)| t).collect();
+        let scores = StepScores::gather(&self.world, &rollouts, &verdicts, &rewards, &terms);
+        let reward_mean = mean(scores.totals.iter().copied());
+        let var = mean(scores.totals.iter().map(|t| (t - reward_mean).powi(2)));
         self.last_reward = Some(reward_mean);
+        let share = |xs: &[bool]| mean(xs.iter().map(|&x| f64::from(u8::from(x))));
         metrics.extend([
             ("rl/reward_mean".into(), reward_mean),
             ("rl/reward_std".into(), var.sqrt()),
-            (
-                "rl/pass_rate".into(),
-                mean(verdicts.iter().map(|v| f64::from(u8::from(v.passed)))),
-            ),
+            ("rl/pass_rate".into(), share(&scores.passed)),
             (
                 "rl/completion_tokens".into(),
-                mean(rollouts.iter().map(|r| r.tokens.len() as f64)),
+                mean(scores.tokens.iter().map(|&n| n as f64)),
             ),
-            (
-                "rl/truncated_share".into(),
-                mean(rollouts.iter().map(|r| f64::from(u8::from(r.truncated())))),
-            ),
+            ("rl/truncated_share".into(), share(&scores.truncated)),
             ("rl/rollout_s".into(), rollout_s),
             ("rl/reward_s".into(), reward_s),
             (
@@ -452,15 +509,8 @@ impl RlTrainer {
                 timing.generated_tokens as f64 / timing.decode_seconds.max(1e-9),
             ),
         ]);
-        for (term, _) in self.reward.weights() {
-            metrics.push((
-                format!("rl/reward/{term}"),
-                mean(
-                    rewards
-                        .iter()
-                        .map(|r| r.components.get(term).copied().unwrap_or(0.0)),
-                ),
-            ));
+        for (term, values) in terms.iter().zip(&scores.terms) {
+            metrics.push((format!("rl/reward/{term}"), mean(values.iter().copied())));
         }
         // The steps whose metrics are logged (this step is `state.step + 1` once done).
         let n = self.state.step + 1;
@@ -474,11 +524,11 @@ impl RlTrainer {
                 self.cfg.log_samples,
             )?;
         }
-        Ok((rollouts, verdicts, rewards))
+        Ok((rollouts, verdicts, rewards, scores))
     }
 
     /// `<run>/samples/<name>`: the first `limit` rollouts with their rewards, for reading what
-    /// the model does.
+    /// the model does (rank 0 writes its own).
     fn write_samples(
         &self,
         name: &str,
@@ -488,6 +538,9 @@ impl RlTrainer {
         rewards: &[Reward],
         limit: usize,
     ) -> Result<(), TrainError> {
+        if !self.world.is_root() {
+            return Ok(());
+        }
         let mut text = String::new();
         for ((r, v), w) in rollouts.iter().zip(verdicts).zip(rewards).take(limit) {
             let row = json!({
@@ -530,7 +583,8 @@ impl RlTrainer {
         let g = self.generator(model);
         let params = self.sampling(1, None, &g);
         let mut rollouts = Vec::with_capacity(self.heldout.len());
-        let all: Vec<usize> = (0..self.heldout.len()).collect();
+        // Each rank its block of the problems; the counts are added up.
+        let all: Vec<usize> = self.world.block(self.heldout.len()).collect();
         // Bounded batches: greedy rows all run to their end, and padding grows with the batch.
         for chunk in all.chunks(32) {
             let seeds = vec![0; chunk.len()];
@@ -542,21 +596,23 @@ impl RlTrainer {
         let (verdicts, rewards) =
             rollout::score(&self.scorer, &self.reward, &self.heldout, &rollouts)
                 .map_err(|e| TrainError::Recipe(format!("held-out reward: {e}")))?;
-        let pass = mean(verdicts.iter().map(|v| f64::from(u8::from(v.passed))));
-        self.log.metrics(
-            self.state.step,
-            &[
-                ("eval/pass_at_1".into(), pass),
-                (
-                    "eval/test_pass_rate".into(),
-                    mean(verdicts.iter().map(|v| v.pass_rate)),
-                ),
-                (
-                    "eval/reward_mean".into(),
-                    mean(rewards.iter().map(|r| r.total)),
-                ),
-            ],
-        )?;
+        let sums = self.world.sum(&[
+            verdicts.iter().filter(|v| v.passed).count() as f64,
+            verdicts.iter().map(|v| v.pass_rate).sum(),
+            rewards.iter().map(|r| r.total).sum(),
+        ]);
+        let n = self.heldout.len() as f64;
+        let pass = sums[0] / n;
+        if let Some(log) = &self.log {
+            log.metrics(
+                self.state.step,
+                &[
+                    ("eval/pass_at_1".into(), pass),
+                    ("eval/test_pass_rate".into(), sums[1] / n),
+                    ("eval/reward_mean".into(), sums[2] / n),
+                ],
+            )?;
+        }
         self.write_samples(
             &format!("heldout-{}.jsonl", checkpoint::step_name(self.state.step)),
             &self.heldout,
@@ -579,19 +635,21 @@ impl RlTrainer {
             },
             _ => Weights::Full,
         };
-        let path = checkpoint::save(
-            &dir,
-            model,
-            weights,
-            &self.generation,
-            &self.opt,
+        let generation = &self.generation;
+        let saved = save_on_root(
+            &self.world,
+            self.dp.as_mut(),
+            &mut self.opt,
             &self.state,
+            |opt, state| checkpoint::save(&dir, model, weights, generation, opt, state),
         )?;
-        if new_best && self.recipe.checkpoint.keep_best {
-            checkpoint::mark_best(&dir, &path)?;
+        if let Some(path) = saved {
+            if new_best && self.recipe.checkpoint.keep_best {
+                checkpoint::mark_best(&dir, &path)?;
+            }
+            checkpoint::prune(&dir, self.recipe.checkpoint.keep_last)?;
+            self.last_ckpt = Some(path);
         }
-        checkpoint::prune(&dir, self.recipe.checkpoint.keep_last)?;
-        self.last_ckpt = Some(path);
         Ok(())
     }
 
@@ -617,7 +675,9 @@ impl RlTrainer {
             heldout_pass_at_1_start: self.heldout_first,
             heldout_pass_at_1: self.heldout_last,
         };
-        self.log.finish(&summary)?;
+        if let Some(log) = &self.log {
+            log.finish(&summary)?;
+        }
         Ok(summary)
     }
 }
