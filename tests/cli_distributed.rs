@@ -12,7 +12,7 @@ use burn::tensor::Device;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A corpus and a tiny model's recipe in a temp folder (the data cache and runs beside them).
@@ -24,19 +24,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        write_python_corpus(&src, 40);
-        let recipe = tmp.path().join("recipe.toml");
-        let text = format!(
-            r#"{data}
-[model]
-d_model = 32
-n_layers = 2
-n_heads = 2
-max_seq_len = 64
-tie_embeddings = true
-
-[train]
+        let recipe = tiny_recipe(
+            tmp.path(),
+            r#"[train]
 seed = 7
 max_steps = 8
 batch_size = 4
@@ -54,14 +44,8 @@ batches = 3
 
 [checkpoint]
 every = 4
-
-[output]
-dir = {runs:?}
 "#,
-            data = data_recipe(&tmp.path().join("cache"), &src),
-            runs = tmp.path().join("runs").display().to_string(),
         );
-        std::fs::write(&recipe, text).unwrap();
         Fixture { tmp, recipe }
     }
 

@@ -27,20 +27,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        write_python_corpus(&src, 40);
-        let q = |p: PathBuf| format!("{:?}", p.display().to_string());
-        let recipe = tmp.path().join("recipe.toml");
-        let text = format!(
-            r#"{data}
-[model]
-d_model = 32
-n_layers = 2
-n_heads = 2
-max_seq_len = 64
-tie_embeddings = true
-
-[train]
+        let recipe = tiny_recipe(
+            tmp.path(),
+            r#"[train]
 seed = 7
 max_steps = 24
 batch_size = 4
@@ -60,14 +49,8 @@ batches = 4
 every = 4
 keep_last = 2
 keep_best = true
-
-[output]
-dir = {runs}
 "#,
-            data = data_recipe(&tmp.path().join("cache"), &src),
-            runs = q(tmp.path().join("runs")),
         );
-        std::fs::write(&recipe, text).unwrap();
         Fixture { tmp, recipe }
     }
 

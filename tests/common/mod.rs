@@ -271,3 +271,30 @@ pub fn mpirun(np: usize, args: &[String]) -> std::process::Command {
         .env("RUST_BACKTRACE", "1");
     c
 }
+
+/// `dir/recipe.toml`: a tiny model (d_model 32, 2 layers, 2 heads, tied embeddings) on a generated
+/// corpus of 40 Python files in `dir/src` (data cache in `dir/cache`, runs in `dir/runs`), with
+/// `rest` (the `[train]`, `[optim]`, … sections) after it.
+pub fn tiny_recipe(dir: &Path, rest: &str) -> PathBuf {
+    let src = dir.join("src");
+    write_python_corpus(&src, 40);
+    let recipe = dir.join("recipe.toml");
+    let text = format!(
+        r#"{data}
+[model]
+d_model = 32
+n_layers = 2
+n_heads = 2
+max_seq_len = 64
+tie_embeddings = true
+
+{rest}
+[output]
+dir = {runs:?}
+"#,
+        data = data_recipe(&dir.join("cache"), &src),
+        runs = dir.join("runs").display().to_string(),
+    );
+    std::fs::write(&recipe, text).unwrap();
+    recipe
+}

@@ -314,22 +314,18 @@ impl Trainer {
             (base_ref, start, parameters) = (base, Some(m), Some(n));
         }
         let model = start.unwrap_or_else(|| recipe.model.init(&train_device));
-        let (model, run_dir, log, lock) = if world.is_root() {
-            let (model, dir, log, lock) = open_run(
-                &recipe,
-                &opts,
-                resumed,
-                model,
-                base_ref.as_ref(),
-                (&mut opt, &mut state),
-                &device,
-            )?;
+        let (model, run_dir, log, lock) = open_run(
+            &recipe,
+            &opts,
+            resumed,
+            model,
+            base_ref.as_ref(),
+            (&mut opt, &mut state),
+            &device,
+        )?;
+        if let Some(log) = &log {
             log.artifact_copy(&data.tokenizer, "tokenizer.json")?;
-            (model, dir, Some(log), Some(lock))
-        } else {
-            // Rank 0's folder, sent after setup.
-            (model, PathBuf::new(), None, None)
-        };
+        }
 
         let t = &recipe.train;
         let stream = RowStream::new(train_rows.len(), t.seed, state.position);
@@ -761,7 +757,9 @@ pub(crate) fn make_trainable(
 
 /// The run's folder, log and lock: a new folder, or the resumed one, whose newest checkpoint
 /// then gives the trainer state, the optimizer and `model`'s weights (with `base_ref`, a LoRA
-/// run's adapter onto its base, which must not have changed since).
+/// run's adapter onto its base, which must not have changed since). Rank 0's alone: other ranks
+/// get no folder (rank 0 sends its path after setup), log or lock.
+#[allow(clippy::type_complexity)]
 pub(crate) fn open_run(
     recipe: &Recipe,
     opts: &RunOptions,
@@ -770,7 +768,10 @@ pub(crate) fn open_run(
     base_ref: Option<&(String, String)>,
     (opt, state): (&mut AdamW, &mut TrainerState),
     device: &Device,
-) -> Result<(Llama, PathBuf, RunLog, RunLock), TrainError> {
+) -> Result<(Llama, PathBuf, Option<RunLog>, Option<RunLock>), TrainError> {
+    if !opts.world.is_root() {
+        return Ok((model, PathBuf::new(), None, None));
+    }
     match resumed {
         Some(Resumed {
             dir,
@@ -790,7 +791,7 @@ pub(crate) fn open_run(
             };
             checkpoint::load_optimizer(opt, &latest, state.optimizer_step, device)?;
             let log = RunLog::resume(&dir, recipe, opts)?;
-            Ok((model, dir, log, lock))
+            Ok((model, dir, Some(log), Some(lock)))
         }
         None => {
             let dir = new_run_dir(recipe, opts);
@@ -800,7 +801,7 @@ pub(crate) fn open_run(
             let log = RunLog::create(&dir, recipe, opts)?;
             // A folder that held a run before (its run.json deleted) may hold a killed writer's.
             clean_checkpoints(&dir.join("checkpoints"))?;
-            Ok((model, dir, log, lock))
+            Ok((model, dir, Some(log), Some(lock)))
         }
     }
 }

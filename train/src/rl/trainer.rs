@@ -354,22 +354,19 @@ impl RlTrainer {
         };
         let mut opt = AdamW::new(recipe.optim.clone());
         let mut state = TrainerState::default();
-        let (model, run_dir, log, lock) = if world.is_root() {
-            let (model, dir, mut log, lock) = open_run(
-                &recipe,
-                &opts,
-                resumed,
-                model,
-                base_ref.as_ref(),
-                (&mut opt, &mut state),
-                &device,
-            )?;
+        let (model, run_dir, mut log, lock) = open_run(
+            &recipe,
+            &opts,
+            resumed,
+            model,
+            base_ref.as_ref(),
+            (&mut opt, &mut state),
+            &device,
+        )?;
+        if let Some(log) = &mut log {
             log.plot_metrics(RL_PLOT, &PLOTTED);
             log.artifact_copy(&tokenizer_path, "tokenizer.json")?;
-            (model, dir, Some(log), Some(lock))
-        } else {
-            (model, PathBuf::new(), None, None)
-        };
+        }
         let n_items = if pairs.is_empty() {
             problems.len()
         } else {
