@@ -146,6 +146,103 @@ impl<'t> AstLocator<'t> {
     }
 }
 
+/// Tree positions as training and generation both compute them: a token's position is the
+/// [`AstFact`] of its first byte in the parse of the text **up to the token's end** — never of
+/// text after it, which generation does not have yet. Fed one token's bytes at a time (a
+/// document's, or a prompt's and then each generated token's), it re-parses incrementally, so the
+/// data pipeline and the decoder run the same code on the same bytes and get the same positions.
+pub struct PrefixPositions {
+    parser: Parser,
+    tree: Option<Tree>,
+    text: Vec<u8>,
+    /// Lines so far, and where the last one starts (tree-sitter's edit points are row/column).
+    rows: usize,
+    line_start: usize,
+    max_path: usize,
+}
+
+impl PrefixPositions {
+    pub fn new(lang: Lang, path: &str, max_path: usize) -> Self {
+        let mut parser = Parser::new();
+        parser
+            .set_language(&lang.grammar(path))
+            .expect("grammar ABI matches tree-sitter");
+        PrefixPositions {
+            parser,
+            tree: None,
+            text: Vec::new(),
+            rows: 0,
+            line_start: 0,
+            max_path,
+        }
+    }
+
+    fn point(&self) -> tree_sitter::Point {
+        tree_sitter::Point {
+            row: self.rows,
+            column: self.text.len() - self.line_start,
+        }
+    }
+
+    /// Appends a token's bytes and returns its position. An empty token (none in byte-level
+    /// BPE, but a caller may pass one) is placed at the last byte before it.
+    pub fn push(&mut self, bytes: &[u8]) -> AstFact {
+        let start = self.text.len();
+        let start_point = self.point();
+        self.text.extend_from_slice(bytes);
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'\n' {
+                self.rows += 1;
+                self.line_start = start + i + 1;
+            }
+        }
+        let old = self.tree.take().map(|mut t| {
+            t.edit(&tree_sitter::InputEdit {
+                start_byte: start,
+                old_end_byte: start,
+                new_end_byte: self.text.len(),
+                start_position: start_point,
+                old_end_position: start_point,
+                new_end_position: self.point(),
+            });
+            t
+        });
+        let tree = self
+            .parser
+            .parse(&self.text, old.as_ref())
+            .expect("no parse timeout is set");
+        let byte = if bytes.is_empty() {
+            start.saturating_sub(1)
+        } else {
+            start
+        };
+        let fact = fact_at(&tree, byte, self.max_path);
+        self.tree = Some(tree);
+        fact
+    }
+}
+
+/// The fact of `byte` in `tree`, descending from the root.
+fn fact_at(tree: &Tree, byte: usize, max_path: usize) -> AstFact {
+    let mut cursor = tree.walk();
+    let mut path: Vec<u16> = Vec::new();
+    let mut depth = 0usize;
+    while let Some(idx) = cursor.goto_first_child_for_byte(byte) {
+        let n = cursor.node();
+        if !(n.start_byte() <= byte && byte < n.end_byte()) {
+            break;
+        }
+        depth += 1;
+        if path.len() < max_path {
+            path.push(idx.min(u16::MAX as usize) as u16);
+        }
+    }
+    AstFact {
+        depth: depth.min(u16::MAX as usize) as u16,
+        path,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +261,38 @@ mod tests {
             }
             return (path.len() as u16, path);
         }
+    }
+
+    /// Each token's position is the brute-force fact of its first byte in a fresh parse of the
+    /// text up to its end, whatever pieces the text comes in.
+    #[test]
+    fn prefix_positions_are_facts_of_the_prefix_parse() {
+        let src = "def f(x):\n    if x > [1, (2, {3: 4})][0]:\n        return 'é'  # c\n    return None\n";
+        for piece in [1, 2, 3, 5] {
+            let mut pp = PrefixPositions::new(Lang::Python, "a.py", 64);
+            let mut at = 0;
+            while at < src.len() {
+                let end = (at + piece).min(src.len());
+                let fact = pp.push(&src.as_bytes()[at..end]);
+                let fresh = parse(Lang::Python, "a.py", &src.as_bytes()[..end]).unwrap();
+                let (depth, path) = brute(&fresh, at);
+                assert_eq!(
+                    (fact.depth, fact.path),
+                    (depth, path),
+                    "piece {piece} at {at}"
+                );
+                at = end;
+            }
+        }
+        // Paths keep the first `max_path` levels; depth is the whole depth.
+        let mut pp = PrefixPositions::new(Lang::Python, "a.py", 2);
+        let facts: Vec<AstFact> = src.as_bytes().chunks(4).map(|c| pp.push(c)).collect();
+        assert!(facts.iter().any(|f| f.depth > 2));
+        assert!(
+            facts
+                .iter()
+                .all(|f| f.path.len() == (f.depth as usize).min(2))
+        );
     }
 
     #[test]

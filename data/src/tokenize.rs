@@ -10,8 +10,11 @@
 //!   continued from the previous row is 1 again), 0 only for the `<|pad|>` tail of the very last
 //!   row. Attend only where segment ids are equal and non-zero; mask the loss where they are 0.
 //! * with `--ast`: `ast_depth` (u16) and `ast_path` (`ast_max_path` u16 per token, row-major,
-//!   padded with [`NO_LEVEL`]): the tree-sitter facts at the token's first byte in the original
-//!   file. Special tokens, padding and files that fail to parse get depth 0 and an empty path.
+//!   padded with [`NO_LEVEL`]): the token's tree position — the tree-sitter facts at its first
+//!   byte in the parse of its document **up to the token's end**
+//!   ([`crate::parse::PrefixPositions`]), the definition a decoder can compute too, token by
+//!   token. Special tokens, padding and fill-in-the-middle documents (whose text is out of
+//!   order) get depth 0 and an empty path.
 //!
 //! Output: `{split}-{i:05}-of-{n:05}.parquet` shards (one row per sequence; columns are
 //! `List<UInt32>` / `List<UInt16>`), a copy of `tokenizer.json`, and `tokens.json`, written last:
@@ -20,7 +23,7 @@
 
 use crate::atomic;
 use crate::error::{DataError, Result};
-use crate::parse::{AstLocator, parse};
+use crate::parse::PrefixPositions;
 use crate::shard::{self, Record, Split};
 use crate::tokenizer::{self, encode_text};
 use arrow_array::builder::OffsetBufferBuilder;
@@ -206,6 +209,20 @@ pub fn tokenize_corpus(
     // tokenizer is held in memory: `--overwrite` may delete the directory it lives in.
     let tok_bytes = std::fs::read(tokenizer_path).map_err(|e| DataError::io(tokenizer_path, e))?;
     let tok = tokenizer::from_bytes(&tok_bytes, tokenizer_path)?;
+    // Tree positions parse the documents' bytes token by token.
+    let bytes = match cfg.ast {
+        false => Vec::new(),
+        true => tokenizer::token_bytes(&tok, tok.get_vocab_size(true)).ok_or_else(|| {
+            DataError::invalid(
+                tokenizer_path,
+                "--ast needs a byte-level tokenizer (its tokens' bytes)",
+            )
+        })?,
+    };
+    let enc = Encoder {
+        tok: &tok,
+        bytes: &bytes,
+    };
     let train_in = shard::list_shards(corpus_dir, Split::Train)?;
     let val_in = shard::list_shards(corpus_dir, Split::Val)?;
     let mut n_docs = 0;
@@ -218,8 +235,8 @@ pub fn tokenize_corpus(
     let out_dir = staged.path();
     atomic::write(&out_dir.join(TOKENIZER_FILE), &tok_bytes)?;
     let pb = crate::progress::bar(n_docs, "tokenize", false);
-    let train = tokenize_split(&tok, &train_in, Split::Train, out_dir, cfg, &pb)?;
-    let val = tokenize_split(&tok, &val_in, Split::Val, out_dir, cfg, &pb)?;
+    let train = tokenize_split(&enc, &train_in, Split::Train, out_dir, cfg, &pb)?;
+    let val = tokenize_split(&enc, &val_in, Split::Val, out_dir, cfg, &pb)?;
     pb.finish_and_clear();
 
     let mut columns = vec!["input_ids", "segment_ids"];
@@ -266,8 +283,14 @@ fn shard_num_rows(path: &Path) -> Result<u64> {
     Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
+/// The tokenizer and, for tree positions, its tokens' bytes.
+struct Encoder<'a> {
+    tok: &'a Tokenizer,
+    bytes: &'a [Box<[u8]>],
+}
+
 fn tokenize_split(
-    tok: &Tokenizer,
+    enc: &Encoder,
     inputs: &[PathBuf],
     split: Split,
     out_dir: &Path,
@@ -283,7 +306,7 @@ fn tokenize_split(
             let docs: Vec<DocTokens> = batch
                 .par_iter()
                 .map(|r| {
-                    encode_doc(tok, r, cfg)
+                    encode_doc(enc, r, cfg)
                         .map_err(|e| DataError::invalid(path, format!("{}: {e}", r.path)))
                 })
                 .collect::<Result<_>>()?;
@@ -352,7 +375,7 @@ fn char_boundary(text: &str, k: usize) -> usize {
     text.char_indices().nth(k).map_or(text.len(), |(i, _)| i)
 }
 
-fn encode_doc(tok: &Tokenizer, rec: &Record, cfg: &TokenizeConfig) -> Result<DocTokens> {
+fn encode_doc(enc: &Encoder, rec: &Record, cfg: &TokenizeConfig) -> Result<DocTokens> {
     use tokenizer::{EOT_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID};
     let text = rec.content.as_str();
     // The document's own RNG, from `seed` and its content hash: its FIM decisions do not depend
@@ -368,15 +391,13 @@ fn encode_doc(tok: &Tokenizer, rec: &Record, cfg: &TokenizeConfig) -> Result<Doc
     } else {
         DocKind::Plain
     };
-    // Parse only when the facts are wanted; `parse` reuses this thread's parser.
-    let tree = if cfg.ast {
-        parse(rec.lang, &rec.path, text.as_bytes())
-    } else {
-        None
-    };
+    // Positions only in document order: a FIM document's text is rearranged.
+    let pos = (cfg.ast && kind == DocKind::Plain)
+        .then(|| PrefixPositions::new(rec.lang, &rec.path, cfg.ast_max_path));
     let mut b = DocBuilder {
-        tok,
-        loc: tree.as_ref().map(|t| AstLocator::new(t, cfg.ast_max_path)),
+        tok: enc.tok,
+        bytes: enc.bytes,
+        pos,
         max_path: cfg.ast.then_some(cfg.ast_max_path),
         out: DocTokens {
             kind,
@@ -384,7 +405,7 @@ fn encode_doc(tok: &Tokenizer, rec: &Record, cfg: &TokenizeConfig) -> Result<Doc
         },
     };
     if kind == DocKind::Plain {
-        b.text(text, 0)?;
+        b.text(text)?;
     } else {
         // Two uniform cut points over char positions 0..=n_chars (Bavarian et al. 2022).
         let n_chars = text.chars().count();
@@ -398,19 +419,19 @@ fn encode_doc(tok: &Tokenizer, rec: &Record, cfg: &TokenizeConfig) -> Result<Doc
         // offsets back into the original file for the AST facts.
         if kind == DocKind::Psm {
             b.special(FIM_PREFIX_ID);
-            b.text(prefix, 0)?;
+            b.text(prefix)?;
             b.special(FIM_SUFFIX_ID);
-            b.text(suffix, z)?;
+            b.text(suffix)?;
             b.special(FIM_MIDDLE_ID);
-            b.text(middle, a)?;
+            b.text(middle)?;
         } else {
             // SPM as in the paper: `<PRE> <SUF> suffix <MID> prefix middle`.
             b.special(FIM_PREFIX_ID);
             b.special(FIM_SUFFIX_ID);
-            b.text(suffix, z)?;
+            b.text(suffix)?;
             b.special(FIM_MIDDLE_ID);
-            b.text(prefix, 0)?;
-            b.text(middle, a)?;
+            b.text(prefix)?;
+            b.text(middle)?;
         }
     }
     b.special(EOT_ID);
@@ -419,7 +440,8 @@ fn encode_doc(tok: &Tokenizer, rec: &Record, cfg: &TokenizeConfig) -> Result<Doc
 
 struct DocBuilder<'a> {
     tok: &'a Tokenizer,
-    loc: Option<AstLocator<'a>>,
+    bytes: &'a [Box<[u8]>],
+    pos: Option<PrefixPositions>,
     /// `Some` with `--ast`.
     max_path: Option<usize>,
     out: DocTokens,
@@ -434,14 +456,14 @@ impl DocBuilder<'_> {
         }
     }
 
-    /// Append `part`, which starts at byte `base` of the original file.
-    fn text(&mut self, part: &str, base: usize) -> Result<()> {
+    /// Append `part` (of the original file).
+    fn text(&mut self, part: &str) -> Result<()> {
         let enc = encode_text(self.tok, part)?;
         if let Some(m) = self.max_path {
-            for &(start, _) in &enc.offsets {
-                let (depth, path) = match &mut self.loc {
-                    Some(loc) => {
-                        let f = loc.at(base + start);
+            for &id in &enc.ids {
+                let (depth, path) = match &mut self.pos {
+                    Some(pos) => {
+                        let f = pos.push(self.bytes.get(id as usize).map_or(&[], |b| b));
                         (f.depth, f.path)
                     }
                     None => (0, Vec::new()),

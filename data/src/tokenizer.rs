@@ -253,6 +253,44 @@ pub fn token_byte_lengths(tok: &Tokenizer) -> Vec<u32> {
     lens
 }
 
+/// GPT-2's printable stand-in for each byte, as byte-level BPE vocabularies spell tokens.
+pub fn byte_level_char(b: u8) -> char {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(b) {
+        return char::from(b);
+    }
+    // The others are numbered from U+0100 in byte order.
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).expect("U+0100..U+0143 are chars")
+}
+
+/// The text bytes of every token id below `vocab`, exactly as the byte-level decoder writes
+/// them (empty for an id the tokenizer does not have); `None` for a tokenizer whose decoder is not
+/// byte-level, whose token strings are not bytes.
+pub fn token_bytes(tok: &Tokenizer, vocab: usize) -> Option<Vec<Box<[u8]>>> {
+    use tokenizers::decoders::DecoderWrapper;
+    if !matches!(tok.get_decoder(), Some(DecoderWrapper::ByteLevel(_))) {
+        return None;
+    }
+    let to_byte: std::collections::HashMap<char, u8> =
+        (0..=255u8).map(|b| (byte_level_char(b), b)).collect();
+    let bytes = (0..vocab as u32)
+        .map(|id| {
+            let Some(s) = tok.id_to_token(id) else {
+                return Box::default();
+            };
+            // The decoder's rule: a token spelled in the byte alphabet is those bytes, any
+            // other (an added token) is its own UTF-8.
+            s.chars()
+                .map(|c| to_byte.get(&c).copied())
+                .collect::<Option<Vec<u8>>>()
+                .unwrap_or_else(|| s.as_bytes().to_vec())
+                .into_boxed_slice()
+        })
+        .collect();
+    Some(bytes)
+}
+
 /// Load a `tokenizer.json`, checking the special tokens, ready for [`encode_text`].
 pub fn load(path: &Path) -> Result<Tokenizer> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;

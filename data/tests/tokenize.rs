@@ -461,7 +461,6 @@ fn ast_fixture(content: &str, path: &str) -> Fixture {
 fn ast_facts_match_a_direct_parse() {
     let fx = ast_fixture(PY, "m.py");
     let tok = fx.tokenizer();
-    let tree = parse(Lang::Python, "m.py", PY.as_bytes()).unwrap();
     let enc = encode_text(&tok, PY).unwrap();
     for max_path in [8, 2] {
         let cfg = TokenizeConfig {
@@ -479,7 +478,9 @@ fn ast_facts_match_a_direct_parse() {
         assert_eq!(path.len(), s.input_ids.len() * max_path);
         let n = enc.ids.len();
         assert_eq!(&s.input_ids[..n], &enc.ids[..]);
-        for (i, &(start, _)) in enc.offsets.iter().enumerate() {
+        // Each token's fact is of its first byte in a fresh parse of the file up to its end.
+        for (i, &(start, end)) in enc.offsets.iter().enumerate() {
+            let tree = parse(Lang::Python, "m.py", &PY.as_bytes()[..end]).unwrap();
             let (d, p) = expected_fact(&tree, start, max_path);
             assert_eq!(depth[i], d, "token {i} at byte {start}");
             assert_eq!(&path[i * max_path..(i + 1) * max_path], &p[..], "token {i}");
@@ -511,13 +512,12 @@ fn ast_facts_match_a_direct_parse() {
     }
 }
 
+/// A fill-in-the-middle document's text is out of order, so no prefix of it is a prefix of the
+/// file: its tokens carry no tree position (depth 0, empty path), specials included.
 #[test]
-fn ast_facts_follow_fim_parts_back_to_the_file() {
+fn fim_documents_carry_no_tree_positions() {
     let fx = ast_fixture(PY, "m.py");
-    let tok = fx.tokenizer();
-    let tree = parse(Lang::Python, "m.py", PY.as_bytes()).unwrap();
-    // Many seeds: several cut positions, both orders.
-    for seed in 0..12u64 {
+    for seed in 0..4u64 {
         let cfg = TokenizeConfig {
             seq_len: 256,
             fim_rate: 1.0,
@@ -529,80 +529,9 @@ fn ast_facts_follow_fim_parts_back_to_the_file() {
         let out = fx.run(&format!("fim{seed}"), &cfg);
         let s = read_split(&out, Split::Train);
         let (depth, path) = (s.ast_depth.unwrap(), s.ast_path.unwrap());
-        let n = s.input_ids.iter().position(|&i| i == EOT_ID).unwrap();
-        let ids = &s.input_ids[..n];
-        let pos = |id| ids.iter().position(|&x| x == id).unwrap();
-        let (suf, mid) = (pos(FIM_SUFFIX_ID), pos(FIM_MIDDLE_ID));
-        // Expected facts of `part` tokens, the part starting at `base` in the file.
-        let facts = |part_ids: &[u32], base: usize| -> Vec<(u16, Vec<u16>)> {
-            let text = decode(&tok, part_ids).unwrap();
-            let enc = encode_text(&tok, &text).unwrap();
-            assert_eq!(enc.ids, part_ids);
-            enc.offsets
-                .iter()
-                .map(|o| expected_fact(&tree, base + o.0, 8))
-                .collect()
-        };
-        let got = |range: std::ops::Range<usize>| -> Vec<(u16, Vec<u16>)> {
-            range
-                .map(|i| (depth[i], path[i * 8..(i + 1) * 8].to_vec()))
-                .collect()
-        };
-        let spec = (0u16, vec![NO_LEVEL; 8]);
-        for i in [0, suf, mid, n] {
-            assert_eq!(got(i..i + 1)[0], spec, "special token at {i}");
-        }
-        if cfg.fim_spm_rate == 0.0 {
-            let prefix_len = decode(&tok, &ids[1..suf]).unwrap().len();
-            let suffix_len = decode(&tok, &ids[suf + 1..mid]).unwrap().len();
-            let base_suffix = PY.len() - suffix_len;
-            assert_eq!(got(1..suf), facts(&ids[1..suf], 0), "seed {seed} prefix");
-            assert_eq!(
-                got(suf + 1..mid),
-                facts(&ids[suf + 1..mid], base_suffix),
-                "seed {seed} suffix"
-            );
-            assert_eq!(
-                got(mid + 1..n),
-                facts(&ids[mid + 1..], prefix_len),
-                "seed {seed} middle"
-            );
-        } else {
-            assert_eq!(suf, 1);
-            let suffix_len = decode(&tok, &ids[2..mid]).unwrap().len();
-            let base_suffix = PY.len() - suffix_len;
-            assert_eq!(
-                got(2..mid),
-                facts(&ids[2..mid], base_suffix),
-                "seed {seed} suffix"
-            );
-            // prefix then middle, each encoded on its own: some split of the tail must match.
-            let tail = mid + 1..n;
-            let ok = (tail.start..=tail.end).any(|k| {
-                let (p, m) = (&ids[tail.start..k], &ids[k..tail.end]);
-                let (Ok(pt), Ok(mt)) = (decode(&tok, p), decode(&tok, m)) else {
-                    return false;
-                };
-                let (Ok(pe), Ok(me)) = (encode_text(&tok, &pt), encode_text(&tok, &mt)) else {
-                    return false;
-                };
-                if pe.ids != p || me.ids != m {
-                    return false;
-                }
-                let mut want: Vec<_> = pe
-                    .offsets
-                    .iter()
-                    .map(|o| expected_fact(&tree, o.0, 8))
-                    .collect();
-                want.extend(
-                    me.offsets
-                        .iter()
-                        .map(|o| expected_fact(&tree, pt.len() + o.0, 8)),
-                );
-                got(tail.clone()) == want
-            });
-            assert!(ok, "seed {seed}: SPM prefix/middle facts match no split");
-        }
+        assert!(s.input_ids.contains(&FIM_MIDDLE_ID));
+        assert!(depth.iter().all(|&d| d == 0), "seed {seed}");
+        assert!(path.iter().all(|&v| v == NO_LEVEL), "seed {seed}");
     }
 }
 
@@ -618,7 +547,8 @@ fn other_languages_get_facts_too() {
     let out = fx.run("rs", &cfg);
     let s = read_split(&out, Split::Train);
     let depth = s.ast_depth.unwrap();
-    assert!(depth.iter().any(|&d| d > 3), "{depth:?}");
+    // Prefix parses inside a still-open `{` recover into shallow ERROR nodes: 3 levels here.
+    assert!(depth.iter().any(|&d| d >= 3), "{depth:?}");
 }
 
 #[test]

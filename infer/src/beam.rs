@@ -65,6 +65,7 @@ impl Generator {
         prompt: &[u32],
         p: &BeamParams,
     ) -> Result<Vec<Hypothesis>, InferError> {
+        self.check_decodable()?;
         if p.beams == 0 {
             return Err(InferError::Param("`beams`: must be at least 1".into()));
         }

@@ -42,6 +42,18 @@ impl Default for GenerateParams {
     }
 }
 
+/// Refuses models the decoder cannot run (see [`Generator::check_decodable`]).
+pub fn check_decodable(config: &anvil_models::LlamaConfig) -> Result<(), InferError> {
+    match config.tree {
+        Some(_) => Err(InferError::Param(
+            "tree models (`arch = \"tree\"`) cannot generate yet: decoding with tree \
+             positions is not implemented (train, resume, validate and `eval perplexity` work)"
+                .into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 impl GenerateParams {
     pub fn validate(&self) -> Result<(), InferError> {
         let bad = |key: &str, msg: String| Err(InferError::Param(format!("`{key}`: {msg}")));
@@ -257,6 +269,12 @@ impl Generator {
         }
     }
 
+    /// Refuses models this decoder cannot run: a tree model needs each new token's tree position
+    /// at decode time, which is not implemented yet.
+    pub fn check_decodable(&self) -> Result<(), InferError> {
+        check_decodable(&self.model.config)
+    }
+
     /// Runs `ids` (`batch` rows of equal length) through the model after what `caches` hold and
     /// returns the last position's logits of each row, on the host.
     pub fn forward_last(
@@ -371,6 +389,7 @@ impl Generator {
         cancelled: impl Fn(usize) -> bool,
         mut on_event: impl FnMut(usize, Event<'_>),
     ) -> Result<(Vec<Vec<Completion>>, Timing), InferError> {
+        self.check_decodable()?;
         for r in reqs {
             r.params.validate()?;
         }

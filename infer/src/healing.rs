@@ -8,9 +8,8 @@
 //! Everything works on bytes, because byte-level BPE tokens can hold part of a UTF-8 character.
 
 use crate::generate::Generator;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use tokenizers::Tokenizer;
-use tokenizers::decoders::DecoderWrapper;
 
 /// Most prompt tokens backed off: the last one always, earlier ones only while a vocabulary
 /// token could have spanned the boundary (see [`Generator::heal`]).
@@ -19,16 +18,7 @@ const MAX_BACKOFF_TOKENS: usize = 3;
 /// removed byte is one the model has to re-derive under a constraint.
 const MAX_BACKOFF_BYTES: usize = 32;
 
-/// GPT-2's printable stand-in for each byte, as byte-level BPE vocabularies spell tokens.
-pub fn byte_level_char(b: u8) -> char {
-    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-    if printable(b) {
-        return char::from(b);
-    }
-    // The others are numbered from U+0100 in byte order.
-    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
-    char::from_u32(256 + n).expect("U+0100..U+0143 are chars")
-}
+pub use anvil_data::tokenizer::byte_level_char;
 
 /// The text bytes of every token id, exactly as the byte-level decoder writes them.
 pub struct TokenBytes {
@@ -41,29 +31,12 @@ pub struct TokenBytes {
 impl TokenBytes {
     /// `None` for a tokenizer whose decoder is not byte-level: its token strings are not bytes.
     pub fn new(tok: &Tokenizer, vocab: usize, eos: &[u32]) -> Option<Self> {
-        if !matches!(tok.get_decoder(), Some(DecoderWrapper::ByteLevel(_))) {
-            return None;
-        }
-        let to_byte: HashMap<char, u8> = (0..=255u8).map(|b| (byte_level_char(b), b)).collect();
+        let bytes = anvil_data::tokenizer::token_bytes(tok, vocab)?;
         let special: HashSet<u32> = tok
             .get_added_tokens_decoder()
             .iter()
             .filter(|(_, t)| t.special)
             .map(|(&id, _)| id)
-            .collect();
-        let bytes: Vec<Box<[u8]>> = (0..vocab as u32)
-            .map(|id| {
-                let Some(s) = tok.id_to_token(id) else {
-                    return Box::default();
-                };
-                // The decoder's rule: a token spelled in the byte alphabet is those bytes, any
-                // other (an added token) is its own UTF-8.
-                s.chars()
-                    .map(|c| to_byte.get(&c).copied())
-                    .collect::<Option<Vec<u8>>>()
-                    .unwrap_or_else(|| s.as_bytes().to_vec())
-                    .into_boxed_slice()
-            })
             .collect();
         let plain = (0..vocab as u32)
             .map(|id| {

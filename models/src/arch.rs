@@ -18,14 +18,18 @@ pub enum Arch {
     /// The Llama-style decoder, dense or mixture-of-experts ([`crate::Llama`]).
     #[default]
     Llama,
+    /// The Llama decoder that also reads each token's place in the syntax tree
+    /// ([`crate::tree`]; its config has a `tree` section).
+    Tree,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 1] = [Arch::Llama];
+    pub const ALL: [Arch; 2] = [Arch::Llama, Arch::Tree];
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
+            Arch::Tree => "tree",
         }
     }
 }
@@ -91,7 +95,7 @@ mod tests {
         );
         let e = untag(serde_json::json!({"arch": "rwkv"})).unwrap_err();
         assert!(
-            e.contains("unknown architecture `rwkv` (known: llama)"),
+            e.contains("unknown architecture `rwkv` (known: llama, tree)"),
             "{e}"
         );
         assert!(untag(serde_json::json!({"arch": 3})).is_err());

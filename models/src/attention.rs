@@ -201,14 +201,16 @@ impl SelfAttention {
     }
 
     /// `x`: `[batch, seq, d_model]`; `cos`/`sin`: the rotary angles of these positions; `mask`:
-    /// `[batch, 1, seq, keys]` where `keys` counts the cached positions plus these. With a cache,
-    /// the new keys and values are appended to it.
+    /// `[batch, 1, seq, keys]` where `keys` counts the cached positions plus these; `bias`
+    /// (`[batch, heads, seq, keys]`, a tree model's) is added to the logits. With a cache, the
+    /// new keys and values are appended to it.
     pub fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<2>,
         sin: &Tensor<2>,
         mask: Tensor<4, Bool>,
+        bias: Option<Tensor<4>>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -233,7 +235,8 @@ impl SelfAttention {
             cache.key = Some(k.clone());
             cache.value = Some(v.clone());
         }
-        if fused::enabled(&q.device()) {
+        // The fused kernel takes no additive bias: biased layers run Burn's attention.
+        if bias.is_none() && fused::enabled(&q.device()) {
             let out = fused::attention(q, k, v, mask).swap_dims(1, 2);
             return self.o_proj.forward(out.reshape([b, t, h * hd]));
         }
@@ -250,7 +253,7 @@ impl SelfAttention {
             v = expand(v);
         }
         let mask = mask.expand([b, h, t, n_key]);
-        let out = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        let out = attention(q, k, v, Some(mask), bias, AttentionModuleOptions::default());
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }

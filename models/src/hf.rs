@@ -101,6 +101,11 @@ pub(crate) fn is_mixtral(c: &LlamaConfig) -> bool {
 
 /// HF `config.json` for `c`.
 pub fn hf_config(c: &LlamaConfig) -> Result<Value, HfError> {
+    if c.tree.is_some() {
+        return Err(HfError::Unsupported(
+            "transformers has no tree transformer (`arch = \"tree\"`)".into(),
+        ));
+    }
     let patterns = c.patterns().map_err(|(_, m)| HfError::Unsupported(m))?;
     if let Some(p) = patterns
         .iter()
@@ -288,6 +293,7 @@ pub fn read_config(path: &Path) -> Result<LlamaConfig, HfError> {
             .and_then(Value::as_f64)
             .unwrap_or(0.02),
         attention: vec!["causal".into()],
+        tree: None,
         moe: None,
     };
     if let Some(s) = scaling_v {

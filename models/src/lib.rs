@@ -22,6 +22,7 @@ pub mod peft;
 pub mod quant;
 pub mod store;
 pub mod store_quant;
+pub mod tree;
 
 pub use arch::Arch;
 pub use attention::{AttentionPattern, KvCache};
@@ -29,6 +30,7 @@ pub use llama::{Llama, LlamaConfig};
 pub use lora::{LoraConfig, LoraLinear};
 pub use loss::{LmOutput, TokenBatch, TokenLogprobs};
 pub use moe::MoeConfig;
+pub use tree::{TreeConfig, TreePositions};
 
 /// What trainers need from an architecture: its tag, build from config, the loss on a batch of
 /// packed rows, and per-sequence and per-token log-probabilities (DPO and GRPO). Saving and
@@ -39,6 +41,10 @@ pub trait CausalLm: burn::module::Module + Sized {
 
     fn init(config: &Self::Config, device: &burn::tensor::Device) -> Self;
     fn config(&self) -> &Self::Config;
+    /// The tag `model.json` gets (an implementation may serve several, by its config).
+    fn arch(&self) -> Arch {
+        Self::ARCH
+    }
     /// The summed negative log-likelihood of the batch's targets (and auxiliary losses).
     fn loss(&self, batch: &TokenBatch) -> LmOutput;
     /// Per row, the summed log-probability of its targets, shape `[batch]`, differentiable.
@@ -58,6 +64,12 @@ impl CausalLm for Llama {
     }
     fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+    fn arch(&self) -> Arch {
+        match self.config.tree {
+            Some(_) => Arch::Tree,
+            None => Arch::Llama,
+        }
     }
     fn loss(&self, batch: &TokenBatch) -> LmOutput {
         Llama::loss(self, batch)

@@ -7,6 +7,7 @@ use crate::attention::{AttentionPattern, KvCache, SelfAttention, attention_mask}
 use crate::blocks::{RmsNorm, Rope, RopeScaling, SwiGlu, linear};
 use crate::loss::{LmOutput, TokenBatch, TokenLogprobs, causal_lm_loss};
 use crate::moe::{MoeConfig, MoeLayer, MoeStats};
+use crate::tree::{TreeConfig, TreeModule, TreePositions};
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -46,6 +47,10 @@ pub struct LlamaConfig {
     pub attention: Vec<String>,
     /// Replace the feed-forward with a mixture of experts.
     pub moe: Option<MoeConfig>,
+    /// The tree transformer's additions (`arch = "tree"`; `tree.rs`): tree positional
+    /// encodings and a tree attention bias, from the shards' AST positions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeConfig>,
 }
 
 impl Default for LlamaConfig {
@@ -65,6 +70,7 @@ impl Default for LlamaConfig {
             init_std: 0.02,
             attention: vec!["causal".into()],
             moe: None,
+            tree: None,
         }
     }
 }
@@ -116,10 +122,14 @@ impl LlamaConfig {
         };
         let layer = attention.saturating_add(ffn).saturating_add(2 * d);
         let head = if self.tie_embeddings { 0 } else { mul(&[v, d]) };
+        let tree = self.tree.as_ref().map_or(0, |t| {
+            t.parameter_count(self.n_layers, self.n_heads, self.d_model)
+        });
         mul(&[v, d])
             .saturating_add(mul(&[self.n_layers as u128, layer]))
             .saturating_add(d)
             .saturating_add(head)
+            .saturating_add(tree)
     }
 
     /// The pattern of every layer, in order.
@@ -242,6 +252,10 @@ impl LlamaConfig {
         if let Some(moe) = &self.moe {
             moe.validate().map_err(|(k, m)| (format!("moe.{k}"), m))?;
         }
+        if let Some(tree) = &self.tree {
+            tree.validate(self.n_layers)
+                .map_err(|(k, m)| (format!("tree.{k}"), m))?;
+        }
         Ok(())
     }
 
@@ -269,6 +283,16 @@ impl LlamaConfig {
             },
             lm_head: (!self.tie_embeddings)
                 .then(|| linear(self.d_model, self.vocab_size, self.init_std, device)),
+            tree: self.tree.as_ref().map(|t| {
+                TreeModule::new(
+                    t,
+                    self.n_layers,
+                    self.n_heads,
+                    self.d_model,
+                    self.init_std,
+                    device,
+                )
+            }),
             rope: RopeTable(Rope::new(
                 self.head_dim(),
                 self.rope_theta,
@@ -314,12 +338,14 @@ impl DecoderLayer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<2>,
         sin: &Tensor<2>,
         mask: Tensor<4, Bool>,
+        bias: Option<Tensor<4>>,
         cache: Option<&mut KvCache>,
         stats: &mut Vec<MoeStats>,
     ) -> Tensor<3> {
@@ -328,6 +354,7 @@ impl DecoderLayer {
             cos,
             sin,
             mask,
+            bias,
             cache,
         );
         let x = x + h;
@@ -363,6 +390,8 @@ pub struct Llama {
     pub model: LlamaModel,
     /// `None` when the embedding is tied.
     pub lm_head: Option<Linear>,
+    /// The tree transformer's parameters (`arch = "tree"`).
+    pub tree: Option<TreeModule>,
     #[module(skip)]
     pub rope: RopeTable,
     #[module(skip)]
@@ -383,6 +412,21 @@ impl Llama {
         batch: usize,
         start: usize,
         segments: Option<&[u16]>,
+        caches: Option<&mut [KvCache]>,
+        stats: &mut Vec<MoeStats>,
+    ) -> Tensor<3> {
+        self.hidden_in_tree(ids, batch, start, segments, None, caches, stats)
+    }
+
+    /// [`Self::hidden`] with the tokens' tree positions (a tree model's input besides the ids).
+    #[allow(clippy::too_many_arguments)]
+    pub fn hidden_in_tree(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        start: usize,
+        segments: Option<&[u16]>,
+        tree: Option<&TreePositions>,
         mut caches: Option<&mut [KvCache]>,
         stats: &mut Vec<MoeStats>,
     ) -> Tensor<3> {
@@ -392,6 +436,34 @@ impl Llama {
         let tokens: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [batch, seq]), &device);
         let mut x = self.model.embed_tokens.forward(tokens);
+        // Tokens without positions (none given) sit nowhere in the tree: no encoding, the
+        // bias's "no position" bucket.
+        let unplaced;
+        let tree_in = match (&self.tree, tree) {
+            (Some(m), Some(t)) => Some((m, t)),
+            (Some(m), None) => {
+                unplaced = TreePositions {
+                    max_path: 1,
+                    depth: vec![0; batch * seq],
+                    path: vec![crate::tree::NO_LEVEL; batch * seq],
+                };
+                Some((m, &unplaced))
+            }
+            _ => None,
+        };
+        assert!(
+            tree_in.is_none() || start == 0,
+            "tree models decode without a KV cache for now"
+        );
+        if let Some(enc) = tree_in.and_then(|(m, t)| m.encode(t, batch, seq)) {
+            x = x + enc;
+        }
+        let buckets = tree_in.filter(|(m, _)| !m.bias.is_empty()).map(|(m, t)| {
+            let ids = m.buckets(t, batch, seq);
+            let n = ids.len();
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device)
+        });
+        let mut biased = 0;
         let (cos, sin) = self.rope.0.cos_sin(start, seq, &device);
         // One mask per distinct pattern, shared by the layers that use it.
         let mut masks: Vec<(AttentionPattern, Tensor<4, Bool>)> = Vec::new();
@@ -406,7 +478,14 @@ impl Llama {
                 }
             };
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
-            x = layer.forward(x, &cos, &sin, mask, cache, stats);
+            let bias = match (&self.tree, &buckets) {
+                (Some(m), Some(ids)) if m.config.biased(i) => {
+                    biased += 1;
+                    Some(m.layer_bias(biased - 1, ids, batch, seq))
+                }
+                _ => None,
+            };
+            x = layer.forward(x, &cos, &sin, mask, bias, cache, stats);
         }
         self.model.norm.forward(x)
     }
@@ -444,11 +523,12 @@ impl Llama {
 
     /// [`Self::hidden`] of a training batch: its rows from position 0, documents kept apart.
     fn batch_hidden(&self, batch: &TokenBatch, stats: &mut Vec<MoeStats>) -> Tensor<3> {
-        self.hidden(
+        self.hidden_in_tree(
             &batch.input_ids,
             batch.batch,
             0,
             batch.segment_ids.as_deref(),
+            batch.tree.as_ref(),
             None,
             stats,
         )

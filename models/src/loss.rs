@@ -15,6 +15,8 @@ pub struct TokenBatch {
     pub loss_mask: Option<Vec<bool>>,
     pub batch: usize,
     pub seq_len: usize,
+    /// Per token, its place in the syntax tree (shards tokenized with `ast`), for tree models.
+    pub tree: Option<crate::tree::TreePositions>,
 }
 
 impl TokenBatch {

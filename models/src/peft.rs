@@ -272,7 +272,7 @@ pub fn save_adapter_of(
     let record = json!({
         "base_model_name_or_path": base,
         "fingerprint": fingerprint,
-        "model": crate::arch::tagged(<Llama as crate::CausalLm>::ARCH, &model.config),
+        "model": crate::arch::tagged(crate::CausalLm::arch(model), &model.config),
     });
     let text = serde_json::to_string_pretty(&record).expect("json") + "\n";
     write_atomic(&dir.join(BASE_FILE), text.as_bytes())?;

@@ -56,7 +56,7 @@ fn invalid(path: &Path, msg: impl std::fmt::Display) -> StoreError {
 /// Writes `dir/model.json`: the model's config, tagged with its architecture.
 pub fn write_config<M: CausalLm>(model: &M, dir: &Path) -> Result<(), StoreError> {
     let cfg = dir.join(CONFIG_FILE);
-    let tagged = crate::arch::tagged(M::ARCH, model.config());
+    let tagged = crate::arch::tagged(model.arch(), model.config());
     let json = serde_json::to_vec_pretty(&tagged).expect("config serializes");
     std::fs::write(&cfg, json).map_err(|err| StoreError::Io { path: cfg, err })
 }
@@ -81,10 +81,14 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig, StoreError> {
     })?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&p, e))?;
     let (arch, fields) = crate::arch::untag(v).map_err(|e| invalid(&p, e))?;
-    match arch {
-        Arch::Llama => {}
+    let mut c: LlamaConfig = serde_json::from_value(fields).map_err(|e| invalid(&p, e))?;
+    match (arch, &c.tree) {
+        (Arch::Llama, Some(_)) => {
+            return Err(invalid(&p, "`tree`: a `llama` model has no tree section"));
+        }
+        (Arch::Tree, None) => c.tree = Some(Default::default()),
+        _ => {}
     }
-    let c: LlamaConfig = serde_json::from_value(fields).map_err(|e| invalid(&p, e))?;
     c.validate()
         .map_err(|(k, m)| invalid(&p, format!("`{k}`: {m}")))?;
     if c.vocab_size == 0 {

@@ -202,6 +202,7 @@ fn moe_model_trains_with_aux_losses() {
         loss_mask: None,
         batch: 2,
         seq_len: 16,
+        tree: None,
     };
     let out = model.loss(&batch);
     assert_eq!(out.n_targets, 2 * 15);

@@ -60,6 +60,7 @@ fn fused_and_composed_models_agree() {
         loss_mask: None,
         batch,
         seq_len: seq,
+        tree: None,
     };
     let base = LlamaConfig {
         vocab_size: vocab,

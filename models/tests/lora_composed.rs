@@ -71,6 +71,7 @@ fn loss_and_adapter_grads(
         loss_mask: None,
         batch,
         seq_len: seq,
+        tree: None,
     };
     let out = model.loss(&batch);
     let mut loss = out.nll_sum / out.n_targets as f64;

@@ -34,6 +34,7 @@ fn masked_batch(vocab: usize) -> TokenBatch {
         loss_mask: Some((0..ROWS * SEQ).map(|i| i % SEQ >= 2 + i / SEQ).collect()),
         batch: ROWS,
         seq_len: SEQ,
+        tree: None,
     }
 }
 

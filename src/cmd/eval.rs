@@ -409,6 +409,7 @@ fn generate(
     use anvil_infer::{GenerateParams, Generator, SamplingParams};
     let generator =
         Generator::load_adapted(ckpt, a.adapter.as_deref(), None).context("--checkpoint")?;
+    generator.check_decodable().context("--checkpoint")?;
     let params = GenerateParams {
         max_new_tokens: a.max_tokens,
         n: a.n_samples,
@@ -483,7 +484,11 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     let (model, ckpt) = (weights.model, weights.checkpoint);
     let adapter = weights.adapter.map(|ad| ad.dir);
     let tokenizer = anvil_data::tokenizer::load(&tok_path)?;
-    let rows = anvil_train::loader::TokenRows::load(&a.tokens, split, model.config.vocab_size)?;
+    let load = match model.config.tree {
+        Some(_) => anvil_train::loader::TokenRows::load_with_tree,
+        None => anvil_train::loader::TokenRows::load,
+    };
+    let rows = load(&a.tokens, split, model.config.vocab_size)?;
     if rows.is_empty() {
         bail!("{}: no {} rows", a.tokens.display(), a.split);
     }

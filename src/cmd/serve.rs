@@ -83,6 +83,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         a.tokenizer.as_deref(),
         &Default::default(),
     )?;
+    // A model the decoder cannot run is refused before the server answers anything.
+    anvil_infer::generate::check_decodable(&loaded.model.config)?;
     let adapter = loaded
         .adapter
         .as_ref()

@@ -5,7 +5,7 @@
 use anvil_data::DataError;
 use anvil_data::shard::Split;
 use anvil_data::tokenize::{MANIFEST, list_token_shards, read_manifest, read_token_shard};
-use anvil_models::TokenBatch;
+use anvil_models::{TokenBatch, TreePositions};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -20,9 +20,46 @@ pub struct TokenRows {
     /// Per token, whether it is a training target; `None` (every token) unless the shards carry
     /// a `loss_mask` column, as supervised fine-tuning data does.
     loss_mask: Option<Vec<bool>>,
+    /// Per token, its tree position (depth, `max_path` path entries), for tree models.
+    tree: Option<TreePositions>,
 }
 
 impl TokenRows {
+    /// [`TokenRows::load`] with the tokens' tree positions, which shards tokenized without
+    /// `ast` lack (refused naming the key).
+    pub fn load_with_tree(dir: &Path, split: Split, vocab_size: usize) -> anvil_data::Result<Self> {
+        let manifest = read_manifest(dir)?;
+        let Some(max_path) = manifest.ast_max_path else {
+            return Err(DataError::invalid(
+                dir.join(MANIFEST),
+                "a tree model reads per-token AST positions, and these shards have none: \
+                 tokenize with `data.tokenize.ast = true`",
+            ));
+        };
+        let mut rows = Self::load(dir, split, vocab_size)?;
+        let mut tree = TreePositions {
+            max_path,
+            ..TreePositions::default()
+        };
+        for shard in list_token_shards(dir, split)? {
+            let s = read_token_shard(&shard)?;
+            match (s.ast_depth, s.ast_path) {
+                (Some(d), Some(p)) if s.ast_max_path == max_path => {
+                    tree.depth.extend_from_slice(&d);
+                    tree.path.extend_from_slice(&p);
+                }
+                _ => {
+                    return Err(DataError::parquet(
+                        &shard,
+                        "no ast_depth/ast_path columns of the manifest's ast_max_path",
+                    ));
+                }
+            }
+        }
+        rows.tree = Some(tree);
+        Ok(rows)
+    }
+
     /// Every row of `split` in the tokenized folder `dir`, for a model with `vocab_size` tokens.
     /// Shards that disagree with `tokens.json` (other row lengths, ids past its vocabulary) or a
     /// vocabulary larger than the model's are refused here, naming the file, instead of
@@ -48,6 +85,7 @@ impl TokenRows {
                 .iter()
                 .any(|c| c == "loss_mask")
                 .then(Vec::new),
+            tree: None,
         };
         for shard in list_token_shards(dir, split)? {
             let s = read_token_shard(&shard)?;
@@ -124,12 +162,25 @@ impl TokenRows {
                 out.extend_from_slice(&all[r * t..(r + 1) * t]);
             }
         }
+        let tree = self.tree.as_ref().map(|all| {
+            let mut out = TreePositions {
+                max_path: all.max_path,
+                ..TreePositions::default()
+            };
+            for &r in idx {
+                let rows = all.rows(r * t..(r + 1) * t);
+                out.depth.extend_from_slice(&rows.depth);
+                out.path.extend_from_slice(&rows.path);
+            }
+            out
+        });
         TokenBatch {
             input_ids,
             segment_ids: Some(segment_ids),
             loss_mask,
             batch: idx.len(),
             seq_len: t,
+            tree,
         }
     }
 }

@@ -303,6 +303,7 @@ mod tests {
             loss_mask: None,
             batch: 2,
             seq_len: 20,
+            tree: None,
         };
         for _ in 0..3 {
             let mut grads = GradAccumulator::default();

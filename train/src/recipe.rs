@@ -72,6 +72,35 @@ impl<'de> Deserialize<'de> for ModelSection {
                 )));
             }
         };
+        // `arch = "tree"` is the tree transformer with its defaults unless `[model.tree]` says
+        // more; `[model.tree]` alone is one too.
+        match table.remove("arch") {
+            None => {}
+            Some(toml::Value::String(a)) => match a.as_str() {
+                "llama" if table.contains_key("tree") => {
+                    return Err(D::Error::custom(
+                        "`arch = \"llama\"` has no `tree` section (use `arch = \"tree\"`)",
+                    ));
+                }
+                "llama" => {}
+                "tree" => {
+                    table
+                        .entry("tree")
+                        .or_insert_with(|| toml::Value::Table(Default::default()));
+                }
+                other => {
+                    return Err(D::Error::custom(format!(
+                        "`arch`: unknown architecture `{other}` (known: llama, tree)"
+                    )));
+                }
+            },
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "`arch` must be a string, not {}",
+                    other.type_str()
+                )));
+            }
+        }
         let explicit = table.keys().cloned().collect();
         let config =
             LlamaConfig::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;

@@ -288,8 +288,13 @@ impl Trainer {
         let tokenizer = anvil_data::tokenizer::load(&data.tokenizer)?;
         let token_bytes = anvil_data::tokenizer::token_byte_lengths(&tokenizer);
         let vocab = recipe.model.vocab_size;
-        let train_rows = TokenRows::load(&data.tokens, Split::Train, vocab)?;
-        let val_rows = TokenRows::load(&data.tokens, Split::Val, vocab)?;
+        // A tree model also reads each token's tree position.
+        let load = match recipe.model.tree {
+            Some(_) => TokenRows::load_with_tree,
+            None => TokenRows::load,
+        };
+        let train_rows = load(&data.tokens, Split::Train, vocab)?;
+        let val_rows = load(&data.tokens, Split::Val, vocab)?;
         let global_batch = recipe.train.batch_size * world.size();
         if train_rows.len() < global_batch {
             let per_rank = match world.size() {

@@ -69,6 +69,7 @@ fn check(name: &str) {
             loss_mask: None,
             batch,
             seq_len: seq,
+            tree: None,
         };
         let out = model.loss(&batch);
         let loss = out.nll_sum / out.n_targets as f64;

@@ -76,6 +76,7 @@ pub fn batch() -> TokenBatch {
         loss_mask: None,
         batch: 2,
         seq_len: 6,
+        tree: None,
     }
 }
 

@@ -195,6 +195,7 @@ pub fn batch(rows: &[(&[u32], &[u32])], pad: u32) -> TokenBatch {
         loss_mask: Some(loss_mask),
         batch: rows.len(),
         seq_len: width,
+        tree: None,
     }
 }
 
