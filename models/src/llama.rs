@@ -283,16 +283,10 @@ impl LlamaConfig {
             },
             lm_head: (!self.tie_embeddings)
                 .then(|| linear(self.d_model, self.vocab_size, self.init_std, device)),
-            tree: self.tree.as_ref().map(|t| {
-                TreeModule::new(
-                    t,
-                    self.n_layers,
-                    self.n_heads,
-                    self.d_model,
-                    self.init_std,
-                    device,
-                )
-            }),
+            tree: self
+                .tree
+                .as_ref()
+                .map(|t| TreeModule::new(t, self.n_layers, self.n_heads, self.d_model, device)),
             rope: RopeTable(Rope::new(
                 self.head_dim(),
                 self.rope_theta,

@@ -181,16 +181,15 @@ impl TreeModule {
         n_layers: usize,
         n_heads: usize,
         d_model: usize,
-        std: f64,
         device: &Device,
     ) -> Self {
         let (proj, decay) = if c.positions {
+            // Zero, as the bias tables: the model starts as the dense one and learns how much
+            // of the tree to add. A random projection (std `init_std`) sums up to `max_depth`
+            // rows into every embedding, twice the token embedding's scale, and measured 0.11
+            // bits/byte worse after the quickstart's 200 steps (docs/BENCHMARKS.md).
             let rows = c.max_depth * c.max_width;
-            let proj = Tensor::random(
-                [rows, d_model],
-                burn::tensor::Distribution::Normal(0.0, std),
-                device,
-            );
+            let proj = Tensor::zeros([rows, d_model], device);
             let decay: Vec<f32> = (0..c.max_depth).map(|k| 0.9f32.powi(k as i32)).collect();
             let decay = Tensor::from_data(TensorData::new(decay, [c.max_depth]), device);
             (
@@ -348,7 +347,12 @@ mod tests {
         let device = Device::default();
         let c = cfg();
         let (heads, d) = (2, 5);
-        let mut m = TreeModule::new(&c, 2, heads, d, 0.5, &device);
+        let mut m = TreeModule::new(&c, 2, heads, d, &device);
+        m.proj = Some(Param::from_tensor(Tensor::random(
+            [c.max_depth * c.max_width, d],
+            burn::tensor::Distribution::Normal(0.0, 0.5),
+            &device,
+        )));
         // Distinct decays and a non-zero table, so every weight shows.
         m.decay = Some(Param::from_tensor(Tensor::from_data(
             TensorData::new(vec![1.0f32, 0.5, -0.25], [3]),

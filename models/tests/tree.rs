@@ -5,7 +5,8 @@
 
 use anvil_models::tree::{NO_LEVEL, TreeConfig, TreeModule, TreePositions};
 use anvil_models::{Llama, LlamaConfig, TokenBatch};
-use burn::tensor::Device;
+use burn::module::Param;
+use burn::tensor::{Device, Distribution, Tensor};
 
 fn config(tree: Option<TreeConfig>) -> LlamaConfig {
     LlamaConfig {
@@ -31,14 +32,20 @@ fn model(tree: Option<TreeConfig>) -> Llama {
 fn with_tree(dense: &Llama, tree: TreeConfig) -> Llama {
     let mut m = dense.clone();
     let c = &dense.config;
-    m.tree = Some(TreeModule::new(
-        &tree,
-        c.n_layers,
-        c.n_heads,
-        c.d_model,
-        c.init_std,
-        &dense.device(),
-    ));
+    let mut t = TreeModule::new(&tree, c.n_layers, c.n_heads, c.d_model, &dense.device());
+    // Random projection and tables (they start at zero), so every part shows in the loss.
+    let random = |shape: [usize; 2]| {
+        Param::from_tensor(
+            Tensor::random(shape, Distribution::Normal(0.0, 0.1), &dense.device()).require_grad(),
+        )
+    };
+    if let Some(p) = &t.proj {
+        t.proj = Some(random(p.val().dims()));
+    }
+    for table in t.bias.iter_mut() {
+        *table = random(table.val().dims());
+    }
+    m.tree = Some(t);
     m.config.tree = Some(tree);
     m
 }
@@ -84,13 +91,26 @@ fn with_both_mechanisms_off_it_is_the_dense_model() {
     let dense = model(None);
     let tree = with_tree(&dense, off);
     assert_eq!(loss(&dense).to_bits(), loss(&tree).to_bits());
-    // A zero bias on every layer: the same up to the attention path's rounding.
-    let zero_bias = TreeConfig {
-        positions: false,
-        ..TreeConfig::default()
-    };
-    let (a, b) = (loss(&dense), loss(&with_tree(&dense, zero_bias)));
+    // As initialized (zero projection, zero tables), a tree model is the dense one, up to the
+    // biased layers' attention path's rounding.
+    let mut fresh = dense.clone();
+    let c = &dense.config;
+    let tree = TreeConfig::default();
+    fresh.tree = Some(TreeModule::new(
+        &tree,
+        c.n_layers,
+        c.n_heads,
+        c.d_model,
+        &dense.device(),
+    ));
+    fresh.config.tree = Some(tree);
+    let (a, b) = (loss(&dense), loss(&fresh));
     assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} vs {b}");
+    // ... and starts learning the tree at once: the zero projection has a gradient.
+    let grads = fresh.loss(&batch()).nll_sum.backward();
+    let proj = fresh.tree.as_ref().unwrap().proj.as_ref().unwrap();
+    let g = proj.val().grad(&grads).expect("a gradient");
+    assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
 }
 
 #[test]

@@ -7,13 +7,16 @@
 # Prints final validation bits per byte (mean ± half the range over seeds), parameters and
 # training tokens/s, and the data step's time with tree positions. Results: docs/BENCHMARKS.md.
 #
-# Usage: scripts/bench/tree_vs_dense.sh [--seeds "0 1 2"] [--steps N] [--anvil PATH] [--threads N]
+# Usage: scripts/bench/tree_vs_dense.sh [--seeds "0 1 2"] [--variants "dense tree positions bias"]
+#                                      [--steps N] [--anvil PATH] [--threads N]
+# TREE_BENCH_DIR=DIR keeps the runs there (runs already in it are summarized too).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-seeds="0 1 2" steps=200 anvil="" threads="$(nproc)"
+seeds="0 1 2" variants="dense tree positions bias" steps=200 anvil="" threads="$(nproc)"
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) seeds="$2"; shift 2 ;;
+    --variants) variants="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --anvil) anvil="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
@@ -35,13 +38,14 @@ start=$(date +%s%N)
 echo "data (prepare, tokenizer, tokenize with tree positions; cached if built before): $(( ($(date +%s%N) - start) / 1000000 )) ms" >&2
 common=(train.max_steps="$steps" "output.dir=\"$work\"" checkpoint.every=0 checkpoint.keep_best=false --threads "$threads")
 for seed in $seeds; do
-  for variant in dense tree positions bias; do
+  for variant in $variants; do
     case "$variant" in
       dense) args=(recipes/quickstart.toml "${same_data[@]}") ;;
       tree) args=(recipes/tree-quickstart.toml) ;;
       positions) args=(recipes/tree-quickstart.toml "model.tree.bias=[false]") ;;
       bias) args=(recipes/tree-quickstart.toml model.tree.positions=false) ;;
     esac
+    [ -f "$work/$variant-$seed/summary.json" ] && continue
     echo "seed $seed: $variant" >&2
     "$anvil" --quiet train run "${args[@]}" "${common[@]}" train.seed="$seed" \
       output.name="$variant-$seed" > /dev/null
