@@ -78,7 +78,10 @@ fn a_tree_model_trains_resumes_and_is_evaluated() {
     );
     assert!(a == b, "weights differ after resume");
 
-    // The tree parts moved from their start: the model used them.
+    // The projection starts at zero and bias tables too: trained, they are not zero any more.
+    for (name, _, values) in a.iter().filter(|(n, _, _)| n.starts_with("tree.")) {
+        assert!(values.iter().any(|&v| v != 0.0), "{name} never moved");
+    }
     let m = metrics_by_key(&runs.join("straight"));
     assert_eq!(m["val/loss"].len(), 2);
 

@@ -4,7 +4,7 @@
 use crate::lang::Lang;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use tree_sitter::{Node, Parser, Tree};
+use tree_sitter::{Parser, Tree};
 
 /// What the corpus keeps about a file's parse.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -81,69 +81,6 @@ pub fn stats(tree: &Tree) -> ParseStats {
 pub struct AstFact {
     pub depth: u16,
     pub path: Vec<u16>,
-}
-
-/// Locates byte offsets in a parsed file. A tokenizer asks for every token's start, in increasing
-/// order, so the locator keeps a cursor at the last answer and moves from there: right along
-/// siblings, up only when leaving a node. Each node is then visited a bounded number of times per
-/// pass, where descending from the root for every token is quadratic in nesting depth. Queries in
-/// any order are still answered correctly (just without that saving).
-pub struct AstLocator<'t> {
-    cursor: tree_sitter::TreeCursor<'t>,
-    /// Child indices from the root to the cursor's node.
-    path: Vec<u16>,
-    max_path: usize,
-}
-
-impl<'t> AstLocator<'t> {
-    pub fn new(tree: &'t Tree, max_path: usize) -> Self {
-        AstLocator {
-            cursor: tree.walk(),
-            path: Vec::new(),
-            max_path,
-        }
-    }
-
-    pub fn at(&mut self, byte: usize) -> AstFact {
-        let contains = |n: Node| n.start_byte() <= byte && byte < n.end_byte();
-        // Climb until the cursor's node contains `byte`, trying later siblings first.
-        while !self.path.is_empty() && !contains(self.cursor.node()) {
-            let mut found = false;
-            if self.cursor.node().end_byte() <= byte {
-                while self.cursor.goto_next_sibling() {
-                    if let Some(last) = self.path.last_mut() {
-                        *last = last.saturating_add(1);
-                    }
-                    let n = self.cursor.node();
-                    if contains(n) {
-                        found = true;
-                        break;
-                    }
-                    if n.start_byte() > byte {
-                        break;
-                    }
-                }
-            }
-            if found {
-                break;
-            }
-            self.cursor.goto_parent();
-            self.path.pop();
-        }
-        // Descend to the deepest node containing `byte`.
-        while let Some(idx) = self.cursor.goto_first_child_for_byte(byte) {
-            if contains(self.cursor.node()) {
-                self.path.push(idx.min(u16::MAX as usize) as u16);
-            } else {
-                self.cursor.goto_parent();
-                break;
-            }
-        }
-        AstFact {
-            depth: self.path.len().min(u16::MAX as usize) as u16,
-            path: self.path.iter().take(self.max_path).copied().collect(),
-        }
-    }
 }
 
 /// Tree positions as training and generation both compute them: a token's position is the
@@ -293,36 +230,5 @@ mod tests {
                 .iter()
                 .all(|f| f.path.len() == (f.depth as usize).min(2))
         );
-    }
-
-    #[test]
-    fn locator_agrees_with_brute_force_in_any_order() {
-        let src = "import os\n\nclass A:\n    def f(self, x):\n        if x > [1, (2, {3: 4})][0]:\n            return os.sep  # c\n        return None\n\n\nprint(A().f(1))\n";
-        let tree = parse(Lang::Python, "a.py", src.as_bytes()).unwrap();
-        let mut loc = AstLocator::new(&tree, 64);
-        let forward: Vec<usize> = (0..=src.len() + 2).collect();
-        let scrambled: Vec<usize> = (0..src.len()).map(|i| (i * 37 + 11) % src.len()).collect();
-        for &b in forward.iter().chain(&scrambled).chain(forward.iter().rev()) {
-            let f = loc.at(b);
-            assert_eq!((f.depth, f.path), brute(&tree, b), "byte {b}");
-        }
-    }
-
-    #[test]
-    fn deep_nesting_stays_linear() {
-        // 20k nested calls: quadratic descent from the root would take minutes.
-        let n = 20_000;
-        let src = format!("x = {}1{}\n", "f(".repeat(n), ")".repeat(n));
-        let tree = parse(Lang::Python, "deep.py", src.as_bytes()).unwrap();
-        let mut loc = AstLocator::new(&tree, 8);
-        let mut max_depth = 0;
-        for b in 0..src.len() {
-            max_depth = max_depth.max(loc.at(b).depth);
-        }
-        assert!(max_depth as usize > n, "{max_depth}");
-        let mid = src.len() / 2;
-        let f = loc.at(mid);
-        assert_eq!(f.depth, brute(&tree, mid).0);
-        assert_eq!(f.path.len(), 8);
     }
 }

@@ -408,7 +408,7 @@ fn output_is_deterministic() {
 }
 
 /// The facts the shards should carry for a token starting at `byte`, by brute force: from the
-/// root, scan every child for the one containing `byte` (independent of `AstLocator`).
+/// root, scan every child for the one containing `byte` (independent of `PrefixPositions`).
 fn expected_fact(tree: &tree_sitter::Tree, byte: usize, max_path: usize) -> (u16, Vec<u16>) {
     let mut node = tree.root_node();
     let mut path = Vec::new();

@@ -55,8 +55,9 @@ impl TreeConfig {
     pub fn validate(&self, n_layers: usize) -> Result<(), (String, String)> {
         let bad = |k: &str, m: String| Err((k.to_string(), m));
         for (key, v, max) in [
+            // The one-hot stack is `max_depth · max_width` values per token on the host.
             ("max_depth", self.max_depth, 64),
-            ("max_width", self.max_width, 4096),
+            ("max_width", self.max_width, 64),
             ("bias_max_steps", self.bias_max_steps, 64),
         ] {
             if v == 0 || v > max {

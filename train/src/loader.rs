@@ -28,36 +28,7 @@ impl TokenRows {
     /// [`TokenRows::load`] with the tokens' tree positions, which shards tokenized without
     /// `ast` lack (refused naming the key).
     pub fn load_with_tree(dir: &Path, split: Split, vocab_size: usize) -> anvil_data::Result<Self> {
-        let manifest = read_manifest(dir)?;
-        let Some(max_path) = manifest.ast_max_path else {
-            return Err(DataError::invalid(
-                dir.join(MANIFEST),
-                "a tree model reads per-token AST positions, and these shards have none: \
-                 tokenize with `data.tokenize.ast = true`",
-            ));
-        };
-        let mut rows = Self::load(dir, split, vocab_size)?;
-        let mut tree = TreePositions {
-            max_path,
-            ..TreePositions::default()
-        };
-        for shard in list_token_shards(dir, split)? {
-            let s = read_token_shard(&shard)?;
-            match (s.ast_depth, s.ast_path) {
-                (Some(d), Some(p)) if s.ast_max_path == max_path => {
-                    tree.depth.extend_from_slice(&d);
-                    tree.path.extend_from_slice(&p);
-                }
-                _ => {
-                    return Err(DataError::parquet(
-                        &shard,
-                        "no ast_depth/ast_path columns of the manifest's ast_max_path",
-                    ));
-                }
-            }
-        }
-        rows.tree = Some(tree);
-        Ok(rows)
+        Self::read(dir, split, vocab_size, true)
     }
 
     /// Every row of `split` in the tokenized folder `dir`, for a model with `vocab_size` tokens.
@@ -65,7 +36,22 @@ impl TokenRows {
     /// vocabulary larger than the model's are refused here, naming the file, instead of
     /// indexing past the embedding table mid-run.
     pub fn load(dir: &Path, split: Split, vocab_size: usize) -> anvil_data::Result<Self> {
+        Self::read(dir, split, vocab_size, false)
+    }
+
+    fn read(dir: &Path, split: Split, vocab_size: usize, tree: bool) -> anvil_data::Result<Self> {
         let manifest = read_manifest(dir)?;
+        let max_path = match (tree, manifest.ast_max_path) {
+            (false, _) => None,
+            (true, Some(m)) => Some(m),
+            (true, None) => {
+                return Err(DataError::invalid(
+                    dir.join(MANIFEST),
+                    "a tree model reads per-token AST positions, and these shards have none: \
+                     tokenize with `data.tokenize.ast = true`",
+                ));
+            }
+        };
         if manifest.vocab_size > vocab_size {
             return Err(DataError::invalid(
                 dir.join(MANIFEST),
@@ -85,7 +71,10 @@ impl TokenRows {
                 .iter()
                 .any(|c| c == "loss_mask")
                 .then(Vec::new),
-            tree: None,
+            tree: max_path.map(|max_path| TreePositions {
+                max_path,
+                ..TreePositions::default()
+            }),
         };
         for shard in list_token_shards(dir, split)? {
             let s = read_token_shard(&shard)?;
@@ -125,6 +114,20 @@ impl TokenRows {
                             "has no loss_mask column, but tokens.json lists one"
                         },
                     ));
+                }
+            }
+            if let Some(tree) = &mut rows.tree {
+                match (&s.ast_depth, &s.ast_path) {
+                    (Some(d), Some(p)) if s.ast_max_path == tree.max_path => {
+                        tree.depth.extend_from_slice(d);
+                        tree.path.extend_from_slice(p);
+                    }
+                    _ => {
+                        return Err(DataError::parquet(
+                            &shard,
+                            "no ast_depth/ast_path columns of the manifest's ast_max_path",
+                        ));
+                    }
                 }
             }
             rows.input_ids.extend_from_slice(&s.input_ids);

@@ -55,10 +55,11 @@ impl DistConfig {
                 format!("{}: stages 0 (off) and 1 exist", self.zero),
             ));
         }
-        if !(self.bucket_mb > 0.0 && self.bucket_mb <= 4096.0) {
+        // Below 10 KB a step would be millions of messages.
+        if !(self.bucket_mb >= 0.01 && self.bucket_mb <= 4096.0) {
             return Err(bad(
                 "bucket_mb",
-                format!("must be in (0, 4096], got {}", self.bucket_mb),
+                format!("must be in [0.01, 4096], got {}", self.bucket_mb),
             ));
         }
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
@@ -272,7 +273,10 @@ impl DataParallel {
             shards.push((at, at + len));
             at += len;
         }
-        let chunk = ((cfg.bucket_mb * 1048576.0 / 4.0) as usize / n).max(1);
+        // Never more than the longest shard: the bucket buffers are allocated at this size, and
+        // a 4 GiB bucket over a small model must not allocate 4 GiB.
+        let longest = shards.iter().map(|(a, b)| b - a).max().unwrap_or(0);
+        let chunk = ((cfg.bucket_mb * 1048576.0 / 4.0) as usize / n).clamp(1, longest.max(1));
         let own = shards[world.rank()].1 - shards[world.rank()].0;
         let zero = cfg.zero == 1;
         world.set_timeout(cfg.timeout);
