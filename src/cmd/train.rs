@@ -60,23 +60,32 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
 fn train_run(a: RunArgs) -> Result<()> {
     let world = match World::from_env(a.distributed) {
         Ok(w) => w,
-        // Every rank of the job meets this; the first says it.
-        Err(_) if anvil_train::dist::launch_rank() > 0 => std::process::exit(1),
+        // Every rank of the job meets this and the first says it. Without MPI the ranks cannot
+        // wait for each other, and mpirun ends the job at the first non-zero exit: the others
+        // give rank 0 a moment to print.
+        Err(_) if anvil_train::dist::launch_rank() > 0 => {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            std::process::exit(1)
+        }
         Err(e) => bail!(e),
     };
     if !world.is_root() {
         anvil_data::progress::set_quiet(true);
     }
     let outcome = train_run_on(a, &world);
-    // Rank 0 speaks for the job. An error every rank agreed on (setup's) ends them all
-    // normally; any other rank's error ends the job at once, or the others would wait for it
-    // in the next collective.
+    // Rank 0 speaks for the job. An error every rank agreed on (setup's) is printed by rank 0
+    // before any rank exits (mpirun ends the job at the first non-zero exit); any other rank's
+    // error ends the job at once, or the others would wait for it in the next collective.
     match &outcome {
         Err(e) if world.is_distributed() && !world.failed_together() => {
             eprintln!("error: rank {}: {e:#}", world.rank());
             world.abort(1)
         }
-        Err(_) if !world.is_root() => {
+        Err(e) if world.is_distributed() => {
+            if world.is_root() {
+                eprintln!("error: {e:#}");
+            }
+            world.barrier();
             drop(world);
             std::process::exit(1)
         }
@@ -143,7 +152,9 @@ fn prepare(a: RunArgs, world: &World) -> Result<(Recipe, RunOptions)> {
 
 /// Returns whether the run was interrupted.
 fn train_run_on(a: RunArgs, world: &World) -> Result<bool> {
-    let (recipe, opts) = prepare(a, world).inspect_err(|_| world.fail_together())?;
+    // Every rank learns whether any rank could not read its recipe.
+    let prepared = prepare(a, world).map_err(|e| anvil_train::TrainError::Recipe(format!("{e:#}")));
+    let (recipe, opts) = world.agree(prepared)?;
     let summary = match anvil_train::run(recipe, opts) {
         Err(e @ anvil_train::TrainError::AlreadyFinished { .. }) => {
             if world.is_root() {

@@ -185,12 +185,6 @@ impl World {
         self.failed_together.get()
     }
 
-    /// Marks an error every rank meets alike (the command line, the recipe file), so none
-    /// aborts the job for it and rank 0 alone reports it.
-    pub fn fail_together(&self) {
-        self.failed_together.set(true);
-    }
-
     pub(crate) fn comm(&self) -> Option<&dyn Collectives> {
         self.comm.as_deref()
     }
