@@ -1,6 +1,8 @@
 //! `arch = "tree"` end to end on a tiny model: it trains on shards with tree positions, resumes
-//! bit-identically, `eval perplexity` reads its positions, and what it cannot do yet (generate)
-//! or cannot be (an HF export) is one line; shards without positions are refused naming the key.
+//! bit-identically, `eval perplexity` reads its positions; decoding places each token as the
+//! shards did (token by token, a document's positions are the loader's) and its KV cache gives
+//! the full recompute's logits; it generates, serves and is scored with pass@k; what it cannot be
+//! (an HF export) is one line; shards without positions are refused naming the key.
 
 mod common;
 use common::*;
@@ -115,20 +117,61 @@ fn a_tree_model_trains_resumes_and_is_evaluated() {
         "{loss} vs validation's {val_loss}"
     );
 
-    // Not yet: generation; never: an HF export.
-    let e = one_line_error(&anvil(&[
+    decoding_places_tokens_as_the_shards_did(&ckpt, &tokens);
+
+    // It generates (sampling and syntax-aware beam search), serves and is scored with pass@k.
+    let greedy = ok(anvil(&[
         "generate",
         "--checkpoint",
         ckpt.to_str().unwrap(),
         "--prompt",
-        "def f(",
+        "def f(x):\n    return",
         "--max-tokens",
-        "4",
+        "12",
+        "--ignore-eos",
+        "--json",
     ]));
-    assert!(
-        e.contains("tree models (`arch = \"tree\"`) cannot generate yet"),
-        "{e}"
-    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&greedy).trim()).unwrap();
+    assert_eq!(v["token_ids"].as_array().unwrap().len(), 12, "{v}");
+    ok(anvil(&[
+        "generate",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--prompt",
+        "def f(x):\n",
+        "--max-tokens",
+        "6",
+        "--beam",
+        "2",
+        "--syntax",
+        "python",
+    ]));
+    let served = serve_once(&ckpt, "def f(x):\n    return", 12);
+    assert_eq!(served, v["text"].as_str().unwrap(), "serve and generate differ");
+    let problems = dir.path().join("problems.jsonl");
+    let row = serde_json::json!({"task_id": "T/0", "prompt": "def same(x):\n", "entry_point": "same",
+                                 "test": "def check(c):\n    assert c(3) == 3\n"});
+    std::fs::write(&problems, row.to_string()).unwrap();
+    let samples = dir.path().join("samples.jsonl");
+    let o = ok(anvil(&[
+        "eval",
+        "pass-at-k",
+        "--problems",
+        problems.to_str().unwrap(),
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--n-samples",
+        "2",
+        "--max-tokens",
+        "8",
+        "--samples",
+        samples.to_str().unwrap(),
+        "--k",
+        "1",
+    ]));
+    assert!(stdout(&o).contains("generated 2 samples"), "{}", stdout(&o));
+
+    // Never: an HF export.
     let out = dir.path().join("hf");
     let e = one_line_error(&anvil(&[
         "export",
@@ -159,4 +202,105 @@ fn a_tree_model_needs_shards_with_positions() {
         ],
     ));
     assert!(e.contains("model.tree.bias"), "{e}");
+}
+
+/// A document of the shards fed to the decoder's position tracker as a prompt and then token by
+/// token gets exactly the positions the loader read; and decoding it with the KV cache (each
+/// step given those positions) gives, at every position, the logits of one forward pass over the
+/// whole document with the loader's positions.
+fn decoding_places_tokens_as_the_shards_did(ckpt: &Path, tokens: &Path) {
+    let g = anvil_infer::Generator::load(ckpt, None).unwrap();
+    let rows = anvil_train::loader::TokenRows::load_with_tree(
+        tokens,
+        anvil_data::shard::Split::Val,
+        g.vocab_size(),
+    )
+    .unwrap();
+    let vocab = g.vocab_size();
+    let mut checked = 0;
+    for r in 0..rows.len() {
+        let b = rows.batch(&[r]);
+        let (seg, want_all) = (b.segment_ids.as_ref().unwrap(), b.tree.as_ref().unwrap());
+        let seq = b.seq_len;
+        // Documents that start inside the row (after an end-of-text token), to its end.
+        for s in (1..seq).filter(|&s| seg[s] != seg[s - 1]) {
+            let e = (s + 1..seq).find(|&i| seg[i] != seg[s]).unwrap_or(seq);
+            if e - s < 8 || checked >= 4 {
+                continue;
+            }
+            let doc = &b.input_ids[s..e];
+            let want = want_all.rows(s..e);
+            assert!(want.depth.iter().any(|&d| d > 1), "row {r}: no positions");
+            let prompt = 3;
+            let mut tree = g.tree_rows(&[&doc[..prompt]], prompt).unwrap().unwrap();
+            let mut caches = g.model.new_caches();
+            let mut cached = vec![g.forward_last(&doc[..prompt], 1, 0, Some(&tree), &mut caches)];
+            for (i, &id) in doc.iter().enumerate().skip(prompt) {
+                tree.push(&g, &[id]).unwrap();
+                cached.push(g.forward_last(&[id], 1, i, Some(&tree), &mut caches));
+            }
+            assert_eq!(tree.batch(), want, "row {r}, document at {s}");
+
+            let h = g.model.hidden_in_tree(doc, 1, 0, None, Some(&want), None, &mut Vec::new());
+            let full: Vec<f32> = h
+                .matmul(g.model.head_weight().unsqueeze())
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec()
+                .unwrap();
+            for (step, logits) in cached.iter().enumerate() {
+                let at = prompt - 1 + step;
+                let diff = logits[0]
+                    .iter()
+                    .zip(&full[at * vocab..(at + 1) * vocab])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(diff < 1e-4, "row {r}, document at {s}, token {at}: {diff}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "only {checked} documents start inside a validation row");
+}
+
+/// `anvil serve` on loopback: one greedy completion of `prompt`.
+fn serve_once(ckpt: &Path, prompt: &str, max_tokens: usize) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anvil"))
+        .args(["serve", "--checkpoint", ckpt.to_str().unwrap()])
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn anvil serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let res = (|| {
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("no address printed: {line:?}"))?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .into();
+        let body = serde_json::json!({
+            "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true,
+        });
+        let mut r = agent
+            .post(format!("{base}/v1/completions"))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        Ok::<_, String>(v)
+    })();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let v = res.unwrap_or_else(|e| panic!("{e}; stderr: {}", stderr(&out)));
+    v["choices"][0]["text"].as_str().unwrap_or_else(|| panic!("{v}")).to_string()
 }

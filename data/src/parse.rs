@@ -89,6 +89,8 @@ pub struct AstFact {
 /// document's, or a prompt's and then each generated token's), it re-parses incrementally, so the
 /// data pipeline and the decoder run the same code on the same bytes and get the same positions.
 pub struct PrefixPositions {
+    lang: Lang,
+    path: String,
     parser: Parser,
     tree: Option<Tree>,
     text: Vec<u8>,
@@ -105,6 +107,8 @@ impl PrefixPositions {
             .set_language(&lang.grammar(path))
             .expect("grammar ABI matches tree-sitter");
         PrefixPositions {
+            lang,
+            path: path.to_string(),
             parser,
             tree: None,
             text: Vec::new(),
@@ -112,6 +116,14 @@ impl PrefixPositions {
             line_start: 0,
             max_path,
         }
+    }
+
+    /// Back to an empty text (the next document).
+    pub fn reset(&mut self) {
+        self.tree = None;
+        self.text.clear();
+        self.rows = 0;
+        self.line_start = 0;
     }
 
     fn point(&self) -> tree_sitter::Point {
@@ -156,6 +168,63 @@ impl PrefixPositions {
         let fact = fact_at(&tree, byte, self.max_path);
         self.tree = Some(tree);
         fact
+    }
+}
+
+impl Clone for PrefixPositions {
+    /// A copy that goes on independently (a decoder's sample forked from its prompt): a parser
+    /// of its own, the tree and text shared so far.
+    fn clone(&self) -> Self {
+        let mut p = PrefixPositions::new(self.lang, &self.path, self.max_path);
+        p.tree = self.tree.clone();
+        p.text = self.text.clone();
+        (p.rows, p.line_start) = (self.rows, self.line_start);
+        p
+    }
+}
+
+/// Token positions by token id, as `data tokenize --ast` writes a document's and a decoder
+/// computes a prompt's and its continuation's: text tokens are placed by [`PrefixPositions`];
+/// special tokens sit nowhere (depth 0); the end-of-text token ends the document (what follows
+/// starts a fresh parse, as the next packed document does); a fill-in-the-middle token leaves
+/// the rest of the document unplaced, its text being out of order.
+#[derive(Clone)]
+pub struct DocPositions {
+    parse: PrefixPositions,
+    /// Whether the document is still in order (no fill-in-the-middle token seen).
+    placed: bool,
+}
+
+impl DocPositions {
+    pub fn new(lang: Lang, path: &str, max_path: usize) -> Self {
+        DocPositions {
+            parse: PrefixPositions::new(lang, path, max_path),
+            placed: true,
+        }
+    }
+
+    /// Appends token `id`, whose text is `bytes`, and returns its position.
+    pub fn push(&mut self, id: u32, bytes: &[u8]) -> AstFact {
+        use crate::tokenizer::{EOT_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID};
+        let unplaced = AstFact {
+            depth: 0,
+            path: Vec::new(),
+        };
+        if (id as usize) < crate::tokenizer::SPECIAL_TOKENS.len() {
+            match id {
+                EOT_ID => {
+                    self.parse.reset();
+                    self.placed = true;
+                }
+                FIM_PREFIX_ID | FIM_SUFFIX_ID | FIM_MIDDLE_ID => self.placed = false,
+                _ => {}
+            }
+            return unplaced;
+        }
+        match self.placed {
+            true => self.parse.push(bytes),
+            false => unplaced,
+        }
     }
 }
 

@@ -23,7 +23,7 @@
 
 use crate::atomic;
 use crate::error::{DataError, Result};
-use crate::parse::PrefixPositions;
+use crate::parse::DocPositions;
 use crate::shard::{self, Record, Split};
 use crate::tokenizer::{self, encode_text};
 use arrow_array::builder::OffsetBufferBuilder;
@@ -391,9 +391,10 @@ fn encode_doc(enc: &Encoder, rec: &Record, cfg: &TokenizeConfig) -> Result<DocTo
     } else {
         DocKind::Plain
     };
-    // Positions only in document order: a FIM document's text is rearranged.
-    let pos = (cfg.ast && kind == DocKind::Plain)
-        .then(|| PrefixPositions::new(rec.lang, &rec.path, cfg.ast_max_path));
+    // A FIM document starts with its FIM token, which leaves its rearranged text unplaced.
+    let pos = cfg
+        .ast
+        .then(|| DocPositions::new(rec.lang, &rec.path, cfg.ast_max_path));
     let mut b = DocBuilder {
         tok: enc.tok,
         bytes: enc.bytes,
@@ -441,7 +442,7 @@ fn encode_doc(enc: &Encoder, rec: &Record, cfg: &TokenizeConfig) -> Result<DocTo
 struct DocBuilder<'a> {
     tok: &'a Tokenizer,
     bytes: &'a [Box<[u8]>],
-    pos: Option<PrefixPositions>,
+    pos: Option<DocPositions>,
     /// `Some` with `--ast`.
     max_path: Option<usize>,
     out: DocTokens,
@@ -449,33 +450,30 @@ struct DocBuilder<'a> {
 
 impl DocBuilder<'_> {
     fn special(&mut self, id: u32) {
+        self.push_position(id);
         self.out.ids.push(id);
-        if let Some(m) = self.max_path {
-            self.out.depth.push(0);
-            self.out.path.extend(std::iter::repeat_n(NO_LEVEL, m));
-        }
     }
 
     /// Append `part` (of the original file).
     fn text(&mut self, part: &str) -> Result<()> {
         let enc = encode_text(self.tok, part)?;
-        if let Some(m) = self.max_path {
-            for &id in &enc.ids {
-                let (depth, path) = match &mut self.pos {
-                    Some(pos) => {
-                        let f = pos.push(self.bytes.get(id as usize).map_or(&[], |b| b));
-                        (f.depth, f.path)
-                    }
-                    None => (0, Vec::new()),
-                };
-                self.out.depth.push(depth);
-                let n = path.len().min(m);
-                self.out.path.extend_from_slice(&path[..n]);
-                self.out.path.extend(std::iter::repeat_n(NO_LEVEL, m - n));
-            }
+        for &id in &enc.ids {
+            self.push_position(id);
         }
         self.out.ids.extend_from_slice(&enc.ids);
         Ok(())
+    }
+
+    /// With `--ast`, token `id`'s tree position, path padded to `ast_max_path`.
+    fn push_position(&mut self, id: u32) {
+        let (Some(m), Some(pos)) = (self.max_path, &mut self.pos) else {
+            return;
+        };
+        let f = pos.push(id, self.bytes.get(id as usize).map_or(&[], |b| b));
+        self.out.depth.push(f.depth);
+        let n = f.path.len().min(m);
+        self.out.path.extend_from_slice(&f.path[..n]);
+        self.out.path.extend(std::iter::repeat_n(NO_LEVEL, m - n));
     }
 }
 

@@ -103,8 +103,9 @@ impl Generator {
         };
         let healed_tokens = heal.as_ref().map_or(0, |h| h.removed);
 
+        let mut tree = self.tree_rows(&[&context], context.len())?;
         let mut caches = self.model.new_caches();
-        let mut logits = self.forward_last(&context, 1, 0, &mut caches);
+        let mut logits = self.forward_last(&context, 1, 0, tree.as_ref(), &mut caches);
         let mut beams = vec![Beam {
             tokens: Vec::new(),
             logprob: 0.0,
@@ -223,8 +224,13 @@ impl Generator {
                 .iter()
                 .map(|(_, bm)| *bm.tokens.last().expect("a token"))
                 .collect();
+            if let Some(t) = &mut tree {
+                let parents: Vec<usize> = next.iter().map(|(b, _)| *b).collect();
+                t.select(&parents);
+                t.push(self, &last)?;
+            }
             beams = next.into_iter().map(|(_, bm)| bm).collect();
-            logits = self.forward_last(&last, beams.len(), pos, &mut caches);
+            logits = self.forward_last(&last, beams.len(), pos, tree.as_ref(), &mut caches);
             pos += 1;
         }
         // With a language, valid code first; then by score.

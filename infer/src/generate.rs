@@ -5,8 +5,9 @@
 
 use crate::healing::{Healing, TokenBytes};
 use crate::sampling::{self, SamplingParams};
+use crate::tree::{Placement, TreeRows};
 use crate::{InferError, Loaded};
-use anvil_models::{KvCache, Llama};
+use anvil_models::{KvCache, Llama, TreePositions};
 use burn::tensor::{Int, Tensor, TensorData};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -42,16 +43,10 @@ impl Default for GenerateParams {
     }
 }
 
-/// Refuses models the decoder cannot run (see [`Generator::check_decodable`]).
+/// Refuses models the decoder cannot run: a tree model whose config does not say how to place
+/// tokens (see [`Generator::check_decodable`]).
 pub fn check_decodable(config: &anvil_models::LlamaConfig) -> Result<(), InferError> {
-    match config.tree {
-        Some(_) => Err(InferError::Param(
-            "tree models (`arch = \"tree\"`) cannot generate yet: decoding with tree \
-             positions is not implemented (train, resume, validate and `eval perplexity` work)"
-                .into(),
-        )),
-        None => Ok(()),
-    }
+    Placement::of(config).map(|_| ())
 }
 
 impl GenerateParams {
@@ -269,37 +264,48 @@ impl Generator {
         }
     }
 
-    /// Refuses models this decoder cannot run: a tree model needs each new token's tree position
-    /// at decode time, which is not implemented yet.
+    /// Refuses models this decoder cannot run: a tree model needs its language and path levels
+    /// to place each new token.
     pub fn check_decodable(&self) -> Result<(), InferError> {
         check_decodable(&self.model.config)
     }
 
     /// Runs `ids` (`batch` rows of equal length) through the model after what `caches` hold and
-    /// returns the last position's logits of each row, on the host.
+    /// returns the last position's logits of each row, on the host. A tree model reads `tree`,
+    /// the positions of every row's keys (the tokens cached and these).
     pub fn forward_last(
         &self,
         ids: &[u32],
         batch: usize,
         start: usize,
+        tree: Option<&TreeRows>,
         caches: &mut [KvCache],
     ) -> Vec<Vec<f32>> {
-        self.logits_last(ids, batch, start, None, caches)
+        let tree = tree.map(TreeRows::batch);
+        self.logits_last(ids, batch, start, None, tree.as_ref(), caches)
     }
 
-    /// [`Self::forward_last`]; `segments` (`[batch · keys]`, 0 = padding) masks padded keys out.
+    /// [`Self::forward_last`]; `segments` (`[batch · keys]`, 0 = padding) masks padded keys out;
+    /// `tree`: a tree model's positions of every key of every row.
     fn logits_last(
         &self,
         ids: &[u32],
         batch: usize,
         start: usize,
         segments: Option<&[u16]>,
+        tree: Option<&TreePositions>,
         caches: &mut [KvCache],
     ) -> Vec<Vec<f32>> {
         let seq = ids.len() / batch;
-        let h = self
-            .model
-            .hidden(ids, batch, start, segments, Some(caches), &mut Vec::new());
+        let h = self.model.hidden_in_tree(
+            ids,
+            batch,
+            start,
+            segments,
+            tree,
+            Some(caches),
+            &mut Vec::new(),
+        );
         let [b, _, d] = h.dims();
         let last = h.narrow(1, seq - 1, 1).reshape([b, d]);
         let logits = last.matmul(self.model.head_weight());
@@ -454,8 +460,17 @@ impl Generator {
             s.resize(width, 1);
             segs.push(s);
         }
+        let ctx: Vec<&[u32]> = contexts.iter().map(Vec::as_slice).collect();
+        let mut tree = self.tree_rows(&ctx, width)?;
         let mut caches = self.model.new_caches();
-        let first = self.forward(&ids, reqs.len(), 0, padded.then_some(&segs), &mut caches);
+        let first = self.forward(
+            &ids,
+            reqs.len(),
+            0,
+            padded.then_some(&segs),
+            tree.as_ref(),
+            &mut caches,
+        );
         timing.prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
 
@@ -466,6 +481,9 @@ impl Generator {
         let take: Vec<usize> = active.iter().map(|&r| rows[r].0).collect();
         if take != (0..reqs.len()).collect::<Vec<_>>() {
             select_rows(&mut caches, &take, &self.model.device());
+            if let Some(t) = &mut tree {
+                t.select(&take);
+            }
         }
         segs = take.iter().map(|&p| segs[p].clone()).collect();
         let mut logits: Vec<Vec<f32>> = take.iter().map(|&p| first[p].clone()).collect();
@@ -518,15 +536,22 @@ impl Generator {
             }
             if keep.len() < active.len() {
                 select_rows(&mut caches, &keep, &self.model.device());
+                if let Some(t) = &mut tree {
+                    t.select(&keep);
+                }
                 active = keep.iter().map(|&b| active[b]).collect();
                 segs = keep.iter().map(|&b| std::mem::take(&mut segs[b])).collect();
             }
             segs.iter_mut().for_each(|s| s.push(1));
+            if let Some(t) = &mut tree {
+                t.push(self, &next)?;
+            }
             logits = self.forward(
                 &next,
                 active.len(),
                 pos,
                 padded.then_some(&segs),
+                tree.as_ref(),
                 &mut caches,
             );
             timing.decode_steps += 1;
@@ -536,17 +561,20 @@ impl Generator {
         Ok((self.finish(rows, &heals), timing))
     }
 
-    /// [`Self::forward_last`] with per-row key segments (padding masked out) when given.
+    /// [`Self::forward_last`] with per-row key segments (padding masked out) and tree positions
+    /// when given.
     fn forward(
         &self,
         ids: &[u32],
         batch: usize,
         start: usize,
         segs: Option<&Vec<Vec<u16>>>,
+        tree: Option<&TreeRows>,
         caches: &mut [KvCache],
     ) -> Vec<Vec<f32>> {
         let flat: Option<Vec<u16>> = segs.map(|s| s.concat());
-        self.logits_last(ids, batch, start, flat.as_deref(), caches)
+        let tree = tree.map(TreeRows::batch);
+        self.logits_last(ids, batch, start, flat.as_deref(), tree.as_ref(), caches)
     }
 
     fn finish(&self, rows: Vec<(usize, Row)>, heals: &[Option<Healing>]) -> Vec<Vec<Completion>> {

@@ -1,7 +1,8 @@
 //! Compact inference for Anvil's models: loading a checkpoint with its tokenizer, KV-cached
 //! decoding (greedy, temperature, top-k, top-p, repetition penalty, stop sequences, seeds,
 //! several samples of a prompt at once), token healing, fill-in-the-middle prompts, and beam
-//! search that can keep to syntactically valid code.
+//! search that can keep to syntactically valid code; tree models are fed each token's tree
+//! position from an incremental parse of the text so far.
 
 pub mod beam;
 pub mod generate;
@@ -10,6 +11,7 @@ pub mod load;
 pub mod sampling;
 pub mod syntax;
 pub mod testing;
+pub mod tree;
 
 pub use beam::{BeamParams, Hypothesis};
 pub use generate::{

@@ -412,7 +412,9 @@ impl Llama {
         self.hidden_in_tree(ids, batch, start, segments, None, caches, stats)
     }
 
-    /// [`Self::hidden`] with the tokens' tree positions (a tree model's input besides the ids).
+    /// [`Self::hidden`] with the tokens' tree positions (a tree model's input besides the ids):
+    /// those of every key, `[batch · (start + seq)]`, the cached tokens' and these (the bias
+    /// relates each new token to all of them).
     #[allow(clippy::too_many_arguments)]
     pub fn hidden_in_tree(
         &self,
@@ -434,26 +436,25 @@ impl Llama {
         // bias's "no position" bucket.
         let unplaced;
         let tree_in = match (&self.tree, tree) {
-            (Some(m), Some(t)) => Some((m, t)),
+            (Some(m), Some(t)) => {
+                assert_eq!(
+                    t.depth.len(),
+                    batch * n_key,
+                    "tree positions of every key (cached and new) of every row"
+                );
+                Some((m, t))
+            }
             (Some(m), None) => {
-                unplaced = TreePositions {
-                    max_path: 1,
-                    depth: vec![0; batch * seq],
-                    path: vec![crate::tree::NO_LEVEL; batch * seq],
-                };
+                unplaced = TreePositions::unplaced(1, batch * n_key);
                 Some((m, &unplaced))
             }
             _ => None,
         };
-        assert!(
-            tree_in.is_none() || start == 0,
-            "tree models decode without a KV cache for now"
-        );
-        if let Some(enc) = tree_in.and_then(|(m, t)| m.encode(t, batch, seq)) {
+        if let Some(enc) = tree_in.and_then(|(m, t)| m.encode(t, batch, seq, n_key)) {
             x = x + enc;
         }
         let buckets = tree_in.filter(|(m, _)| !m.bias.is_empty()).map(|(m, t)| {
-            let ids = m.buckets(t, batch, seq);
+            let ids = m.buckets(t, batch, seq, n_key);
             let n = ids.len();
             Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device)
         });
@@ -475,7 +476,7 @@ impl Llama {
             let bias = match (&self.tree, &buckets) {
                 (Some(m), Some(ids)) if m.config.biased(i) => {
                     biased += 1;
-                    Some(m.layer_bias(biased - 1, ids, batch, seq))
+                    Some(m.layer_bias(biased - 1, ids, batch, seq, n_key))
                 }
                 _ => None,
             };

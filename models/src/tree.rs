@@ -37,6 +37,13 @@ pub struct TreeConfig {
     pub bias: Vec<bool>,
     /// Steps up to and down from the common ancestor are capped at this in the bias buckets.
     pub bias_max_steps: usize,
+    /// The language a decoder parses its text in (`python`, `rust`, …), since generation has
+    /// only text where training read each file's own language.
+    pub lang: String,
+    /// Path levels each token's position keeps: the shards' `data.tokenize.ast_max_path`,
+    /// recorded by the trainer so that generation truncates paths as training did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ast_max_path: Option<usize>,
 }
 
 impl Default for TreeConfig {
@@ -47,6 +54,8 @@ impl Default for TreeConfig {
             positions: true,
             bias: vec![true],
             bias_max_steps: 4,
+            lang: "python".into(),
+            ast_max_path: None,
         }
     }
 }
@@ -115,6 +124,24 @@ impl TreePositions {
         let p = &self.path[t * self.max_path..(t + 1) * self.max_path];
         let n = p.iter().position(|&v| v == NO_LEVEL).unwrap_or(p.len());
         &p[..n]
+    }
+
+    /// Appends one token's position (its path truncated to `max_path`, then padded).
+    pub fn push(&mut self, depth: u16, path: &[u16]) {
+        let n = path.len().min(self.max_path);
+        self.depth.push(depth);
+        self.path.extend_from_slice(&path[..n]);
+        self.path
+            .extend(std::iter::repeat_n(NO_LEVEL, self.max_path - n));
+    }
+
+    /// Positions of `len` tokens that sit nowhere (padding, special tokens).
+    pub fn unplaced(max_path: usize, len: usize) -> TreePositions {
+        TreePositions {
+            max_path,
+            depth: vec![0; len],
+            path: vec![NO_LEVEL; len * max_path],
+        }
     }
 
     /// Tokens `range` of every row, for a slice of a batch.
@@ -212,17 +239,27 @@ impl TreeModule {
         }
     }
 
-    /// The encoding of `tree`'s tokens, `[batch, seq, d_model]`; `None` without positions.
-    pub fn encode(&self, tree: &TreePositions, batch: usize, seq: usize) -> Option<Tensor<3>> {
+    /// The encoding of the last `seq` tokens of each of `tree`'s `batch` rows (of `n_key`
+    /// tokens: the cached ones and these), `[batch, seq, d_model]`; `None` without positions.
+    pub fn encode(
+        &self,
+        tree: &TreePositions,
+        batch: usize,
+        seq: usize,
+        n_key: usize,
+    ) -> Option<Tensor<3>> {
         let (proj, decay) = (self.proj.as_ref()?, self.decay.as_ref()?);
         let c = &self.config;
         let (n, levels, width) = (batch * seq, c.max_depth, c.max_width);
         let device = proj.val().device();
         // One-hot stacks on the host, then weighted by the decays and projected in one matmul.
         let mut onehot = vec![0f32; n * levels * width];
-        for t in 0..n {
-            for (k, slot) in encoding_slots(tree.path_of(t), tree.depth[t], c) {
-                onehot[(t * levels + k) * width + slot] = 1.0;
+        for b in 0..batch {
+            for s in 0..seq {
+                let (out, t) = (b * seq + s, b * n_key + n_key - seq + s);
+                for (k, slot) in encoding_slots(tree.path_of(t), tree.depth[t], c) {
+                    onehot[(out * levels + k) * width + slot] = 1.0;
+                }
             }
         }
         let onehot = Tensor::<3>::from_data(TensorData::new(onehot, [n, levels, width]), &device);
@@ -236,15 +273,22 @@ impl TreeModule {
         )
     }
 
-    /// Bucket ids `[batch · seq · seq]` (query-major within a row) of every query/key pair.
-    pub fn buckets(&self, tree: &TreePositions, batch: usize, seq: usize) -> Vec<i64> {
-        let mut ids = Vec::with_capacity(batch * seq * seq);
+    /// Bucket ids `[batch · seq · n_key]` (query-major within a row) of the last `seq` tokens
+    /// of each of `tree`'s rows (of `n_key` tokens) as queries and every token as keys.
+    pub fn buckets(
+        &self,
+        tree: &TreePositions,
+        batch: usize,
+        seq: usize,
+        n_key: usize,
+    ) -> Vec<i64> {
+        let mut ids = Vec::with_capacity(batch * seq * n_key);
         for b in 0..batch {
-            for q in 0..seq {
-                let tq = b * seq + q;
+            for q in n_key - seq..n_key {
+                let tq = b * n_key + q;
                 let pq = (tree.depth[tq], tree.path_of(tq));
-                for k in 0..seq {
-                    let tk = b * seq + k;
+                for k in 0..n_key {
+                    let tk = b * n_key + k;
                     let pk = (tree.depth[tk], tree.path_of(tk));
                     ids.push(bias_bucket(pq, pk, &self.config) as i64);
                 }
@@ -253,7 +297,7 @@ impl TreeModule {
         ids
     }
 
-    /// The `i`-th biased layer's bias `[batch, heads, seq, seq]` for bucket ids from
+    /// The `i`-th biased layer's bias `[batch, heads, seq, n_key]` for bucket ids from
     /// [`TreeModule::buckets`].
     pub fn layer_bias(
         &self,
@@ -261,12 +305,13 @@ impl TreeModule {
         ids: &Tensor<1, Int>,
         batch: usize,
         seq: usize,
+        n_key: usize,
     ) -> Tensor<4> {
         let table = self.bias[i].val();
         let heads = table.dims()[0];
         table
             .select(1, ids.clone())
-            .reshape([heads, batch, seq, seq])
+            .reshape([heads, batch, seq, n_key])
             .swap_dims(0, 1)
     }
 }
@@ -326,10 +371,7 @@ mod tests {
             ..TreePositions::default()
         };
         for (d, p) in rows {
-            t.depth.push(d);
-            let p = &p[..p.len().min(3)];
-            t.path.extend_from_slice(p);
-            t.path.extend(std::iter::repeat_n(NO_LEVEL, 3 - p.len()));
+            t.push(d, p);
         }
         t
     }
@@ -365,7 +407,7 @@ mod tests {
             &device,
         ));
         let t = positions();
-        let enc = host(m.encode(&t, 2, 3).unwrap());
+        let enc = host(m.encode(&t, 2, 3, 3).unwrap());
         let proj = host(m.proj.as_ref().unwrap().val());
         let decay = [1.0f32, 0.5, -0.25];
         for tok in 0..6 {
@@ -385,10 +427,10 @@ mod tests {
                 );
             }
         }
-        let ids = m.buckets(&t, 2, 3);
+        let ids = m.buckets(&t, 2, 3, 3);
         let n = ids.len();
         let ids_t = Tensor::<1, Int>::from_data(TensorData::new(ids.clone(), [n]), &device);
-        let bias = host(m.layer_bias(0, &ids_t, 2, 3));
+        let bias = host(m.layer_bias(0, &ids_t, 2, 3, 3));
         for b in 0..2 {
             for h in 0..heads {
                 for q in 0..3 {
@@ -405,6 +447,32 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Decoding after a KV cache asks for the last tokens of each row as queries against every
+    /// key: the same encodings and buckets as those tokens' rows of the whole-row computation.
+    #[test]
+    fn queries_after_a_cache_match_the_whole_rows() {
+        let device = Device::default();
+        let c = cfg();
+        let d = 5;
+        let mut m = TreeModule::new(&c, 1, 2, d, &device);
+        m.proj = Some(Param::from_tensor(Tensor::random(
+            [c.max_depth * c.max_width, d],
+            burn::tensor::Distribution::Normal(0.0, 0.5),
+            &device,
+        )));
+        let t = positions();
+        let whole = host(m.encode(&t, 2, 3, 3).unwrap());
+        let last = host(m.encode(&t, 2, 1, 3).unwrap());
+        let (whole_ids, last_ids) = (m.buckets(&t, 2, 3, 3), m.buckets(&t, 2, 1, 3));
+        for b in 0..2 {
+            assert_eq!(last[b * d..(b + 1) * d], whole[(b * 3 + 2) * d..(b * 3 + 3) * d]);
+            assert_eq!(
+                last_ids[b * 3..(b + 1) * 3],
+                whole_ids[(b * 3 + 2) * 3..(b * 3 + 3) * 3]
+            );
         }
     }
 }

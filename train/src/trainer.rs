@@ -261,7 +261,7 @@ impl Trainer {
         let world = opts.world.clone();
         let device = Device::default();
         let manifest = anvil_data::tokenize::read_manifest(&data.tokens)?;
-        resolve_model_shape(&mut recipe.model, manifest.vocab_size, manifest.seq_len)?;
+        resolve_model_shape(&mut recipe.model, &manifest)?;
         // Before anything is allocated: a model that cannot fit is one line, not an abort in
         // the allocator or the machine's OOM killer.
         let (batch, seq_len) = (recipe.train.batch_size, manifest.seq_len);
@@ -849,9 +849,24 @@ pub(crate) fn clean_checkpoints(dir: &Path) -> Result<(), TrainError> {
 /// Fills in what the data decides (vocabulary size) and checks what it constrains.
 fn resolve_model_shape(
     model: &mut LlamaConfig,
-    vocab: usize,
-    seq_len: usize,
+    manifest: &anvil_data::tokenize::TokenizeManifest,
 ) -> Result<(), TrainError> {
+    let (vocab, seq_len) = (manifest.vocab_size, manifest.seq_len);
+    if let Some(tree) = &mut model.tree {
+        anvil_data::lang::parse_one(&tree.lang)
+            .map_err(|e| TrainError::Recipe(format!("`model.tree.lang`: {e}")))?;
+        // Generation computes positions as the shards did: the same path truncation.
+        match (tree.ast_max_path, manifest.ast_max_path) {
+            (None, data) => tree.ast_max_path = data,
+            (Some(a), Some(b)) if a != b => {
+                return Err(TrainError::Recipe(format!(
+                    "`model.tree.ast_max_path` = {a}, but the data's positions keep {b} levels \
+                     (data.tokenize.ast_max_path)"
+                )));
+            }
+            _ => {}
+        }
+    }
     if model.vocab_size == 0 {
         model.vocab_size = vocab;
     } else if let Some(why) = anvil_models::vocab_mismatch(vocab, model.vocab_size) {

@@ -287,6 +287,15 @@ impl RlTrainer {
         let device = Device::default();
         let from = recipe.model.init_from.clone().expect("validated");
         let loaded = load_pretrained(&mut recipe, &from, &device)?;
+        if loaded.model.config.tree.is_some() {
+            // Rollouts would place their tokens, but the policy's update batches carry no
+            // positions: it would train on inputs it never sees when generating.
+            return Err(TrainError::Recipe(format!(
+                "`model.init_from`: {} is a tree model (`arch = \"tree\"`), which RL does not \
+                 train yet: its update batches carry no tree positions",
+                from.display()
+            )));
+        }
         let rows = cfg.micro_batch.max(2);
         let seq_len = recipe.model.max_seq_len;
         let workload = match &recipe.lora {
