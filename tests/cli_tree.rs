@@ -147,7 +147,11 @@ fn a_tree_model_trains_resumes_and_is_evaluated() {
         "python",
     ]));
     let served = serve_once(&ckpt, "def f(x):\n    return", 12);
-    assert_eq!(served, v["text"].as_str().unwrap(), "serve and generate differ");
+    assert_eq!(
+        served,
+        v["text"].as_str().unwrap(),
+        "serve and generate differ"
+    );
     let problems = dir.path().join("problems.jsonl");
     let row = serde_json::json!({"task_id": "T/0", "prompt": "def same(x):\n", "entry_point": "same",
                                  "test": "def check(c):\n    assert c(3) == 3\n"});
@@ -241,7 +245,9 @@ fn decoding_places_tokens_as_the_shards_did(ckpt: &Path, tokens: &Path) {
             }
             assert_eq!(tree.batch(), want, "row {r}, document at {s}");
 
-            let h = g.model.hidden_in_tree(doc, 1, 0, None, Some(&want), None, &mut Vec::new());
+            let h = g
+                .model
+                .hidden_in_tree(doc, 1, 0, None, Some(&want), None, &mut Vec::new());
             let full: Vec<f32> = h
                 .matmul(g.model.head_weight().unsqueeze())
                 .into_data()
@@ -260,7 +266,10 @@ fn decoding_places_tokens_as_the_shards_did(ckpt: &Path, tokens: &Path) {
             checked += 1;
         }
     }
-    assert!(checked >= 2, "only {checked} documents start inside a validation row");
+    assert!(
+        checked >= 2,
+        "only {checked} documents start inside a validation row"
+    );
 }
 
 /// `anvil serve` on loopback: one greedy completion of `prompt`.
@@ -302,5 +311,8 @@ fn serve_once(ckpt: &Path, prompt: &str, max_tokens: usize) -> String {
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let v = res.unwrap_or_else(|e| panic!("{e}; stderr: {}", stderr(&out)));
-    v["choices"][0]["text"].as_str().unwrap_or_else(|| panic!("{v}")).to_string()
+    v["choices"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
 }

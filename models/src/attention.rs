@@ -4,6 +4,7 @@
 use crate::blocks::Rope;
 use crate::fused;
 use crate::lora::LoraLinear;
+use crate::tree::TreeBias;
 use burn::module::Module;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -201,16 +202,16 @@ impl SelfAttention {
     }
 
     /// `x`: `[batch, seq, d_model]`; `cos`/`sin`: the rotary angles of these positions; `mask`:
-    /// `[batch, 1, seq, keys]` where `keys` counts the cached positions plus these; `bias`
-    /// (`[batch, heads, seq, keys]`, a tree model's) is added to the logits. With a cache, the
-    /// new keys and values are appended to it.
+    /// `[batch, 1, seq, keys]` where `keys` counts the cached positions plus these; `bias` (a
+    /// tree model's) is added to the logits. With a cache, the new keys and values are appended
+    /// to it.
     pub fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<2>,
         sin: &Tensor<2>,
         mask: Tensor<4, Bool>,
-        bias: Option<Tensor<4>>,
+        bias: Option<TreeBias>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
@@ -235,10 +236,14 @@ impl SelfAttention {
             cache.key = Some(k.clone());
             cache.value = Some(v.clone());
         }
-        // The fused kernel takes no additive bias: biased layers run Burn's attention.
-        if bias.is_none() && fused::enabled(&q.device()) {
-            let out = fused::attention(q, k, v, mask).swap_dims(1, 2);
-            return self.o_proj.forward(out.reshape([b, t, h * hd]));
+        if fused::enabled(&q.device()) {
+            let out = match bias {
+                None => fused::attention(q, k, v, mask),
+                Some(bias) => fused::bucket_attention(q, k, v, mask, bias.table, bias.ids),
+            };
+            return self
+                .o_proj
+                .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]));
         }
         let n_key = k.dims()[2];
         if kvh != h {
@@ -253,6 +258,7 @@ impl SelfAttention {
             v = expand(v);
         }
         let mask = mask.expand([b, h, t, n_key]);
+        let bias = bias.map(|b| b.dense());
         let out = attention(q, k, v, Some(mask), bias, AttentionModuleOptions::default());
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))

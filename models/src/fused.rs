@@ -9,14 +9,17 @@
 //! - [`lm_head_logprobs`]: the same per row, each target's log-probability (and the entropy),
 //!   whose backward pass takes one upstream gradient per row and recomputes the logits.
 //! - [`attention`]: masked softmax attention that skips fully masked key blocks and keeps the
-//!   probabilities, so its backward is four products and no exp.
+//!   probabilities, so its backward is four products and no exp; [`bucket_attention`] adds the
+//!   tree transformer's bias, read per score from a per-head table (ops in `attention_ops.rs`).
 //! - [`linear`]: `x · W` into an unzeroed buffer (Burn's matmul zeroes, then copies, every output).
 //! - [`swiglu`], [`rms_norm`], and [`rope`], which also lays the heads out as attention reads them.
 //! - [`adamw`]: the optimizer's update of one parameter in one pass, in place.
 //!
 //! Measured effect on the train benchmark: docs/BENCHMARKS.md.
 
-use crate::kernels::attention::{self as attn, Block, Heads};
+mod attention_ops;
+pub use attention_ops::BucketIds;
+
 use crate::kernels::qmatmul::{self, QuantMatrix};
 use crate::kernels::{self, RopeShape};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -24,7 +27,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{AttentionModuleOptions, BoolTensorOps, FloatTensorOps, ModuleOps};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{BoolTensor, FloatTensor, IntTensor};
 use burn::backend::{
     Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension,
@@ -86,6 +89,20 @@ pub trait FusedOps: Backend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         mask: BoolTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self>;
+
+    /// [`FusedOps::masked_attention`] with an additive bias on the scores looked up per head:
+    /// score `(b, h, r, c)` gets `table[h, ids[b, r, c]]` (`table` `[heads, n_buckets]`; see
+    /// [`BucketIds`]). The table gets a gradient; the `[batch, heads, seq, keys]` bias is never
+    /// formed.
+    fn bucket_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: BoolTensor<Self>,
+        table: FloatTensor<Self>,
+        ids: Arc<BucketIds>,
         scale: f64,
     ) -> FloatTensor<Self>;
 }
@@ -204,6 +221,27 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Tensor<4, Bool>
         k.into_dispatch(),
         v.into_dispatch(),
         mask.into_dispatch(),
+        scale,
+    ))
+}
+
+/// [`attention`] plus `table[h, ids[b, r, c]]` on each score (see [`FusedOps::bucket_attention`]).
+pub fn bucket_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4, Bool>,
+    table: Tensor<2>,
+    ids: Arc<BucketIds>,
+) -> Tensor<4> {
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    Tensor::from_dispatch(<Dispatch as FusedOps>::bucket_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        mask.into_dispatch(),
+        table.into_dispatch(),
+        ids,
         scale,
     ))
 }
@@ -437,9 +475,6 @@ impl FusedOps for Flex {
         tensor(y, [b, heads, t, hd])
     }
 
-    /// Inference keeps Burn's own attention, which switches to a flash kernel for long contexts
-    /// instead of holding every score; the fused kernel is for training, where the
-    /// probabilities are kept for the backward pass anyway.
     fn masked_attention(
         q: FlexTensor,
         k: FlexTensor,
@@ -447,45 +482,20 @@ impl FusedOps for Flex {
         mask: FlexTensor,
         scale: f64,
     ) -> FlexTensor {
-        let [b, h, t, _] = dims(&q).try_into().expect("q is 4-D");
-        let [_, kvh, n, hd] = dims(&k).try_into().expect("k is 4-D");
-        let expand = |x: FlexTensor| {
-            if kvh == h {
-                return x;
-            }
-            let x = Flex::float_reshape(x, [b, kvh, 1, n, hd].into());
-            let x = Flex::float_expand(x, [b, kvh, h / kvh, n, hd].into());
-            Flex::float_reshape(x, [b, h, n, hd].into())
-        };
-        let mask = Flex::bool_expand(mask, [b, h, t, n].into());
-        let options = AttentionModuleOptions {
-            scale: Some(scale),
-            ..Default::default()
-        };
-        <Flex as ModuleOps<Flex>>::attention(q, expand(k), expand(v), Some(mask), None, options)
+        attention_ops::flex_masked_attention(q, k, v, mask, scale)
     }
-}
 
-/// A 4-D tensor's elements with its layout, as the attention kernels read them.
-fn heads(t: &FlexTensor) -> Heads<'_> {
-    assert_eq!(t.dtype(), DType::F32, "fused kernels run in f32");
-    let l = t.layout();
-    Heads {
-        data: t.storage::<f32>(),
-        offset: l.start_offset(),
-        dims: l.shape().to_vec().try_into().expect("a 4-D tensor"),
-        strides: l.strides().try_into().expect("a 4-D tensor"),
+    fn bucket_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        mask: FlexTensor,
+        table: FlexTensor,
+        ids: Arc<BucketIds>,
+        scale: f64,
+    ) -> FlexTensor {
+        attention_ops::flex_bucket_attention(q, k, v, mask, table, ids, scale)
     }
-}
-
-/// The `[batch, 1, seq, keys]` mask as bytes `[batch, seq, keys]` (non-zero = masked out).
-fn mask_bytes(mask: FlexTensor, batch: usize) -> Vec<u8> {
-    // A mask shared by the whole batch (`[1, 1, seq, keys]`) is broadcast, as Burn's would be.
-    let [_, one, seq, keys]: [usize; 4] = dims(&mask).try_into().expect("a 4-D attention mask");
-    assert_eq!(one, 1, "attention mask is [batch, 1, seq, keys]");
-    let m = Flex::bool_expand(mask, [batch, 1, seq, keys].into()).to_contiguous();
-    let (start, end) = m.layout().contiguous_offsets().expect("contiguous");
-    m.storage::<u8>()[start..end].to_vec()
 }
 
 /// RMSNorm's weight must match the normalized (last) dimension, as the composed broadcast demands.
@@ -679,41 +689,6 @@ impl Backward<Flex, 1> for RopeBackward {
     }
 }
 
-#[derive(Debug)]
-struct AttentionBackward;
-
-impl Backward<Flex, 3> for AttentionBackward {
-    /// `q`, `k`, `v`, the probabilities, the blocks that were computed, and the scale.
-    type State = (
-        FlexTensor,
-        FlexTensor,
-        FlexTensor,
-        std::sync::Arc<Vec<f32>>,
-        std::sync::Arc<Vec<Vec<Block>>>,
-        f32,
-    );
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_q, node_k, node_v] = ops.parents;
-        let d_out = grads.consume::<Flex>(&ops.node);
-        let (q, k, v, probs, blocks, scale) = ops.state;
-        let (dq, dk, dv) = attn::backward(
-            heads(&q),
-            heads(&k),
-            heads(&v),
-            &probs,
-            &blocks,
-            heads(&d_out),
-            scale,
-        );
-        for (node, g, like) in [(node_q, dq, &q), (node_k, dk, &k), (node_v, dv, &v)] {
-            if let Some(node) = node {
-                grads.register::<Flex>(node.id, tensor(g, like.shape()));
-            }
-        }
-    }
-}
-
 impl<C: CheckpointStrategy> FusedOps for Ad<C> {
     fn matmul_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         match LinearBackward
@@ -754,39 +729,19 @@ impl<C: CheckpointStrategy> FusedOps for Ad<C> {
         mask: BoolTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self> {
-        match AttentionBackward
-            .prepare::<C>([q.node(), k.node(), v.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (qp, kp, vp) = (
-                    q.primitive().clone(),
-                    k.primitive().clone(),
-                    v.primitive().clone(),
-                );
-                let bytes = mask_bytes(mask, dims(&qp)[0]);
-                let (out, probs, blocks) =
-                    attn::forward(heads(&qp), heads(&kp), heads(&vp), &bytes, scale as f32);
-                let out = tensor(out, qp.shape());
-                let state = (
-                    qp,
-                    kp,
-                    vp,
-                    std::sync::Arc::new(probs),
-                    std::sync::Arc::new(blocks),
-                    scale as f32,
-                );
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::masked_attention(
-                q.into_primitive(),
-                k.into_primitive(),
-                v.into_primitive(),
-                mask,
-                scale,
-            )),
-        }
+        attention_ops::ad_masked_attention::<C>(q, k, v, mask, scale)
+    }
+
+    fn bucket_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        mask: BoolTensor<Self>,
+        table: FloatTensor<Self>,
+        ids: Arc<BucketIds>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        attention_ops::ad_bucket_attention::<C>(q, k, v, mask, table, ids, scale)
     }
 
     fn lm_head_nll(

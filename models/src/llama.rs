@@ -7,7 +7,7 @@ use crate::attention::{AttentionPattern, KvCache, SelfAttention, attention_mask}
 use crate::blocks::{RmsNorm, Rope, RopeScaling, SwiGlu, linear};
 use crate::loss::{LmOutput, TokenBatch, TokenLogprobs, causal_lm_loss};
 use crate::moe::{MoeConfig, MoeLayer, MoeStats};
-use crate::tree::{TreeConfig, TreeModule, TreePositions};
+use crate::tree::{TreeBias, TreeConfig, TreeModule, TreePositions};
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -339,7 +339,7 @@ impl DecoderLayer {
         cos: &Tensor<2>,
         sin: &Tensor<2>,
         mask: Tensor<4, Bool>,
-        bias: Option<Tensor<4>>,
+        bias: Option<TreeBias>,
         cache: Option<&mut KvCache>,
         stats: &mut Vec<MoeStats>,
     ) -> Tensor<3> {
@@ -453,11 +453,9 @@ impl Llama {
         if let Some(enc) = tree_in.and_then(|(m, t)| m.encode(t, batch, seq, n_key)) {
             x = x + enc;
         }
-        let buckets = tree_in.filter(|(m, _)| !m.bias.is_empty()).map(|(m, t)| {
-            let ids = m.buckets(t, batch, seq, n_key);
-            let n = ids.len();
-            Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &device)
-        });
+        let buckets = tree_in
+            .filter(|(m, _)| !m.bias.is_empty())
+            .map(|(m, t)| std::sync::Arc::new(m.buckets(t, batch, seq, n_key)));
         let mut biased = 0;
         let (cos, sin) = self.rope.0.cos_sin(start, seq, &device);
         // One mask per distinct pattern, shared by the layers that use it.
@@ -476,7 +474,7 @@ impl Llama {
             let bias = match (&self.tree, &buckets) {
                 (Some(m), Some(ids)) if m.config.biased(i) => {
                     biased += 1;
-                    Some(m.layer_bias(biased - 1, ids, batch, seq, n_key))
+                    Some(m.layer_bias(biased - 1, ids))
                 }
                 _ => None,
             };

@@ -15,9 +15,11 @@
 //!   bucket, added to the attention logits. Tokens without a position (special tokens, padding,
 //!   fill-in-the-middle documents) share one bucket of their own.
 
+use crate::fused::BucketIds;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// `ast_path` filler for "no node at this level" (the data pipeline's `NO_LEVEL`).
 pub const NO_LEVEL: u16 = u16::MAX;
@@ -273,15 +275,15 @@ impl TreeModule {
         )
     }
 
-    /// Bucket ids `[batch · seq · n_key]` (query-major within a row) of the last `seq` tokens
-    /// of each of `tree`'s rows (of `n_key` tokens) as queries and every token as keys.
+    /// Bucket ids (query-major within a row) of the last `seq` tokens of each of `tree`'s rows
+    /// (of `n_key` tokens) as queries and every token as keys.
     pub fn buckets(
         &self,
         tree: &TreePositions,
         batch: usize,
         seq: usize,
         n_key: usize,
-    ) -> Vec<i64> {
+    ) -> BucketIds {
         let mut ids = Vec::with_capacity(batch * seq * n_key);
         for b in 0..batch {
             for q in n_key - seq..n_key {
@@ -290,28 +292,54 @@ impl TreeModule {
                 for k in 0..n_key {
                     let tk = b * n_key + k;
                     let pk = (tree.depth[tk], tree.path_of(tk));
-                    ids.push(bias_bucket(pq, pk, &self.config) as i64);
+                    // At most 65² + 1 buckets (`bias_max_steps` ≤ 64).
+                    ids.push(bias_bucket(pq, pk, &self.config) as u16);
                 }
             }
         }
-        ids
+        BucketIds {
+            ids,
+            batch,
+            seq,
+            keys: n_key,
+        }
     }
 
-    /// The `i`-th biased layer's bias `[batch, heads, seq, n_key]` for bucket ids from
-    /// [`TreeModule::buckets`].
-    pub fn layer_bias(
-        &self,
-        i: usize,
-        ids: &Tensor<1, Int>,
-        batch: usize,
-        seq: usize,
-        n_key: usize,
-    ) -> Tensor<4> {
-        let table = self.bias[i].val();
-        let heads = table.dims()[0];
-        table
-            .select(1, ids.clone())
-            .reshape([heads, batch, seq, n_key])
+    /// The `i`-th biased layer's bias: its table and the shared bucket ids.
+    pub fn layer_bias(&self, i: usize, ids: &Arc<BucketIds>) -> TreeBias {
+        TreeBias {
+            table: self.bias[i].val(),
+            ids: ids.clone(),
+        }
+    }
+}
+
+/// One layer's tree attention bias: `table[h, ids[b, q, k]]` on each attention score.
+#[derive(Debug, Clone)]
+pub struct TreeBias {
+    /// `[heads, buckets]`.
+    pub table: Tensor<2>,
+    pub ids: Arc<BucketIds>,
+}
+
+impl TreeBias {
+    /// The bias as one `[batch, heads, seq, keys]` tensor, for Burn's attention (the fused
+    /// kernel reads the table and ids directly).
+    pub fn dense(&self) -> Tensor<4> {
+        let BucketIds {
+            ids,
+            batch,
+            seq,
+            keys,
+        } = &*self.ids;
+        let heads = self.table.dims()[0];
+        let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let idx =
+            Tensor::<1, Int>::from_data(TensorData::new(idx, [ids.len()]), &self.table.device());
+        self.table
+            .clone()
+            .select(1, idx)
+            .reshape([heads, *batch, *seq, *keys])
             .swap_dims(0, 1)
     }
 }
@@ -427,10 +455,9 @@ mod tests {
                 );
             }
         }
-        let ids = m.buckets(&t, 2, 3, 3);
-        let n = ids.len();
-        let ids_t = Tensor::<1, Int>::from_data(TensorData::new(ids.clone(), [n]), &device);
-        let bias = host(m.layer_bias(0, &ids_t, 2, 3, 3));
+        let ids = Arc::new(m.buckets(&t, 2, 3, 3));
+        let bias = host(m.layer_bias(0, &ids).dense());
+        let ids = &ids.ids;
         for b in 0..2 {
             for h in 0..heads {
                 for q in 0..3 {
@@ -441,7 +468,7 @@ mod tests {
                             (t.depth[tk], t.path_of(tk)),
                             &c,
                         );
-                        assert_eq!(ids[(b * 3 + q) * 3 + k], bucket as i64);
+                        assert_eq!(ids[(b * 3 + q) * 3 + k], bucket as u16);
                         let got = bias[((b * heads + h) * 3 + q) * 3 + k];
                         assert_eq!(got, table[h * c.buckets() + bucket], "b{b} h{h} q{q} k{k}");
                     }
@@ -468,10 +495,13 @@ mod tests {
         let last = host(m.encode(&t, 2, 1, 3).unwrap());
         let (whole_ids, last_ids) = (m.buckets(&t, 2, 3, 3), m.buckets(&t, 2, 1, 3));
         for b in 0..2 {
-            assert_eq!(last[b * d..(b + 1) * d], whole[(b * 3 + 2) * d..(b * 3 + 3) * d]);
             assert_eq!(
-                last_ids[b * 3..(b + 1) * 3],
-                whole_ids[(b * 3 + 2) * 3..(b * 3 + 3) * 3]
+                last[b * d..(b + 1) * d],
+                whole[(b * 3 + 2) * d..(b * 3 + 3) * d]
+            );
+            assert_eq!(
+                last_ids.ids[b * 3..(b + 1) * 3],
+                whole_ids.ids[(b * 3 + 2) * 3..(b * 3 + 3) * 3]
             );
         }
     }

@@ -1,7 +1,9 @@
 //! The whole Llama (dense and mixture of experts, GQA, packed documents, tied and untied head)
 //! with the fused kernels and with Burn's composed ops: the same loss and the same gradient for
-//! every parameter. One test in its own binary, as it switches the kernels for the process.
+//! every parameter. One test in its own binary, as it switches the kernels for the process. The
+//! tree transformer too: its biased layers run the fused kernel with a bucketed bias.
 
+use anvil_models::tree::{TreeConfig, TreePositions};
 use anvil_models::{LlamaConfig, MoeConfig, TokenBatch, fused};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Gradients, Tensor};
@@ -26,7 +28,18 @@ fn loss_and_grads(
     fused::set_enabled(fused_on);
     let device = Device::default().autodiff();
     device.seed(3);
-    let model = config.init(&device);
+    let mut model = config.init(&device);
+    if let Some(tree) = &mut model.tree {
+        // The tables start at zero; non-zero ones make the bias show in the loss.
+        for (l, table) in tree.bias.iter_mut().enumerate() {
+            let [h, n] = table.val().dims();
+            let v: Vec<f32> = (0..h * n)
+                .map(|i| ((i * 7 + l) % 11) as f32 * 0.1 - 0.5)
+                .collect();
+            let t = Tensor::<2>::from_data(burn::tensor::TensorData::new(v, [h, n]), &device);
+            *table = Param::from_tensor(t.require_grad());
+        }
+    }
     let out = model.loss(batch);
     let mut loss = out.nll_sum / out.n_targets as f64;
     if let Some(aux) = out.aux_loss {
@@ -82,9 +95,36 @@ fn fused_and_composed_models_agree() {
         }),
         ..base.clone()
     };
-    for (name, config) in [("dense", base), ("moe", moe)] {
-        let (l1, g1) = loss_and_grads(&config, &tokens, true);
-        let (l2, g2) = loss_and_grads(&config, &tokens, false);
+    // Tree positions of several depths, a few tokens without one; the second layer unbiased.
+    let mut tree_tokens = tokens.clone();
+    let mut positions = TreePositions {
+        max_path: 4,
+        ..TreePositions::default()
+    };
+    for i in 0..batch * seq {
+        let depth = (i * 5 % 7) as u16;
+        let path: Vec<u16> = (0..depth as usize)
+            .map(|l| ((i / 3 + l) % 3) as u16)
+            .collect();
+        positions.push(depth, &path);
+    }
+    tree_tokens.tree = Some(positions);
+    let tree = LlamaConfig {
+        tree: Some(TreeConfig {
+            bias: vec![true, false],
+            max_depth: 4,
+            max_width: 3,
+            ..TreeConfig::default()
+        }),
+        ..base.clone()
+    };
+    for (name, config, tokens) in [
+        ("dense", base, &tokens),
+        ("moe", moe, &tokens),
+        ("tree", tree, &tree_tokens),
+    ] {
+        let (l1, g1) = loss_and_grads(&config, tokens, true);
+        let (l2, g2) = loss_and_grads(&config, tokens, false);
         println!("{name}: loss {l1} vs {l2}, {} parameters", g1.len());
         assert!(
             (l1 - l2).abs() < 1e-5 * l2.abs(),

@@ -111,18 +111,36 @@ fn run_all() -> Vec<Vec<u32>> {
         Heads::dense(&k, [b, kvh, t, hd]),
         Heads::dense(&vv, [b, kvh, t, hd]),
     );
-    let (o, probs, blocks) = attention::forward(qh, kh, vh, &mask, 0.35);
-    let d_out = data(o.len(), 20, 1.0);
-    let (dq, dk, dv) = attention::backward(
-        qh,
-        kh,
-        vh,
-        &probs,
-        &blocks,
-        Heads::dense(&d_out, [b, heads, t, hd]),
-        0.35,
-    );
-    out.extend([bits(&o), bits(&probs), bits(&dq), bits(&dk), bits(&dv)]);
+    // With a bucketed bias too (the tree transformer's), as the kernels run it.
+    let table = data(heads * 5, 21, 1.0);
+    let ids: Vec<u16> = (0..b * t * t).map(|i| (i * 7 % 5) as u16).collect();
+    let bias = attention::BucketBias {
+        table: &table,
+        n_buckets: 5,
+        ids: &ids,
+    };
+    for bias in [None, Some(bias)] {
+        let (o, probs, blocks) = attention::forward(qh, kh, vh, &mask, bias, 0.35);
+        let d_out = data(o.len(), 20, 1.0);
+        let g = attention::backward(
+            qh,
+            kh,
+            vh,
+            &probs,
+            &blocks,
+            bias,
+            Heads::dense(&d_out, [b, heads, t, hd]),
+            0.35,
+        );
+        out.extend([
+            bits(&o),
+            bits(&probs),
+            bits(&g.dq),
+            bits(&g.dk),
+            bits(&g.dv),
+        ]);
+        out.extend(g.d_table.map(|d| bits(&d)));
+    }
     out
 }
 

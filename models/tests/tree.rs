@@ -169,13 +169,20 @@ fn kv_cached_decoding_equals_full_recompute() {
     let b = batch();
     let (rows, seq) = (b.batch, b.seq_len);
     let t = b.tree.as_ref().unwrap();
-    let values = |x: Tensor<3>| x.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+    let values = |x: Tensor<3>| {
+        x.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
     let h = m.hidden_in_tree(&b.input_ids, rows, 0, None, Some(t), None, &mut Vec::new());
     let full = values(h.matmul(m.head_weight().unsqueeze()));
     let vocab = m.config.vocab_size;
     // The first `n` tokens of each row, as `[rows · n]`.
     let prefix = |v: &[u32], n: usize| -> Vec<u32> {
-        (0..rows).flat_map(|r| v[r * seq..r * seq + n].to_vec()).collect()
+        (0..rows)
+            .flat_map(|r| v[r * seq..r * seq + n].to_vec())
+            .collect()
     };
     let keys = |n: usize| {
         let mut k = TreePositions {

@@ -14,6 +14,64 @@ use rayon::prelude::*;
 /// Query rows per block: the unit over which masked-out columns are skipped.
 const BLOCK: usize = 64;
 
+/// An additive bias on the scores looked up per head from a small table: score `(b, h, r, c)`
+/// gets `table[h · n_buckets + ids[(b · seq + r) · keys + c]]` (the tree transformer's
+/// tree-relative bias). The `[batch, heads, seq, keys]` bias itself is never formed.
+#[derive(Clone, Copy, Debug)]
+pub struct BucketBias<'a> {
+    /// `[heads, n_buckets]`.
+    pub table: &'a [f32],
+    pub n_buckets: usize,
+    /// `[batch, seq, keys]`.
+    pub ids: &'a [u16],
+}
+
+impl BucketBias<'_> {
+    /// Adds head `h`'s bias to the block's scores `s` (rows `stride` apart).
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &self,
+        s: &mut [f32],
+        stride: usize,
+        b: usize,
+        h: usize,
+        blk: Block,
+        seq: usize,
+        keys: usize,
+    ) {
+        let table = &self.table[h * self.n_buckets..][..self.n_buckets];
+        for r in blk.r0..blk.r1 {
+            let ids = &self.ids[(b * seq + r) * keys + blk.c0..][..blk.c1 - blk.c0];
+            let row = &mut s[(r - blk.r0) * stride..][..ids.len()];
+            for (v, &id) in row.iter_mut().zip(ids) {
+                *v += table[id as usize];
+            }
+        }
+    }
+
+    /// Adds the block's score gradients `ds` (rows `stride` apart) to head `h`'s table rows of
+    /// `d_table`.
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate(
+        &self,
+        d_table: &mut [f32],
+        ds: &[f32],
+        stride: usize,
+        b: usize,
+        blk: Block,
+        seq: usize,
+        keys: usize,
+    ) {
+        for r in blk.r0..blk.r1 {
+            let ids = &self.ids[(b * seq + r) * keys + blk.c0..][..blk.c1 - blk.c0];
+            let row = &ds[(r - blk.r0) * stride..][..ids.len()];
+            for (&g, &id) in row.iter().zip(ids) {
+                d_table[id as usize] += g;
+            }
+        }
+    }
+}
+
 /// A `[batch, heads, seq, head_dim]` tensor's elements with its strides (any layout).
 #[derive(Clone, Copy, Debug)]
 pub struct Heads<'a> {
@@ -172,6 +230,7 @@ pub fn forward(
     k: Heads,
     v: Heads,
     mask: &[u8],
+    bias: Option<BucketBias>,
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<Vec<Block>>) {
     let [batch, heads, seq, hd] = q.dims;
@@ -213,6 +272,9 @@ pub fn forward(
                     scale,
                     false,
                 );
+                if let Some(bias) = &bias {
+                    bias.add(s, keys, b, h, *blk, seq, keys);
+                }
                 masked_softmax(s, keys, w, n, &mask_b[blk.r0 * keys + blk.c0..], keys);
                 let pm = blk.probs(p, keys);
                 gemm_into(
@@ -229,8 +291,17 @@ pub fn forward(
     (out, probs, blocks)
 }
 
-/// The backward pass: gradients for `q`, `k`, `v` (dense, in their logical shapes) from the
-/// output's gradient `d_out` (any layout) and what [`forward`] kept.
+/// The gradients of one attention: `q`, `k`, `v` (dense, in their logical shapes) and, with a
+/// bias, its table's (`[heads, n_buckets]`).
+pub struct AttentionGrads {
+    pub dq: Vec<f32>,
+    pub dk: Vec<f32>,
+    pub dv: Vec<f32>,
+    pub d_table: Option<Vec<f32>>,
+}
+
+/// The backward pass: the gradients from the output's gradient `d_out` (any layout) and what
+/// [`forward`] kept (`bias`: the one it added).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     q: Heads,
@@ -238,24 +309,45 @@ pub fn backward(
     v: Heads,
     probs: &[f32],
     blocks: &[Vec<Block>],
+    bias: Option<BucketBias>,
     d_out: Heads,
     scale: f32,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> AttentionGrads {
     let [batch, heads, seq, hd] = q.dims;
     let [_, kv_heads, keys, _] = k.dims;
     let group = heads / kv_heads;
     let mut dq = vec![0f32; batch * heads * seq * hd];
     let mut dk = vec![0f32; batch * kv_heads * keys * hd];
     let mut dv = vec![0f32; batch * kv_heads * keys * hd];
+    // Per batch row and head, that head's table gradient; summed over rows at the end.
+    let nb = bias.map_or(0, |b| b.n_buckets);
+    let mut d_tables = vec![0f32; batch * heads * nb];
+    let grads = |dq, dk, dv, d_tables: Vec<f32>| AttentionGrads {
+        dq,
+        dk,
+        dv,
+        d_table: bias.map(|_| {
+            let mut t = vec![0f32; heads * nb];
+            for part in d_tables.chunks_exact(heads * nb) {
+                t.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+            }
+            t
+        }),
+    };
     if dq.is_empty() || dk.is_empty() {
-        return (dq, dk, dv);
+        return grads(dq, dk, dv, d_tables);
     }
-    // One task per (batch, kv head): it owns that head's dk/dv and its group's dq.
+    // One task per (batch, kv head): it owns that head's dk/dv, its group's dq and table rows.
+    let table_chunk = (group * nb).max(1);
+    if d_tables.is_empty() {
+        d_tables = vec![0f32; batch * kv_heads];
+    }
     dq.par_chunks_mut(group * seq * hd)
         .zip(dk.par_chunks_mut(keys * hd))
         .zip(dv.par_chunks_mut(keys * hd))
+        .zip(d_tables.par_chunks_mut(table_chunk))
         .enumerate()
-        .for_each(|(bg, ((dq, dk), dv))| {
+        .for_each(|(bg, (((dq, dk), dv), d_tab))| {
             let (b, g) = (bg / kv_heads, bg % kv_heads);
             let (km, vm) = (k.head(b, g), v.head(b, g));
             let mut ds = vec![0f32; BLOCK * keys];
@@ -284,6 +376,9 @@ pub fn backward(
                         false,
                     );
                     softmax_backward(&p[blk.r0 * keys + blk.c0..], keys, &mut ds, w, w, n);
+                    if let Some(bias) = &bias {
+                        bias.accumulate(&mut d_tab[j * nb..][..nb], &ds, w, b, *blk, seq, keys);
+                    }
                     let dsm = MatRef {
                         data: &ds,
                         offset: 0,
@@ -314,7 +409,7 @@ pub fn backward(
                 }
             }
         });
-    (dq, dk, dv)
+    grads(dq, dk, dv, d_tables)
 }
 
 #[cfg(test)]
@@ -410,6 +505,7 @@ mod tests {
             Heads::dense(&k, [b, kvh, keys, d]),
             Heads::dense(&v, [b, kvh, keys, d]),
             &mask,
+            None,
             scale,
         );
         let want = reference(&q, &k, &v, &mask, [b, h, t, d], kvh, keys, scale as f64);
