@@ -166,3 +166,24 @@ fn suggest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every shipped recipe reads as a whole recipe and validates (a key renamed in the schema
+    /// and not in `recipes/` is caught here, not by a user).
+    #[test]
+    fn every_shipped_recipe_loads_and_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let r: anvil_train::Recipe = super::load_all(&path, &[]).unwrap();
+                r.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 10, "{n} recipes");
+    }
+}
