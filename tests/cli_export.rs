@@ -91,6 +91,7 @@ fn loss(m: &Llama, ids: &[u32], seq: usize) -> f64 {
         batch,
         seq_len: seq,
         tree: None,
+        position_targets: None,
     });
     let sum: f32 = out.nll_sum.into_data().try_into_vec::<f32>().unwrap()[0];
     sum as f64 / out.n_targets as f64

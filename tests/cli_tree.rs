@@ -186,7 +186,7 @@ fn a_tree_model_trains_resumes_and_is_evaluated() {
         "--out",
         out.to_str().unwrap(),
     ]));
-    assert!(e.contains("no tree transformer"), "{e}");
+    assert!(e.contains("no `tree` architecture"), "{e}");
 }
 
 #[test]

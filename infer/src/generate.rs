@@ -46,6 +46,13 @@ impl Default for GenerateParams {
 /// Refuses models the decoder cannot run: a tree model whose config does not say how to place
 /// tokens (see [`Generator::check_decodable`]).
 pub fn check_decodable(config: &anvil_models::LlamaConfig) -> Result<(), InferError> {
+    if config.diffusion.is_some() {
+        return Err(InferError::Param(
+            "a diffusion denoiser (`arch = \"diffusion\"`) does not decode left to right: it \
+             unmasks (`anvil generate --steps N …`, docs/models.md)"
+                .into(),
+        ));
+    }
     Placement::of(config).map(|_| ())
 }
 

@@ -21,15 +21,28 @@ pub enum Arch {
     /// The Llama decoder that also reads each token's place in the syntax tree
     /// ([`crate::tree`]; its config has a `tree` section).
     Tree,
+    /// The masked-diffusion denoiser: the Llama blocks, bidirectional
+    /// ([`crate::diffusion`]; its config has a `diffusion` section).
+    Diffusion,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::Llama, Arch::Tree];
+    pub const ALL: [Arch; 3] = [Arch::Llama, Arch::Tree, Arch::Diffusion];
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
             Arch::Tree => "tree",
+            Arch::Diffusion => "diffusion",
+        }
+    }
+
+    /// The config section that makes a Llama config this architecture (`None`: Llama itself).
+    pub fn section(self) -> Option<&'static str> {
+        match self {
+            Arch::Llama => None,
+            Arch::Tree => Some("tree"),
+            Arch::Diffusion => Some("diffusion"),
         }
     }
 }
@@ -95,7 +108,7 @@ mod tests {
         );
         let e = untag(serde_json::json!({"arch": "rwkv"})).unwrap_err();
         assert!(
-            e.contains("unknown architecture `rwkv` (known: llama, tree)"),
+            e.contains("unknown architecture `rwkv` (known: llama, tree, diffusion)"),
             "{e}"
         );
         assert!(untag(serde_json::json!({"arch": 3})).is_err());

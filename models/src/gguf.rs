@@ -192,10 +192,11 @@ fn vocab_metadata(vocab: Vocab) -> Vec<(String, Value)> {
 
 /// Refuses what llama.cpp's `llama` architecture cannot run as Anvil does.
 pub fn check_supported(c: &LlamaConfig) -> Result<(), GgufError> {
-    if c.tree.is_some() {
-        return Err(GgufError::Unsupported(
-            "llama.cpp has no tree transformer (`arch = \"tree\"`)".into(),
-        ));
+    if c.arch() != crate::Arch::Llama {
+        return Err(GgufError::Unsupported(format!(
+            "llama.cpp has no `{}` architecture (Anvil's own)",
+            c.arch()
+        )));
     }
     let patterns = c.patterns().map_err(|(_, m)| GgufError::Unsupported(m))?;
     if let Some(p) = patterns

@@ -101,10 +101,11 @@ pub(crate) fn is_mixtral(c: &LlamaConfig) -> bool {
 
 /// HF `config.json` for `c`.
 pub fn hf_config(c: &LlamaConfig) -> Result<Value, HfError> {
-    if c.tree.is_some() {
-        return Err(HfError::Unsupported(
-            "transformers has no tree transformer (`arch = \"tree\"`)".into(),
-        ));
+    if c.arch() != crate::Arch::Llama {
+        return Err(HfError::Unsupported(format!(
+            "transformers has no `{}` architecture (Anvil's own)",
+            c.arch()
+        )));
     }
     let patterns = c.patterns().map_err(|(_, m)| HfError::Unsupported(m))?;
     if let Some(p) = patterns
@@ -294,6 +295,7 @@ pub fn read_config(path: &Path) -> Result<LlamaConfig, HfError> {
             .unwrap_or(0.02),
         attention: vec!["causal".into()],
         tree: None,
+        diffusion: None,
         moe: None,
     };
     if let Some(s) = scaling_v {

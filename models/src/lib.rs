@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod attention;
 pub mod blocks;
+pub mod diffusion;
 pub mod fused;
 pub mod generation;
 pub mod gguf;
@@ -26,6 +27,7 @@ pub mod tree;
 
 pub use arch::Arch;
 pub use attention::{AttentionPattern, KvCache};
+pub use diffusion::{DiffusionConfig, NoiseSchedule};
 pub use llama::{Llama, LlamaConfig};
 pub use lora::{LoraConfig, LoraLinear};
 pub use loss::{LmOutput, TokenBatch, TokenLogprobs};
@@ -66,10 +68,7 @@ impl CausalLm for Llama {
         &self.config
     }
     fn arch(&self) -> Arch {
-        match self.config.tree {
-            Some(_) => Arch::Tree,
-            None => Arch::Llama,
-        }
+        self.config.arch()
     }
     fn loss(&self, batch: &TokenBatch) -> LmOutput {
         Llama::loss(self, batch)

@@ -3,8 +3,10 @@
 //! head. Field names make Burn's parameter paths HF's (`model.layers.0.self_attn.q_proj.weight`),
 //! so import and export are a table (see `hf.rs`).
 
+use crate::arch::Arch;
 use crate::attention::{AttentionPattern, KvCache, SelfAttention, attention_mask};
 use crate::blocks::{RmsNorm, Rope, RopeScaling, SwiGlu, linear};
+use crate::diffusion::DiffusionConfig;
 use crate::loss::{LmOutput, TokenBatch, TokenLogprobs, causal_lm_loss};
 use crate::moe::{MoeConfig, MoeLayer, MoeStats};
 use crate::tree::{TreeBias, TreeConfig, TreeModule, TreePositions};
@@ -51,6 +53,10 @@ pub struct LlamaConfig {
     /// encodings and a tree attention bias, from the shards' AST positions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tree: Option<TreeConfig>,
+    /// The masked-diffusion denoiser (`arch = "diffusion"`; `diffusion.rs`): bidirectional
+    /// attention, trained to unmask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diffusion: Option<DiffusionConfig>,
 }
 
 impl Default for LlamaConfig {
@@ -71,6 +77,7 @@ impl Default for LlamaConfig {
             attention: vec!["causal".into()],
             moe: None,
             tree: None,
+            diffusion: None,
         }
     }
 }
@@ -255,6 +262,61 @@ impl LlamaConfig {
         if let Some(tree) = &self.tree {
             tree.validate(self.n_layers)
                 .map_err(|(k, m)| (format!("tree.{k}"), m))?;
+        }
+        if let Some(d) = &self.diffusion {
+            if self.tree.is_some() {
+                return Err((
+                    "diffusion".into(),
+                    "a model is a tree transformer or a diffusion denoiser, not both".into(),
+                ));
+            }
+            d.validate()
+                .map_err(|(k, m)| (format!("diffusion.{k}"), m))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the model reads the shards' per-token tree positions: a tree model, or a
+    /// denoiser that masks whole syntax nodes.
+    pub fn reads_tree_positions(&self) -> bool {
+        self.tree.is_some()
+            || self
+                .diffusion
+                .as_ref()
+                .is_some_and(|d| d.ast_mask_rate > 0.0)
+    }
+
+    /// The architecture this config builds (its tag in `model.json`).
+    pub fn arch(&self) -> Arch {
+        if self.diffusion.is_some() {
+            Arch::Diffusion
+        } else if self.tree.is_some() {
+            Arch::Tree
+        } else {
+            Arch::Llama
+        }
+    }
+
+    /// Makes this config architecture `arch`: its section gets the defaults when missing; a
+    /// section of another architecture is an error naming it.
+    pub fn set_arch(&mut self, arch: Arch) -> Result<(), String> {
+        let own = |a: Arch| arch == a;
+        if self.tree.is_some() && !own(Arch::Tree)
+            || self.diffusion.is_some() && !own(Arch::Diffusion)
+        {
+            return Err(format!(
+                "`{}`: a `{arch}` model has no such section",
+                self.arch().section().unwrap_or("arch")
+            ));
+        }
+        match arch {
+            Arch::Llama => {}
+            Arch::Tree => {
+                self.tree.get_or_insert_with(TreeConfig::default);
+            }
+            Arch::Diffusion => {
+                self.diffusion.get_or_insert_with(DiffusionConfig::default);
+            }
         }
         Ok(())
     }
@@ -460,8 +522,14 @@ impl Llama {
         let (cos, sin) = self.rope.0.cos_sin(start, seq, &device);
         // One mask per distinct pattern, shared by the layers that use it.
         let mut masks: Vec<(AttentionPattern, Tensor<4, Bool>)> = Vec::new();
+        // The denoiser sees its whole document both ways: one mask for every layer.
+        let bidirectional = self.config.diffusion.is_some().then(|| {
+            assert!(start == 0, "the diffusion denoiser has no KV cache");
+            crate::diffusion::document_mask(batch, seq, segments, &device)
+        });
         for (i, layer) in self.model.layers.iter().enumerate() {
             let mask = match masks.iter().find(|(p, _)| *p == layer.pattern) {
+                _ if bidirectional.is_some() => bidirectional.clone().expect("checked"),
                 Some((_, m)) => m.clone(),
                 None => {
                     let m =

@@ -17,6 +17,23 @@ pub struct TokenBatch {
     pub seq_len: usize,
     /// Per token, its place in the syntax tree (shards tokenized with `ast`), for tree models.
     pub tree: Option<crate::tree::TreePositions>,
+    /// Targets at the positions themselves instead of the next tokens (the diffusion denoiser
+    /// predicts each masked position's original token).
+    pub position_targets: Option<PositionTargets>,
+}
+
+/// Per position, its own target and loss weight (`batch · seq_len`, row-major).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PositionTargets {
+    /// The token to predict, −1 where none.
+    pub targets: Vec<i64>,
+    /// Its weight in the summed loss (the diffusion ELBO weight), 0 where no target.
+    pub weights: Vec<f32>,
+    /// The positions the loss is normalized over (the tokens that could have been masked):
+    /// their count is the batch's `n_targets`, their text its bytes.
+    pub counted: Vec<bool>,
+    /// The tokens before masking.
+    pub originals: Vec<u32>,
 }
 
 impl TokenBatch {
@@ -24,6 +41,12 @@ impl TokenBatch {
     /// exist, belong to the same (non-padding) document and be in the loss mask. Returns
     /// `(targets, weights, count)`.
     pub fn targets(&self) -> (Vec<i64>, Vec<f32>, usize) {
+        if let Some(p) = &self.position_targets {
+            let count = p.counted.iter().filter(|&&c| c).count();
+            // As for next tokens: 0 where there is no target (its weight is 0).
+            let targets = p.targets.iter().map(|&t| t.max(0)).collect();
+            return (targets, p.weights.clone(), count);
+        }
         let n = self.batch * self.seq_len;
         let mut targets = vec![0i64; n];
         let mut weights = vec![0f32; n];
@@ -44,6 +67,29 @@ impl TokenBatch {
             }
         }
         (targets, weights, count)
+    }
+}
+
+impl TokenBatch {
+    /// The tokens whose text the loss covers, for bits per byte: the targets, or with position
+    /// targets the counted positions' original tokens.
+    pub fn scored_ids(&self) -> Vec<u32> {
+        if let Some(p) = &self.position_targets {
+            return p
+                .originals
+                .iter()
+                .zip(&p.counted)
+                .filter(|(_, c)| **c)
+                .map(|(&t, _)| t)
+                .collect();
+        }
+        let (targets, weights, _) = self.targets();
+        targets
+            .iter()
+            .zip(&weights)
+            .filter(|(_, w)| **w > 0.0)
+            .map(|(&t, _)| t as u32)
+            .collect()
     }
 }
 
@@ -201,9 +247,15 @@ fn nll(h: Tensor<2>, head: Tensor<2>, targets: &[i64], weights: &[f32]) -> Tenso
     let n = h.dims()[0];
     let device = h.device();
     if fused::enabled(&device) {
-        let targets = masked_targets(targets, weights);
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
-        return fused::lm_head_nll(h, head, targets);
+        let masked = masked_targets(targets, weights);
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(masked, [n]), &device);
+        if weights.iter().all(|&w| w == 0.0 || w == 1.0) {
+            return fused::lm_head_nll(h, head, ids);
+        }
+        // Other weights (the diffusion ELBO's) scale each row's log-probability.
+        let (logp, _) = fused::lm_head_logprobs(h, head, ids, false);
+        let w = Tensor::<1>::from_data(TensorData::new(weights.to_vec(), [n]), &device);
+        return (logp * w).sum().neg();
     }
     let mut total: Option<Tensor<1>> = None;
     let mut start = 0;

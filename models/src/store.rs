@@ -5,7 +5,6 @@
 //! [`load`] reads either kind.
 
 use crate::CausalLm;
-use crate::arch::Arch;
 use crate::llama::{Llama, LlamaConfig};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{DType, Device, Tensor};
@@ -82,13 +81,7 @@ pub fn read_config(dir: &Path) -> Result<LlamaConfig, StoreError> {
     let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&p, e))?;
     let (arch, fields) = crate::arch::untag(v).map_err(|e| invalid(&p, e))?;
     let mut c: LlamaConfig = serde_json::from_value(fields).map_err(|e| invalid(&p, e))?;
-    match (arch, &c.tree) {
-        (Arch::Llama, Some(_)) => {
-            return Err(invalid(&p, "`tree`: a `llama` model has no tree section"));
-        }
-        (Arch::Tree, None) => c.tree = Some(Default::default()),
-        _ => {}
-    }
+    c.set_arch(arch).map_err(|e| invalid(&p, e))?;
     c.validate()
         .map_err(|(k, m)| invalid(&p, format!("`{k}`: {m}")))?;
     if c.vocab_size == 0 {

@@ -203,6 +203,7 @@ fn moe_model_trains_with_aux_losses() {
         batch: 2,
         seq_len: 16,
         tree: None,
+        position_targets: None,
     };
     let out = model.loss(&batch);
     assert_eq!(out.n_targets, 2 * 15);

@@ -1,8 +1,10 @@
 //! The whole Llama (dense and mixture of experts, GQA, packed documents, tied and untied head)
 //! with the fused kernels and with Burn's composed ops: the same loss and the same gradient for
 //! every parameter. One test in its own binary, as it switches the kernels for the process. The
-//! tree transformer too: its biased layers run the fused kernel with a bucketed bias.
+//! tree transformer too: its biased layers run the fused kernel with a bucketed bias; and the
+//! diffusion denoiser (bidirectional masks, weighted loss).
 
+use anvil_models::diffusion::{DiffusionConfig, noise_batch};
 use anvil_models::tree::{TreeConfig, TreePositions};
 use anvil_models::{LlamaConfig, MoeConfig, TokenBatch, fused};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -74,6 +76,7 @@ fn fused_and_composed_models_agree() {
         batch,
         seq_len: seq,
         tree: None,
+        position_targets: None,
     };
     let base = LlamaConfig {
         vocab_size: vocab,
@@ -118,10 +121,17 @@ fn fused_and_composed_models_agree() {
         }),
         ..base.clone()
     };
+    // The diffusion denoiser: bidirectional attention, ELBO-weighted loss on masked tokens.
+    let diffusion = LlamaConfig {
+        diffusion: Some(DiffusionConfig::default()),
+        ..base.clone()
+    };
+    let noised = noise_batch(&tokens, &DiffusionConfig::default(), 2, 9);
     for (name, config, tokens) in [
         ("dense", base, &tokens),
         ("moe", moe, &tokens),
         ("tree", tree, &tree_tokens),
+        ("diffusion", diffusion, &noised),
     ] {
         let (l1, g1) = loss_and_grads(&config, tokens, true);
         let (l2, g2) = loss_and_grads(&config, tokens, false);

@@ -65,6 +65,7 @@ fn sequence_logprobs_and_the_loss_mask_match_a_brute_force_log_softmax() {
                 batch: rows,
                 seq_len: seq,
                 tree: None,
+                position_targets: None,
             };
             let want = brute_force(&model, &batch);
             let lp = CausalLm::sequence_logprobs(&model, &batch);

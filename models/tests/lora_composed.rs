@@ -72,6 +72,7 @@ fn loss_and_adapter_grads(
         batch,
         seq_len: seq,
         tree: None,
+        position_targets: None,
     };
     let out = model.loss(&batch);
     let mut loss = out.nll_sum / out.n_targets as f64;

@@ -35,6 +35,7 @@ fn masked_batch(vocab: usize) -> TokenBatch {
         batch: ROWS,
         seq_len: SEQ,
         tree: None,
+        position_targets: None,
     }
 }
 

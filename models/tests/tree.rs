@@ -74,6 +74,7 @@ fn batch() -> TokenBatch {
         batch: rows,
         seq_len: seq,
         tree: Some(t),
+        position_targets: None,
     }
 }
 
@@ -151,7 +152,7 @@ fn a_tree_model_saves_tagged_and_loads_back() {
     let e = anvil_models::hf::hf_config(&m.config)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("no tree transformer"), "{e}");
+    assert!(e.contains("no `tree` architecture"), "{e}");
 }
 
 /// Decoding with a KV cache (a prompt, then one token at a time, each step given the positions of

@@ -484,11 +484,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     let (model, ckpt) = (weights.model, weights.checkpoint);
     let adapter = weights.adapter.map(|ad| ad.dir);
     let tokenizer = anvil_data::tokenizer::load(&tok_path)?;
-    let load = match model.config.tree {
-        Some(_) => anvil_train::loader::TokenRows::load_with_tree,
-        None => anvil_train::loader::TokenRows::load,
-    };
-    let rows = load(&a.tokens, split, model.config.vocab_size)?;
+    let rows = anvil_train::loader::TokenRows::load_for(&a.tokens, split, &model.config)?;
     if rows.is_empty() {
         bail!("{}: no {} rows", a.tokens.display(), a.split);
     }

@@ -31,6 +31,16 @@ impl TokenRows {
         Self::read(dir, split, vocab_size, true)
     }
 
+    /// The rows `model` reads: with the tokens' tree positions for a tree model (and a denoiser
+    /// that masks whole syntax nodes), without otherwise.
+    pub fn load_for(
+        dir: &Path,
+        split: Split,
+        model: &anvil_models::LlamaConfig,
+    ) -> anvil_data::Result<Self> {
+        Self::read(dir, split, model.vocab_size, model.reads_tree_positions())
+    }
+
     /// Every row of `split` in the tokenized folder `dir`, for a model with `vocab_size` tokens.
     /// Shards that disagree with `tokens.json` (other row lengths, ids past its vocabulary) or a
     /// vocabulary larger than the model's are refused here, naming the file, instead of
@@ -184,6 +194,7 @@ impl TokenRows {
             batch: idx.len(),
             seq_len: t,
             tree,
+            position_targets: None,
         }
     }
 }

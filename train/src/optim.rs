@@ -304,6 +304,7 @@ mod tests {
             batch: 2,
             seq_len: 20,
             tree: None,
+            position_targets: None,
         };
         for _ in 0..3 {
             let mut grads = GradAccumulator::default();

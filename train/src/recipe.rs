@@ -72,28 +72,30 @@ impl<'de> Deserialize<'de> for ModelSection {
                 )));
             }
         };
-        // `arch = "tree"` is the tree transformer with its defaults unless `[model.tree]` says
-        // more; `[model.tree]` alone is one too.
+        // `arch = "tree"` (or "diffusion") is that architecture with its section's defaults
+        // unless the section says more; the section alone makes one too.
         match table.remove("arch") {
             None => {}
-            Some(toml::Value::String(a)) => match a.as_str() {
-                "llama" if table.contains_key("tree") => {
-                    return Err(D::Error::custom(
-                        "`arch = \"llama\"` has no `tree` section (use `arch = \"tree\"`)",
-                    ));
+            Some(toml::Value::String(a)) => {
+                let arch: anvil_models::Arch = a
+                    .parse()
+                    .map_err(|e| D::Error::custom(format!("`arch`: {e}")))?;
+                for other in anvil_models::Arch::ALL {
+                    if let Some(sec) = other.section()
+                        && other != arch
+                        && table.contains_key(sec)
+                    {
+                        return Err(D::Error::custom(format!(
+                            "`arch = \"{arch}\"` has no `{sec}` section (use `arch = \"{other}\"`)"
+                        )));
+                    }
                 }
-                "llama" => {}
-                "tree" => {
+                if let Some(sec) = arch.section() {
                     table
-                        .entry("tree")
+                        .entry(sec)
                         .or_insert_with(|| toml::Value::Table(Default::default()));
                 }
-                other => {
-                    return Err(D::Error::custom(format!(
-                        "`arch`: unknown architecture `{other}` (known: llama, tree)"
-                    )));
-                }
-            },
+            }
             Some(other) => {
                 return Err(D::Error::custom(format!(
                     "`arch` must be a string, not {}",

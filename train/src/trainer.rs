@@ -115,7 +115,8 @@ pub fn validate_on(
         if k % world.size() != world.rank() {
             continue;
         }
-        let batch = rows.batch(&idx);
+        // The denoiser's validation masks depend on the batch alone: the same every evaluation.
+        let batch = model_batch(&model.config, rows.batch(&idx), derive_seed(0, 0, k));
         let out = model.loss(&batch);
         nll += out.nll_sum.into_scalar::<f32>() as f64;
         targets += out.n_targets;
@@ -139,13 +140,31 @@ pub fn validate_on(
 }
 
 /// Text bytes of the tokens a batch predicts.
+/// The batch a model trains on: the diffusion denoiser's masked copy of the rows (all its
+/// randomness from `seed`), or the rows as they are.
+pub fn model_batch(config: &LlamaConfig, batch: TokenBatch, seed: u64) -> TokenBatch {
+    match &config.diffusion {
+        Some(d) => {
+            anvil_models::diffusion::noise_batch(&batch, d, anvil_data::tokenizer::MASK_ID, seed)
+        }
+        None => batch,
+    }
+}
+
+/// A seed per (run seed, step, slot), so what a step draws does not depend on what ran before
+/// (a resumed run draws the same).
+pub(crate) fn derive_seed(seed: u64, step: usize, slot: usize) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((slot as u64) << 40);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn target_bytes(batch: &TokenBatch, token_bytes: &[u32]) -> u64 {
-    let (targets, weights, _) = batch.targets();
-    targets
+    batch
+        .scored_ids()
         .iter()
-        .zip(&weights)
-        .filter(|(_, w)| **w > 0.0)
-        .map(|(&t, _)| token_bytes.get(t as usize).copied().unwrap_or(0) as u64)
+        .map(|&t| token_bytes.get(t as usize).copied().unwrap_or(0) as u64)
         .sum()
 }
 
@@ -287,14 +306,8 @@ impl Trainer {
         })?;
         let tokenizer = anvil_data::tokenizer::load(&data.tokenizer)?;
         let token_bytes = anvil_data::tokenizer::token_byte_lengths(&tokenizer);
-        let vocab = recipe.model.vocab_size;
-        // A tree model also reads each token's tree position.
-        let load = match recipe.model.tree {
-            Some(_) => TokenRows::load_with_tree,
-            None => TokenRows::load,
-        };
-        let train_rows = load(&data.tokens, Split::Train, vocab)?;
-        let val_rows = load(&data.tokens, Split::Val, vocab)?;
+        let train_rows = TokenRows::load_for(&data.tokens, Split::Train, &recipe.model)?;
+        let val_rows = TokenRows::load_for(&data.tokens, Split::Val, &recipe.model)?;
         let global_batch = recipe.train.batch_size * world.size();
         if train_rows.len() < global_batch {
             let per_rank = match world.size() {
@@ -377,10 +390,13 @@ impl Trainer {
         let t = &self.recipe.train;
         let (rank, ranks) = (self.world.rank(), self.world.size());
         let micro: Vec<TokenBatch> = (0..t.grad_accum)
-            .map(|_| {
+            .map(|k| {
                 let rows = self.stream.next_rows(t.batch_size * ranks);
-                self.train_rows
-                    .batch(&rows[rank * t.batch_size..(rank + 1) * t.batch_size])
+                let batch = self
+                    .train_rows
+                    .batch(&rows[rank * t.batch_size..(rank + 1) * t.batch_size]);
+                let seed = derive_seed(t.seed, self.state.step, k * ranks + rank);
+                model_batch(&model.config, batch, seed)
             })
             .collect();
         let mut step_targets: usize = micro.iter().map(|b| b.targets().2).sum();

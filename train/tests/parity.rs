@@ -70,6 +70,7 @@ fn check(name: &str) {
             batch,
             seq_len: seq,
             tree: None,
+            position_targets: None,
         };
         let out = model.loss(&batch);
         let loss = out.nll_sum / out.n_targets as f64;

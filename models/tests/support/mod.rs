@@ -77,6 +77,7 @@ pub fn batch() -> TokenBatch {
         batch: 2,
         seq_len: 6,
         tree: None,
+        position_targets: None,
     }
 }
 

@@ -196,6 +196,7 @@ pub fn batch(rows: &[(&[u32], &[u32])], pad: u32) -> TokenBatch {
         batch: rows.len(),
         seq_len: width,
         tree: None,
+        position_targets: None,
     }
 }
 

@@ -195,14 +195,6 @@ fn composite(r: &RewardConfig) -> Result<CompositeReward, TrainError> {
     .map_err(|e| bad("reward.weights", &e))
 }
 
-/// A seed per (run seed, step, prompt slot), so rollouts do not depend on what ran before.
-fn rollout_seed(seed: u64, step: usize, slot: usize) -> u64 {
-    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((slot as u64) << 40);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 pub(super) fn host(t: Tensor<2>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
@@ -479,7 +471,7 @@ impl RlTrainer {
         let mine = self.world.block(all.len());
         let seeds: Vec<u64> = mine
             .clone()
-            .map(|i| rollout_seed(self.recipe.train.seed, self.state.step, i))
+            .map(|i| crate::trainer::derive_seed(self.recipe.train.seed, self.state.step, i))
             .collect();
         let idx = &all[mine];
         let g = self.generator(model);
