@@ -77,18 +77,26 @@ def parses(code):
         return True
     except (SyntaxError, ValueError):
         return False
-print("| model | set | parse, seeds " + " / ".join(seeds) + " | mean | pass@1 mean |")
-print("|---|---|---|---|---|")
+def has_code(completion):
+    # Anything but comments and blank lines (a model stuck in comment lines "parses" trivially).
+    return any(l.split("#", 1)[0].strip() for l in completion.splitlines())
+print("| model | set | parse, seeds " + " / ".join(seeds) + " | mean | with code | code that parses | pass@1 |")
+print("|---|---|---|---|---|---|---|")
 for v in variants:
     for s in ["humaneval", "synth"]:
-        shares, passes = [], []
+        shares, code, code_ok, passes = [], [], [], []
         for seed in seeds:
             rows = [json.loads(l) for l in (out / f"{v}-{seed}-{s}.jsonl").read_text().splitlines()]
-            shares.append(sum(parses(prompts[r["task_id"]] + r["completion"]) for r in rows) / len(rows))
+            ok = [parses(prompts[r["task_id"]] + r["completion"]) for r in rows]
+            shares.append(sum(ok) / len(rows))
+            with_code = [o for r, o in zip(rows, ok) if has_code(r["completion"])]
+            code.append(len(with_code) / len(rows))
+            code_ok.append(sum(with_code) / max(1, len(with_code)))
             summ = json.loads((out / f"{v}-{seed}-{s}.jsonl_summary.json").read_text())
             passes.append(summ["pass_at_k"].get("pass@1", 0.0))
-        print(f"| {v} | {s} ({len(rows)} samples/seed) | " + " / ".join(f"{x:.3f}" for x in shares)
-              + f" | {statistics.mean(shares):.3f} | {statistics.mean(passes):.3f} |")
+        m = statistics.mean
+        print(f"| {v} | {s} ({len(rows)}/seed) | " + " / ".join(f"{x:.3f}" for x in shares)
+              + f" | {m(shares):.3f} | {m(code):.3f} | {m(code_ok):.3f} | {m(passes):.3f} |")
 print()
 print("| model | decode tok/s, 1 sample | 8 samples | prefill tok/s (1) |")
 print("|---|---|---|---|")
