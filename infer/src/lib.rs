@@ -5,6 +5,7 @@
 //! position from an incremental parse of the text so far.
 
 pub mod beam;
+pub mod diffusion;
 pub mod generate;
 pub mod healing;
 pub mod load;

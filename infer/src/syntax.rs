@@ -118,6 +118,13 @@ impl SyntaxChecker {
     }
 }
 
+/// Whether `text` parses in `lang` without an error or missing node anywhere.
+pub fn valid_code(lang: Lang, text: &str) -> bool {
+    let mut c = SyntaxChecker::new(lang, 0);
+    let p = c.parse(text.to_string());
+    c.complete_and_valid(&p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

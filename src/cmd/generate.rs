@@ -85,6 +85,27 @@ pub struct GenerateArgs {
     /// One JSON object per sample on stdout instead of plain text.
     #[arg(long)]
     json: bool,
+    /// Diffusion denoisers: denoising steps for the whole span (default: one per token).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Diffusion denoisers: which masked positions each step unmasks first (low_confidence,
+    /// random, entropy).
+    #[arg(long, default_value = "low_confidence")]
+    remasking: anvil_infer::diffusion::Remasking,
+    /// Diffusion denoisers: write the span in blocks of this many tokens, left to right.
+    #[arg(long)]
+    block_length: Option<usize>,
+    /// Diffusion denoisers: classifier-free guidance weight (1 = the conditional model alone).
+    #[arg(long, default_value_t = 1.0)]
+    cfg: f32,
+    /// Diffusion denoisers: the language the result is validated in (prompt + span + suffix
+    /// must parse).
+    #[arg(long, default_value = "python", value_parser = anvil_data::lang::parse_one)]
+    lang: Lang,
+    /// Diffusion denoisers: when the result does not parse, fill the same hole with this
+    /// autoregressive checkpoint (fill-in-the-middle with --suffix) and use that instead.
+    #[arg(long, value_name = "CKPT")]
+    fallback: Option<PathBuf>,
     /// Write timings (prefill and decode tokens/s) as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -110,6 +131,16 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let stop: Vec<String> = a.stop.iter().map(|s| super::unescape(s)).collect();
     let generator =
         Generator::load_adapted(&a.checkpoint, a.adapter.as_deref(), a.tokenizer.as_deref())?;
+    if generator.model.config.diffusion.is_some() {
+        return diffuse(&a, &generator, &prompt);
+    }
+    if a.steps.is_some() || a.block_length.is_some() || a.cfg != 1.0 || a.fallback.is_some() {
+        bail!(
+            "--steps, --block-length, --cfg and --fallback are for diffusion denoisers; {} is an \
+             autoregressive model",
+            a.checkpoint.display()
+        );
+    }
     let ids = match &a.suffix {
         Some(suffix) => generator.fim_prompt(&prompt, suffix)?,
         None => generator.encode(&prompt)?,
@@ -208,6 +239,118 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     out.flush()?;
     report(&generation.timing, a.report.as_ref())
+}
+
+/// `generate` with a diffusion denoiser: the span between the prompt and `--suffix` (if any) is
+/// unmasked in `--steps` steps, then validated (prompt + span + suffix must parse in `--lang`);
+/// when it does not and `--fallback` names an autoregressive checkpoint, that model fills the
+/// same hole and its text is used. The output says which path wrote it.
+fn diffuse(a: &GenerateArgs, g: &Generator, prompt: &str) -> Result<()> {
+    use anvil_infer::diffusion::DiffusionParams;
+    if a.beam.is_some() {
+        bail!("--beam is for autoregressive models; a diffusion denoiser unmasks (--steps)");
+    }
+    let suffix = a.suffix.clone().unwrap_or_default();
+    let (prefix_ids, suffix_ids) = (g.encode(prompt)?, g.encode(&suffix)?);
+    let mut out = std::io::stdout().lock();
+    for i in 0..a.n {
+        let p = DiffusionParams {
+            length: a.max_tokens,
+            steps: a.steps.unwrap_or(a.max_tokens),
+            remasking: a.remasking,
+            block_length: a.block_length,
+            cfg: a.cfg,
+            temperature: a.temperature,
+            seed: a.seed.wrapping_add(i as u64),
+        };
+        let infill = g.diffuse(&prefix_ids, &suffix_ids, &p)?;
+        let valid = |text: &str| {
+            anvil_infer::syntax::valid_code(a.lang, &format!("{prompt}{text}{suffix}"))
+        };
+        let diffusion_valid = valid(&infill.text);
+        let (text, path) = match (&a.fallback, diffusion_valid) {
+            (Some(ckpt), false) => (fallback(a, ckpt, prompt, &suffix, p.seed)?, "fallback"),
+            _ => (infill.text.clone(), "diffusion"),
+        };
+        let syntax_valid = path == "diffusion" && diffusion_valid || valid(&text);
+        if a.json {
+            let v = serde_json::json!({
+                "index": i,
+                "text": text,
+                "path": path,
+                "syntax_valid": syntax_valid,
+                "diffusion_text": infill.text,
+                "diffusion_valid": diffusion_valid,
+                "token_ids": infill.token_ids,
+                "steps": infill.steps,
+                "forwards": infill.forwards,
+                "seconds": infill.seconds,
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            if a.n > 1 {
+                writeln!(out, "--- sample {i} ({path})")?;
+            }
+            writeln!(out, "{text}")?;
+        }
+        eprintln!(
+            "diffusion: {} tokens in {} steps ({} forwards), {:.2} s ({:.1} steps/s, {:.1} tokens/s); \
+             {}; written by {path}",
+            p.length,
+            infill.steps,
+            infill.forwards,
+            infill.seconds,
+            infill.steps as f64 / infill.seconds.max(1e-9),
+            p.length as f64 / infill.seconds.max(1e-9),
+            if diffusion_valid {
+                "parses"
+            } else {
+                "does not parse"
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The autoregressive fallback's text for the same hole: fill-in-the-middle with a suffix, a
+/// continuation without.
+fn fallback(
+    a: &GenerateArgs,
+    ckpt: &std::path::Path,
+    prompt: &str,
+    suffix: &str,
+    seed: u64,
+) -> Result<String> {
+    let ar =
+        Generator::load(ckpt, None).with_context(|| format!("--fallback {}", ckpt.display()))?;
+    if ar.model.config.diffusion.is_some() {
+        bail!(
+            "--fallback {}: a diffusion denoiser; the fallback must be autoregressive",
+            ckpt.display()
+        );
+    }
+    let ids = match suffix.is_empty() {
+        true => ar.encode(prompt)?,
+        false => ar.fim_prompt(prompt, suffix)?,
+    };
+    let params = GenerateParams {
+        max_new_tokens: a.max_tokens,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            repetition_penalty: a.repetition_penalty,
+            seed,
+        },
+        token_healing: suffix.is_empty() && ar.token_healing(a.no_token_healing),
+        ..GenerateParams::default()
+    };
+    let g = ar.generate(&ids, &params)?;
+    Ok(g.completions
+        .into_iter()
+        .next()
+        .map(|c| c.text)
+        .unwrap_or_default())
 }
 
 /// Refuses `rows` sequences of up to `tokens` tokens whose KV caches and logits would not fit in
