@@ -42,8 +42,12 @@ enum Command {
     /// Write a checkpoint in another format: HF safetensors, GGUF (f16/q8_0/q4_0) for llama.cpp,
     /// a quantized Anvil checkpoint; a LoRA fine-tune merged or as a PEFT adapter.
     Export(cmd::export::ExportArgs),
-    /// Complete a prompt with a checkpoint: sampling, FIM, syntax-aware beam search.
+    /// Complete a prompt with a checkpoint: sampling, FIM, syntax-aware beam search; fill holes
+    /// with a diffusion denoiser.
     Generate(cmd::generate::GenerateArgs),
+    /// Plans → patches: mask the named functions, regenerate them with the diffusion
+    /// denoiser, validate, fall back to an autoregressive model, write unified diffs.
+    Build(cmd::build::BuildArgs),
     /// Tracked runs: list, show, compare, plot, sync to MLflow.
     #[command(subcommand)]
     Runs(cmd::runs::RunsCommand),
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Train(c) => cmd::train::run(c),
         Command::Export(a) => cmd::export::run(a),
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Build(a) => cmd::build::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
