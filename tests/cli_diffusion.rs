@@ -2,7 +2,8 @@
 //! resumes bit-identically (each step's masks come from the run's seed and the step), `eval
 //! perplexity` gives the validation loss, `anvil generate` fills a hole between a prompt and a
 //! suffix, and the autoregressive fallback writes the text when (and only when) the denoiser's
-//! does not parse. Autoregressive-only paths refuse it in one line.
+//! does not parse, and `eval pass-at-k --checkpoint` scores its infills. Left-to-right-only
+//! paths (serving, exports) refuse it in one line.
 
 mod common;
 use common::*;
@@ -175,17 +176,53 @@ fn a_denoiser_trains_resumes_and_fills_holes() {
     }
     assert_eq!(paths.len(), 2, "only {paths:?} taken");
 
-    // Left-to-right paths refuse a denoiser; autoregressive models refuse diffusion flags.
+    // pass@k with a denoiser: each body is a span after the prompt.
+    let problems = dir.path().join("problems.jsonl");
+    let row = serde_json::json!({"task_id": "T/0", "prompt": "def same(x):\n", "entry_point": "same",
+                                 "test": "def check(c):\n    assert c(3) == 3\n"});
+    std::fs::write(&problems, row.to_string()).unwrap();
+    let samples = dir.path().join("s.jsonl");
+    let o = ok(anvil(&[
+        "eval",
+        "pass-at-k",
+        "--problems",
+        p(&problems),
+        "--checkpoint",
+        p(&ckpt),
+        "--samples",
+        p(&samples),
+        "--n-samples",
+        "2",
+        "--max-tokens",
+        "6",
+        "--steps",
+        "2",
+        "--k",
+        "1",
+    ]));
+    assert!(stdout(&o).contains("generated 2 samples"), "{}", stdout(&o));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&samples)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows.iter().all(|r| r["steps"] == 2), "{rows:?}");
+
+    // Autoregressive models refuse diffusion flags; left-to-right serving refuses a denoiser.
     let e = one_line_error(&anvil(&[
         "eval",
         "pass-at-k",
         "--problems",
-        "humaneval",
+        p(&problems),
         "--checkpoint",
-        p(&ckpt),
+        p(&ar_ckpt),
         "--samples",
-        p(&dir.path().join("s.jsonl")),
+        p(&samples),
+        "--steps",
+        "2",
     ]));
+    assert!(e.contains("--steps is for diffusion denoisers"), "{e}");
+    let e = one_line_error(&anvil(&["serve", "--checkpoint", p(&ckpt)]));
     assert!(e.contains("does not decode left to right"), "{e}");
     let e = one_line_error(&anvil(&[
         "generate",

@@ -87,3 +87,55 @@ pub fn generate_samples(
     report.seconds = t0.elapsed().as_secs_f64();
     Ok((rows, report))
 }
+
+/// [`generate_samples`] with a diffusion denoiser: each sample is a span of `params.length`
+/// tokens unmasked after the prompt (seed `params.seed + i·n + k` for sample k of problem i),
+/// cut at the first of `stop`.
+pub fn generate_infills(
+    g: &Generator,
+    problems: &[Problem],
+    params: &anvil_infer::diffusion::DiffusionParams,
+    n: usize,
+    stop: &[String],
+    mut on_problem: impl FnMut(),
+) -> Result<(Vec<Map<String, Value>>, GenerateReport), InferError> {
+    let t0 = std::time::Instant::now();
+    let mut rows = Vec::with_capacity(problems.len() * n);
+    let mut report = GenerateReport::default();
+    for (i, p) in problems.iter().enumerate() {
+        let (ids, truncated) = encode_prompt(g, &p.prompt, params.length)?;
+        report.truncated_prompts += usize::from(truncated);
+        for k in 0..n {
+            let seed = params.seed.wrapping_add((i * n + k) as u64);
+            let infill = g.diffuse(
+                &ids,
+                &[],
+                &anvil_infer::diffusion::DiffusionParams {
+                    seed,
+                    ..params.clone()
+                },
+            )?;
+            let mut text = infill.text;
+            let stopped = anvil_infer::generate::first_stop(&text, stop);
+            if let Some(cut) = stopped {
+                text.truncate(cut);
+            }
+            report.generated_tokens += params.length;
+            let Value::Object(row) = json!({
+                "task_id": p.task_id,
+                "completion": text,
+                "sample": k,
+                "finish_reason": if stopped.is_some() { "stop" } else { "length" },
+                "completion_tokens": params.length,
+                "steps": infill.steps,
+            }) else {
+                unreachable!("json! of an object literal")
+            };
+            rows.push(row);
+        }
+        on_problem();
+    }
+    report.n_samples = rows.len();
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok((rows, report))
+}

@@ -104,6 +104,10 @@ pub struct PassAtKArgs {
     /// With --checkpoint: seed of the samples (problem i uses seed + i).
     #[arg(long, default_value_t = 0, requires = "checkpoint")]
     seed: u64,
+    /// With a diffusion denoiser as --checkpoint: unmasking steps per sample (default: one per
+    /// token of --max-tokens); each body is a span of --max-tokens after the prompt.
+    #[arg(long, requires = "checkpoint")]
+    steps: Option<usize>,
     /// With --checkpoint: read each prompt as it is tokenized. By default its last token is backed
     /// off and rewritten by the model (token healing), so a prompt ending in a newline is
     /// continued as the model learned code after one. Checkpoints of SFT runs turn it off
@@ -406,27 +410,38 @@ fn generate(
     stops: &[String],
     run: Option<&Run>,
 ) -> Result<()> {
-    use anvil_infer::{GenerateParams, Generator, SamplingParams};
+    use anvil_infer::Generator;
     let generator =
         Generator::load_adapted(ckpt, a.adapter.as_deref(), None).context("--checkpoint")?;
-    generator.check_decodable().context("--checkpoint")?;
-    let params = GenerateParams {
-        max_new_tokens: a.max_tokens,
-        n: a.n_samples,
-        sampling: SamplingParams {
+    let pb = anvil_data::progress::bar(problems.len() as u64, "generating", false);
+    let (rows, report) = if generator.model.config.diffusion.is_some() {
+        // A denoiser writes each body as a span after the prompt, in --steps steps.
+        let params = anvil_infer::diffusion::DiffusionParams {
+            length: a.max_tokens,
+            steps: a.steps.unwrap_or(a.max_tokens),
             temperature: a.temperature,
-            top_p: a.top_p,
             seed: a.seed,
             ..Default::default()
-        },
-        stop: stops.to_vec(),
-        ignore_eos: false,
-        token_healing: generator.token_healing(a.no_token_healing),
+        };
+        params.validate()?;
+        anvil_eval::generate::generate_infills(
+            &generator,
+            problems,
+            &params,
+            a.n_samples,
+            stops,
+            || pb.inc(1),
+        )?
+    } else {
+        if a.steps.is_some() {
+            bail!(
+                "--steps is for diffusion denoisers; {} is autoregressive",
+                ckpt.display()
+            );
+        }
+        generator.check_decodable().context("--checkpoint")?;
+        generate_ar(a, &generator, problems, stops, &pb)?
     };
-    params.validate()?;
-    let pb = anvil_data::progress::bar(problems.len() as u64, "generating", false);
-    let (rows, report) =
-        anvil_eval::generate::generate_samples(&generator, problems, &params, || pb.inc(1))?;
     pb.finish_and_clear();
     samples::write_samples(&a.samples, &rows)?;
     println!(
@@ -458,6 +473,40 @@ fn generate(
         )?;
     }
     Ok(())
+}
+
+/// Samples from an autoregressive checkpoint.
+fn generate_ar(
+    a: &PassAtKArgs,
+    generator: &anvil_infer::Generator,
+    problems: &[anvil_data::problems::Problem],
+    stops: &[String],
+    pb: &indicatif::ProgressBar,
+) -> Result<(
+    Vec<serde_json::Map<String, serde_json::Value>>,
+    anvil_eval::generate::GenerateReport,
+)> {
+    use anvil_infer::{GenerateParams, SamplingParams};
+    let params = GenerateParams {
+        max_new_tokens: a.max_tokens,
+        n: a.n_samples,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_p: a.top_p,
+            seed: a.seed,
+            ..Default::default()
+        },
+        stop: stops.to_vec(),
+        ignore_eos: false,
+        token_healing: generator.token_healing(a.no_token_healing),
+    };
+    params.validate()?;
+    Ok(anvil_eval::generate::generate_samples(
+        generator,
+        problems,
+        &params,
+        || pb.inc(1),
+    )?)
 }
 
 fn perplexity(a: PerplexityArgs) -> Result<()> {
