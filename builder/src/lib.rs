@@ -229,6 +229,7 @@ impl Builder<'_> {
             lang,
             &text,
             &new_text,
+            &r.diff,
             &spans,
             r.syntax_valid,
             self.config.whole,

@@ -26,16 +26,19 @@ pub struct Risk {
     pub new_findings: Vec<String>,
 }
 
+/// The risk of turning `old` into `new` by rewriting `spans`; `diff` is the patch (its `-` and
+/// `+` lines are the changed lines).
 pub fn score(
     lang: Lang,
     old: &str,
     new: &str,
+    diff: &str,
     spans: &[MaskedSpan],
     parses: bool,
     whole: bool,
 ) -> Risk {
     let syntax = if parses { 0.0 } else { 0.9 };
-    let changed_lines = changed_lines(old, new);
+    let changed_lines = changed_lines(diff);
     let size = 0.5 * (changed_lines as f64 / 200.0).min(1.0);
     let new_findings = match lang {
         Lang::Python => added_findings(old, new),
@@ -67,17 +70,14 @@ fn combine(terms: impl IntoIterator<Item = f64>) -> f64 {
         .product::<f64>()
 }
 
-/// Lines removed plus lines added, counted on the lines outside the common head and tail.
-fn changed_lines(old: &str, new: &str) -> usize {
-    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
-    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let tail = a[head..]
-        .iter()
-        .rev()
-        .zip(b[head..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    (a.len() - head - tail) + (b.len() - head - tail)
+/// Lines removed plus lines added in a unified diff.
+fn changed_lines(diff: &str) -> usize {
+    diff.lines()
+        .filter(|l| {
+            (l.starts_with('-') && !l.starts_with("---"))
+                || (l.starts_with('+') && !l.starts_with("+++"))
+        })
+        .count()
 }
 
 /// Security findings of `new` that `old` does not have (by rule and message, so moved lines do
@@ -129,18 +129,44 @@ mod tests {
     #[test]
     fn each_signal_raises_the_score() {
         let old = "import subprocess\n\ndef f(x):\n    return x\n";
-        let same = score(Lang::Python, old, old, &[span(false)], true, false);
+        let same = score(Lang::Python, old, old, "", &[span(false)], true, false);
         assert_eq!(same.score, 0.0);
         let new = "import subprocess\n\ndef f(x):\n    return subprocess.call(x, shell=True)\n";
-        let r = score(Lang::Python, old, new, &[span(false)], true, false);
+        let diff = crate::diff::unified(
+            "a.py",
+            old,
+            &[(
+                old.len() - 9..old.len() - 1,
+                "return subprocess.call(x, shell=True)".into(),
+            )],
+        );
+        assert_eq!(
+            crate::diff::splice(
+                old,
+                &[(
+                    old.len() - 9..old.len() - 1,
+                    "return subprocess.call(x, shell=True)".into()
+                )]
+            ),
+            new
+        );
+        let r = score(Lang::Python, old, new, &diff, &[span(false)], true, false);
         assert!(
             r.security > 0.0 && r.new_findings.iter().any(|f| f.starts_with("B602")),
             "{r:?}"
         );
         assert_eq!(r.changed_lines, 2);
-        let broken = score(Lang::Python, old, "def f(:\n", &[span(false)], false, false);
+        let broken = score(
+            Lang::Python,
+            old,
+            "def f(:\n",
+            "",
+            &[span(false)],
+            false,
+            false,
+        );
         assert!(broken.score >= 0.9);
-        let public = score(Lang::Python, old, old, &[span(true)], true, true);
+        let public = score(Lang::Python, old, old, "", &[span(true)], true, true);
         assert!((public.public - 0.25).abs() < 1e-12 && (public.score - 0.25).abs() < 1e-12);
         assert!(r.score < 1.0 && broken.score <= 1.0);
     }

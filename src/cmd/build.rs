@@ -35,8 +35,9 @@ pub struct BuildArgs {
     /// One plan: the file to change.
     #[arg(long, conflicts_with = "plans", requires_all = ["target", "intent"])]
     file: Option<PathBuf>,
-    /// One plan: a function, method (`Class.method`) or class to regenerate (repeatable).
-    #[arg(long)]
+    /// One plan: functions, methods (`Class.method`) or classes to regenerate (several after one
+    /// flag, or the flag repeated).
+    #[arg(long, num_args = 1..)]
     target: Vec<String>,
     /// One plan: what the change should do.
     #[arg(long)]
