@@ -82,7 +82,7 @@ fn fixture() -> &'static Fixture {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_adapter");
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
-        let device = Device::default();
+        let device = Device::flex();
         device.seed(5);
         let base = root.join("base");
         std::fs::create_dir_all(&base).unwrap();
@@ -203,7 +203,7 @@ fn merged_hf_export_holds_lora_merge_of_the_adapter() {
     let out = tmp.path().join("hf");
     ok(export(&f.ad, "hf", None, &out, &["--merge"]));
 
-    let device = Device::default();
+    let device = Device::flex();
     let base = store::load(&f.base, &device).unwrap();
     let (with, _) = peft::load_adapter(base.clone(), &f.ad).unwrap();
     let want = hf::parameters(&lora::merge(with));
@@ -315,7 +315,7 @@ fn a_lora_run_as_the_trainer_writes_it_loads_alone() {
         run.join("artifacts/tokenizer.json"),
     )
     .unwrap();
-    let device = Device::default();
+    let device = Device::flex();
     let model = store::load(&base, &device).unwrap();
     let (with, cfg) = peft::load_adapter(model, &f.ad).unwrap();
     let abs = std::path::absolute(&base).unwrap();

@@ -65,9 +65,11 @@ fn a_denoiser_trains_resumes_and_fills_holes() {
         "train.max_steps=8",
     ]));
     let weights = |run: &Path| {
-        let (m, _) =
-            anvil_infer::load_model(&run.join("checkpoints/step-000008"), &Default::default())
-                .unwrap();
+        let (m, _) = anvil_infer::load_model(
+            &run.join("checkpoints/step-000008"),
+            &burn::tensor::Device::flex(),
+        )
+        .unwrap();
         anvil_models::hf::parameters(&m)
     };
     assert!(

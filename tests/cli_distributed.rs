@@ -160,7 +160,7 @@ type Tensors = BTreeMap<String, Vec<f32>>;
 
 /// The model's parameters in a checkpoint (or a run's newest).
 fn weights(ckpt: &Path) -> Tensors {
-    let (model, _) = anvil_infer::load_model(ckpt, &Device::default()).unwrap();
+    let (model, _) = anvil_infer::load_model(ckpt, &Device::flex()).unwrap();
     anvil_models::hf::parameters(&model)
         .into_iter()
         .map(|(n, _, d)| (n, d))

@@ -392,9 +392,11 @@ fn grpo_and_dpo_run_on_two_ranks() {
     close("rl/loss");
     close("rl/kl");
     let load = |run: &Path| {
-        let (m, _) =
-            anvil_infer::load_model(&run.join("checkpoints/step-000006"), &Default::default())
-                .unwrap();
+        let (m, _) = anvil_infer::load_model(
+            &run.join("checkpoints/step-000006"),
+            &burn::tensor::Device::flex(),
+        )
+        .unwrap();
         anvil_models::hf::parameters(&m)
     };
     for ((name, _, x), (_, _, y)) in load(&one).into_iter().zip(load(&two)) {

@@ -52,7 +52,7 @@ fn model(name: &str, d_model: usize, n_layers: usize, max_seq_len: usize) -> Pat
     // One model at a time: the seeded generator is the device's, shared by both.
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    let device = burn::tensor::Device::default();
+    let device = burn::tensor::Device::flex();
     device.seed(11);
     let m = cfg.init(&device);
     anvil_models::store::save(&m, &dir).unwrap();

@@ -176,7 +176,7 @@ fn bits(t: impl IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>) -> Tensors 
 
 /// Every model parameter of a checkpoint (or a run's newest), by path, as f32 bit patterns.
 fn model_params(ckpt: &Path) -> Tensors {
-    let (model, _) = anvil_infer::load_model(ckpt, &Device::default()).unwrap();
+    let (model, _) = anvil_infer::load_model(ckpt, &Device::flex()).unwrap();
     bits(anvil_models::hf::parameters(&model))
 }
 
@@ -1200,7 +1200,7 @@ fn run_folder_checkpoints_and_hf_export() {
     let config = json(&hf.join("config.json"));
     assert_eq!(config["vocab_size"], 320);
     assert_eq!(config["hidden_size"], 32);
-    let (model, checkpoint) = anvil_infer::load_model(&run, &Device::default()).unwrap();
+    let (model, checkpoint) = anvil_infer::load_model(&run, &Device::flex()).unwrap();
     assert!(checkpoint.ends_with("step-000024"));
     let imported = anvil_models::hf::import(&hf, &model.device()).unwrap();
     assert_same_tensors(

@@ -68,9 +68,11 @@ fn a_tree_model_trains_resumes_and_is_evaluated() {
         "train.max_steps=8",
     ]));
     let weights = |run: &Path| {
-        let (m, _) =
-            anvil_infer::load_model(&run.join("checkpoints/step-000008"), &Default::default())
-                .unwrap();
+        let (m, _) = anvil_infer::load_model(
+            &run.join("checkpoints/step-000008"),
+            &burn::tensor::Device::flex(),
+        )
+        .unwrap();
         anvil_models::hf::parameters(&m)
     };
     let (a, b) = (weights(&runs.join("straight")), weights(&split));

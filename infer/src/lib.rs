@@ -44,10 +44,20 @@ impl InferError {
 }
 
 impl Generator {
-    /// Loads a checkpoint, run folder or HF folder with its tokenizer on the default device (a
+    /// Loads a checkpoint, run folder or HF folder with its tokenizer on the CPU (a
     /// full model: [`Generator::load_adapted`] takes LoRA adapters).
     pub fn load(path: &Path, tokenizer: Option<&Path>) -> Result<Self, InferError> {
-        Ok(load::load(path, tokenizer, &burn::tensor::Device::default())?.into())
+        Self::load_on(path, None, tokenizer, &anvil_models::device::cpu())
+    }
+
+    /// [`Generator::load_adapted`] on `device` (`anvil_models::device::select`).
+    pub fn load_on(
+        path: &Path,
+        adapter: Option<&Path>,
+        tokenizer: Option<&Path>,
+        device: &burn::tensor::Device,
+    ) -> Result<Self, InferError> {
+        Ok(load::load_adapted(path, adapter, tokenizer, device)?.into())
     }
 
     /// [`Generator::load`] with a LoRA adapter (a PEFT-format folder or a LoRA run) applied to
@@ -57,7 +67,6 @@ impl Generator {
         adapter: Option<&Path>,
         tokenizer: Option<&Path>,
     ) -> Result<Self, InferError> {
-        let device = burn::tensor::Device::default();
-        Ok(load::load_adapted(path, adapter, tokenizer, &device)?.into())
+        Self::load_on(path, adapter, tokenizer, &anvil_models::device::cpu())
     }
 }

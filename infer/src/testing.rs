@@ -102,7 +102,7 @@ pub fn token_id(tok: &Tokenizer, s: &str) -> u32 {
 pub fn bigram_model(dir: &Path, tok: &Tokenizer, table: &[(u32, Vec<(u32, f32)>)]) {
     let vocab = tok.get_vocab_size(true);
     let d = vocab + 8 - vocab % 8;
-    let device = Device::default();
+    let device = Device::flex();
     let config = LlamaConfig {
         vocab_size: vocab,
         d_model: d,

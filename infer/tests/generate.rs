@@ -32,7 +32,7 @@ fn cached_decoding_equals_full_recompute_and_samples_are_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let tok = byte_tokenizer(dir.path());
     let vocab = tok.get_vocab_size(true);
-    let model = config(vocab, 64, 2).init(&Device::default());
+    let model = config(vocab, 64, 2).init(&Device::flex());
     store::save(&model, dir.path()).unwrap();
     let g = Generator::load(dir.path(), None).unwrap();
     let prompt = g.encode("def add(a, b):\n    return").unwrap();
@@ -243,7 +243,7 @@ fn left_padded_batches_keep_every_attention_pattern() {
         let tok = byte_tokenizer(dir.path());
         let mut c = config(tok.get_vocab_size(true), 64, 2);
         c.attention = vec![pattern.into(), "causal".into()];
-        store::save(&c.init(&Device::default()), dir.path()).unwrap();
+        store::save(&c.init(&Device::flex()), dir.path()).unwrap();
         let g = Generator::load(dir.path(), None).unwrap();
         let prompts: Vec<Vec<u32>> = ["ab", "import os, sys", "x = [1, 2, 3]\nfor i in x:"]
             .iter()

@@ -287,7 +287,7 @@ fn healed_text_continues_the_prompt_exactly_on_a_random_model() {
         init_std: 0.3,
         ..Default::default()
     };
-    store::save(&cfg.init(&Device::default()), dir.path()).unwrap();
+    store::save(&cfg.init(&Device::flex()), dir.path()).unwrap();
     let g = Generator::load(dir.path(), None).unwrap();
     let mut healed = 0;
     for text in [

@@ -8,7 +8,7 @@ fn main() {
         eprintln!("usage: hf_roundtrip IN_DIR OUT_DIR");
         std::process::exit(2);
     }
-    let device = burn::tensor::Device::default();
+    let device = burn::tensor::Device::flex();
     let model = anvil_models::hf::import(args[1].as_ref(), &device).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(1)

@@ -8,6 +8,7 @@
 pub mod arch;
 pub mod attention;
 pub mod blocks;
+pub mod device;
 pub mod diffusion;
 pub mod fused;
 pub mod generation;

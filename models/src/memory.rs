@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn parameter_count_matches_the_built_model() {
         use burn::module::Module;
-        let device = burn::tensor::Device::default();
+        let device = burn::tensor::Device::flex();
         let mut configs = vec![small()];
         configs.push(LlamaConfig {
             tie_embeddings: true,

@@ -415,7 +415,7 @@ mod tests {
     /// from the parameters; the bias is the table's entry of each pair's bucket.
     #[test]
     fn encoding_and_bias_match_brute_force() {
-        let device = Device::default();
+        let device = Device::flex();
         let c = cfg();
         let (heads, d) = (2, 5);
         let mut m = TreeModule::new(&c, 2, heads, d, &device);
@@ -481,7 +481,7 @@ mod tests {
     /// key: the same encodings and buckets as those tokens' rows of the whole-row computation.
     #[test]
     fn queries_after_a_cache_match_the_whole_rows() {
-        let device = Device::default();
+        let device = Device::flex();
         let c = cfg();
         let d = 5;
         let mut m = TreeModule::new(&c, 1, 2, d, &device);

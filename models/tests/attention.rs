@@ -34,7 +34,7 @@ fn brute_force(p: &str, q: usize, k: usize, seg: &[u16]) -> bool {
 
 #[test]
 fn masks_match_brute_force_with_document_boundaries() {
-    let device = Device::default();
+    let device = Device::flex();
     let (b, t) = (3, 23);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     // Packed rows: documents of random lengths, then padding (segment 0) at the end of some.
@@ -77,7 +77,7 @@ fn masks_match_brute_force_with_document_boundaries() {
 
 #[test]
 fn decode_masks_offset_queries_like_the_full_mask() {
-    let device = Device::default();
+    let device = Device::flex();
     let pattern: AttentionPattern = "sliding:4".parse().unwrap();
     let full = attention_mask(pattern, 1, 0, 10, 10, None, &device)
         .into_data()
@@ -133,7 +133,7 @@ fn max_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
 
 #[test]
 fn kv_cache_decoding_matches_the_full_forward() {
-    let device = Device::default();
+    let device = Device::flex();
     for attention in [&["causal"][..], &["sliding:3", "dilated:2:2"][..]] {
         device.seed(3);
         let model = tiny(None, attention).init(&device);
@@ -153,7 +153,7 @@ fn kv_cache_decoding_matches_the_full_forward() {
 
 #[test]
 fn moe_dispatch_matches_dense_masked_reference() {
-    let device = Device::default();
+    let device = Device::flex();
     for (top_k, n_shared) in [(1, 0), (2, 0), (2, 1), (3, 0)] {
         device.seed(11);
         let moe = MoeConfig {
@@ -185,7 +185,7 @@ fn moe_dispatch_matches_dense_masked_reference() {
 
 #[test]
 fn moe_model_trains_with_aux_losses() {
-    let device = Device::default().autodiff();
+    let device = Device::flex().autodiff();
     device.seed(5);
     let model = tiny(
         Some(MoeConfig {

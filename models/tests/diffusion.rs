@@ -45,7 +45,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 #[test]
 fn the_loss_is_the_weighted_cross_entropy_of_masked_positions_only() {
-    let device = Device::default();
+    let device = Device::flex();
     let model = config().init(&device);
     let (batch, seq, vocab) = (3, 16, 50);
     let nb = noise_batch(
@@ -75,7 +75,7 @@ fn the_loss_is_the_weighted_cross_entropy_of_masked_positions_only() {
 
 #[test]
 fn it_attends_both_ways_within_documents_only() {
-    let device = Device::default();
+    let device = Device::flex();
     let model = config().init(&device);
     let seq = 16;
     // Two documents in one row: 0..9 and 9..16.
@@ -114,7 +114,7 @@ fn it_attends_both_ways_within_documents_only() {
 
 #[test]
 fn a_denoiser_saves_tagged_and_loads_back() {
-    let device = Device::default();
+    let device = Device::flex();
     let model = config().init(&device);
     assert_eq!(model.arch(), Arch::Diffusion);
     let dir = tempfile::tempdir().unwrap();

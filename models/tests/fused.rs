@@ -7,7 +7,7 @@ use burn::tensor::activation::{log_softmax, silu};
 use burn::tensor::{Device, Distribution, Gradients, Int, Tensor, TensorData};
 
 fn device() -> Device {
-    let d = Device::default().autodiff();
+    let d = Device::flex().autodiff();
     d.seed(7);
     d
 }
@@ -165,7 +165,7 @@ fn lm_head_nll_matches_log_softmax_gather() {
 /// Without autodiff (inference, validation) the same numbers come out.
 #[test]
 fn fused_ops_run_without_autodiff() {
-    let d = Device::default();
+    let d = Device::flex();
     let x = Tensor::<3>::random([2, 4, 32], Distribution::Normal(0.0, 1.0), &d);
     let w = Tensor::<1>::ones([32], &d);
     let out = fused::rms_norm(x.clone(), w, 1e-6);

@@ -28,7 +28,7 @@ fn loss_and_grads(
     fused_on: bool,
 ) -> (f32, Vec<Vec<f32>>) {
     fused::set_enabled(fused_on);
-    let device = Device::default().autodiff();
+    let device = Device::flex().autodiff();
     device.seed(3);
     let mut model = config.init(&device);
     if let Some(tree) = &mut model.tree {

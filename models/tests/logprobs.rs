@@ -54,7 +54,7 @@ fn sequence_logprobs_and_the_loss_mask_match_a_brute_force_log_softmax() {
     };
     for fused_on in [true, false] {
         fused::set_enabled(fused_on);
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         device.seed(5);
         let model = config.init(&device);
         for mask in [None, Some(loss_mask.clone())] {

@@ -87,7 +87,7 @@ fn config_defaults_validation_and_scaling() {
 #[test]
 fn init_is_peft_kaiming_uniform_with_zero_b() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(5);
     let cfg = all_targets(4);
     let model = lora::apply_lora(dense().init(&device), &cfg);
@@ -140,7 +140,7 @@ fn init_is_peft_kaiming_uniform_with_zero_b() {
 
 #[test]
 fn the_config_counts_the_adapters_it_attaches() {
-    let device = Device::default();
+    let device = Device::flex();
     for (c, targets) in [
         (dense(), vec!["q_proj", "v_proj", "down_proj"]),
         (mixtral(), lora::TARGETS.to_vec()),
@@ -163,7 +163,7 @@ fn the_config_counts_the_adapters_it_attaches() {
 #[test]
 fn a_seeded_base_is_the_same_with_or_without_adapters() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(11);
     let plain = logits(&dense().init(&device));
     device.seed(11);
@@ -174,7 +174,7 @@ fn a_seeded_base_is_the_same_with_or_without_adapters() {
 #[test]
 fn zero_b_leaves_the_logits_bit_identical() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     for config in [dense(), mixtral(), shared_experts()] {
         device.seed(1);
         let base = config.init(&device);
@@ -188,7 +188,7 @@ fn zero_b_leaves_the_logits_bit_identical() {
 #[test]
 fn unmerged_and_merged_models_agree() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     for (config, cfg) in [
         (dense(), all_targets(4)),
         (mixtral(), all_targets(8)),
@@ -219,7 +219,7 @@ fn unmerged_and_merged_models_agree() {
 #[test]
 fn only_adapters_get_gradients() {
     let _rng = rng();
-    let device = Device::default().autodiff();
+    let device = Device::flex().autodiff();
     device.seed(3);
     for config in [dense(), mixtral()] {
         let cfg = LoraConfig {
@@ -302,7 +302,7 @@ fn assert_split(model: &Llama, when: &str) {
 #[test]
 fn freezing_survives_train_and_valid_but_not_trainable() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     let train = device.clone().autodiff();
     device.seed(4);
     let model = lora::apply_lora(dense().init(&device), &all_targets(2));
@@ -351,7 +351,7 @@ fn dropout_is_seeded_and_training_only() {
         dropout: 0.5,
         ..all_targets(4)
     };
-    let train = Device::default().autodiff();
+    let train = Device::flex().autodiff();
     train.seed(6);
     let model = random_b(lora::apply_lora(dense().init(&train), &cfg));
     let run = |seed: u64| {
@@ -379,7 +379,7 @@ fn dropout_is_seeded_and_training_only() {
 #[test]
 fn anvil_checkpoints_keep_paths_and_carry_adapters() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(7);
     let base = dense().init(&device);
     let paths: Vec<String> = hf::parameters(&base).into_iter().map(|p| p.0).collect();
@@ -420,7 +420,7 @@ fn anvil_checkpoints_keep_paths_and_carry_adapters() {
 #[test]
 fn exports_refuse_attached_adapters() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(8);
     let adapted = random_b(lora::apply_lora(dense().init(&device), &all_targets(2)));
     let dir = tempfile::tempdir().unwrap();

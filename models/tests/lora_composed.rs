@@ -55,7 +55,7 @@ fn loss_and_adapter_grads(
     config: &LlamaConfig,
     cfg: &LoraConfig,
 ) -> (f32, Vec<(String, Vec<f32>)>) {
-    let device = Device::default().autodiff();
+    let device = Device::flex().autodiff();
     device.seed(21);
     let mut model: Llama = lora::apply_lora(config.init(&device), cfg);
     lora::for_each_projection(&mut model, |_, _, l| {
@@ -88,7 +88,7 @@ fn loss_and_adapter_grads(
 
 #[test]
 fn fused_and_composed_lora_agree_with_brute_force() {
-    let device = Device::default();
+    let device = Device::flex();
     let cfg = LoraConfig {
         r: 4,
         alpha: 6.0,

@@ -23,7 +23,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 fn check_logits(name: &str) {
     let dir = fixture(name);
-    let device = Device::default();
+    let device = Device::flex();
     let model = hf::import(&dir, &device).unwrap();
     let reference = dir.join("reference.safetensors");
     let ids = int_tensor(&reference, "input_ids");
@@ -80,7 +80,7 @@ fn logits_match_transformers_linear_rope() {
 
 #[test]
 fn export_then_import_is_identical() {
-    let device = Device::default();
+    let device = Device::flex();
     let model = hf::import(&fixture("llama-gqa"), &device).unwrap();
     let out = tempfile::tempdir().unwrap();
     hf::export(&model, out.path()).unwrap();
@@ -109,7 +109,7 @@ fn import_rejects_a_wrong_shape_naming_the_tensor() {
         .unwrap()
         .replace("\"intermediate_size\": 176", "\"intermediate_size\": 160");
     std::fs::write(dir.path().join("config.json"), cfg).unwrap();
-    let err = hf::import(dir.path(), &Device::default())
+    let err = hf::import(dir.path(), &Device::flex())
         .unwrap_err()
         .to_string();
     assert!(

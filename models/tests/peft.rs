@@ -19,7 +19,7 @@ fn read_json(p: &Path) -> serde_json::Value {
 #[test]
 fn peft_format_keys_shapes_and_config() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(9);
     let cfg = LoraConfig {
         r: 4,
@@ -126,7 +126,7 @@ fn peft_format_keys_shapes_and_config() {
 #[test]
 fn peft_round_trip_is_bit_identical() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     for (config, cfg) in [
         (dense(), all_targets(4)),
         (
@@ -168,7 +168,7 @@ fn peft_round_trip_is_bit_identical() {
 #[test]
 fn moe_adapters_use_the_hf_expert_names() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(12);
     let cfg = LoraConfig {
         target_modules: vec!["q_proj".into(), "gate_proj".into(), "down_proj".into()],
@@ -261,7 +261,7 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 #[test]
 fn load_errors_name_the_key() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(13);
     let base = dense().init(&device);
     let cfg = LoraConfig {
@@ -413,7 +413,7 @@ fn load_errors_name_the_key() {
 #[test]
 fn a_peft_written_adapter_loads() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(14);
     let base = mixtral().init(&device);
     let cfg = LoraConfig {
@@ -470,7 +470,7 @@ fn a_peft_written_adapter_loads() {
 #[test]
 fn fingerprint_covers_the_base_weights_only() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(15);
     let base = dense().init(&device);
     let fp = peft::base_fingerprint(&base);

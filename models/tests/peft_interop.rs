@@ -18,7 +18,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn base() -> Llama {
-    hf::import(&fixtures().join("llama-gqa"), &Device::default()).unwrap()
+    hf::import(&fixtures().join("llama-gqa"), &Device::flex()).unwrap()
 }
 
 /// `input_ids` (i64 `[B, T]`, stored as f32 by the reader) and PEFT's logits, from `logits.safetensors`.
@@ -89,7 +89,7 @@ fn an_adapter_anvil_wrote_gives_peft_the_same_logits() {
 #[test]
 #[ignore = "rewrites a committed fixture"]
 fn write_the_anvil_adapter_fixture() {
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(17);
     let cfg = LoraConfig {
         r: 8,

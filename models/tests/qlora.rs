@@ -61,7 +61,7 @@ fn blocks(model: &Llama) -> Vec<Vec<u8>> {
 #[test]
 fn qlora_computes_lora_on_the_dequantized_base() {
     let _rng = rng();
-    let device = Device::default().autodiff();
+    let device = Device::flex().autodiff();
     for (config, ty) in [
         (dense(), GgmlType::Q8_0),
         (dense(), GgmlType::Q4_0),
@@ -113,7 +113,7 @@ fn qlora_computes_lora_on_the_dequantized_base() {
 #[test]
 fn merging_exporting_and_fingerprints_see_the_dequantized_weights() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(12);
     let adapted = random_b(lora::apply_lora(dense().init(&device), &all_targets(2)));
     let (q, _) = lora::quantize_base(adapted, GgmlType::Q8_0);
@@ -143,7 +143,7 @@ fn merging_exporting_and_fingerprints_see_the_dequantized_weights() {
 #[test]
 fn quantizing_twice_keeps_the_blocks() {
     let _rng = rng();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(13);
     let model = dense().init(&device);
     for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {

@@ -64,7 +64,7 @@ fn logits(model: &anvil_models::Llama, ids: &[u32]) -> Vec<f32> {
 
 #[test]
 fn quantized_checkpoints_load_with_llama_cpp_weights_and_close_logits() {
-    let device = Device::default();
+    let device = Device::flex();
     let ids: Vec<u32> = (0..48).map(|i| (i * 37 + 5) % 320).collect();
     for (tied, moe) in [(true, false), (false, false), (false, true)] {
         let model = config(tied, moe).init(&device);
@@ -138,14 +138,14 @@ fn quantized_checkpoints_load_with_llama_cpp_weights_and_close_logits() {
 #[test]
 fn an_unknown_quant_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let model = config(true, false).init(&Device::default());
+    let model = config(true, false).init(&Device::flex());
     store_quant::save(&model, Quant::Q8_0, dir.path()).unwrap();
     std::fs::write(
         dir.path().join(store_quant::QUANT_FILE),
         r#"{"format": "q5_k", "block_size": 256, "tensors": {}}"#,
     )
     .unwrap();
-    let e = store::load(dir.path(), &Device::default())
+    let e = store::load(dir.path(), &Device::flex())
         .err()
         .unwrap()
         .to_string();
@@ -167,7 +167,7 @@ fn probe_burn_quantized_forward_speed() {
     use burn::tensor::quantization::{
         Calibration, QuantScheme, QuantStore, QuantValue, ScaleDtype,
     };
-    let device = Device::default();
+    let device = Device::flex();
     let c = LlamaConfig {
         vocab_size: 8192,
         tie_embeddings: true,

@@ -168,7 +168,7 @@ fn fused_and_composed_token_logprobs_match_a_brute_force_log_softmax() {
     let _lock = lock();
     for tied in [false, true] {
         let cfg = config(tied);
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         device.seed(11);
         let model = cfg.init(&device);
         for temperature in [1.0f32, 0.5] {
@@ -245,7 +245,7 @@ fn fused_and_composed_token_logprobs_match_a_brute_force_log_softmax() {
 fn a_lora_model_gets_adapter_gradients_only() {
     let _lock = lock();
     for tied in [false, true] {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         device.seed(12);
         let cfg = LoraConfig {
             r: 4,
@@ -313,7 +313,7 @@ fn without_adapters_gives_the_base_model() {
     let _lock = lock();
     for fused_on in [true, false] {
         fused::set_enabled(fused_on);
-        for device in [Device::default(), Device::default().autodiff()] {
+        for device in [Device::flex(), Device::flex().autodiff()] {
             let plain = adapted(&device);
             let (quantized, n) = lora::quantize_base(plain.clone(), GgmlType::Q8_0);
             assert!(n > 0);
@@ -348,7 +348,7 @@ fn without_adapters_gives_the_base_model() {
 #[should_panic(expected = "temperature must be positive")]
 fn a_zero_temperature_is_refused() {
     let _lock = lock();
-    let device = Device::default();
+    let device = Device::flex();
     device.seed(14);
     let model = dense().init(&device);
     let batch = masked_batch(model.config.vocab_size);

@@ -21,7 +21,7 @@ fn config(tree: Option<TreeConfig>) -> LlamaConfig {
 }
 
 fn model(tree: Option<TreeConfig>) -> Llama {
-    let device = Device::default().autodiff();
+    let device = Device::flex().autodiff();
     device.seed(5);
     config(tree).init(&device)
 }
@@ -145,7 +145,7 @@ fn a_tree_model_saves_tagged_and_loads_back() {
     assert!(json.contains("\"arch\": \"tree\""), "{json}");
     let c = anvil_models::store::read_config(dir.path()).unwrap();
     assert_eq!(c.tree.as_ref().unwrap().bias, vec![true, false]);
-    let device = Device::default().autodiff();
+    let device = Device::flex().autodiff();
     let back = anvil_models::store::load_weights(c.init(&device), dir.path()).unwrap();
     assert_eq!(loss(&m).to_bits(), loss(&back).to_bits());
     // HF and GGUF have no tree transformer: refused in one line.

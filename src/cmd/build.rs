@@ -83,6 +83,8 @@ pub struct BuildArgs {
     apply: bool,
     #[arg(long, default_value_t = 0.5)]
     max_risk: f64,
+    #[command(flatten)]
+    device: super::DeviceArgs,
     /// Worker threads for tensor work (default: every core).
     #[arg(long)]
     threads: Option<usize>,
@@ -109,7 +111,8 @@ pub fn run(a: BuildArgs) -> Result<()> {
         }],
         (None, None) => bail!("give one plan (--file, --target, --intent) or --plans FILE"),
     };
-    let denoiser = Generator::load(&a.checkpoint, a.tokenizer.as_deref())?;
+    let device = a.device.device()?;
+    let denoiser = Generator::load_on(&a.checkpoint, None, a.tokenizer.as_deref(), &device)?;
     if denoiser.model.config.diffusion.is_none() {
         bail!(
             "--checkpoint {}: not a diffusion denoiser (`arch = \"diffusion\"`)",
@@ -118,8 +121,8 @@ pub fn run(a: BuildArgs) -> Result<()> {
     }
     let fallback = match &a.fallback {
         Some(p) => {
-            let g =
-                Generator::load(p, None).with_context(|| format!("--fallback {}", p.display()))?;
+            let g = Generator::load_on(p, None, None, &device)
+                .with_context(|| format!("--fallback {}", p.display()))?;
             if g.model.config.diffusion.is_some() {
                 bail!(
                     "--fallback {}: must be an autoregressive model",

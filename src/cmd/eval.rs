@@ -70,6 +70,8 @@ pub struct PerplexityArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 #[derive(Args)]
@@ -128,6 +130,8 @@ pub struct PassAtKArgs {
     /// Record this evaluation as a tracked run in this (new) folder.
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 /// How samples are read and run: shared by `eval pass-at-k` and `reward score`.
@@ -411,8 +415,8 @@ fn generate(
     run: Option<&Run>,
 ) -> Result<()> {
     use anvil_infer::Generator;
-    let generator =
-        Generator::load_adapted(ckpt, a.adapter.as_deref(), None).context("--checkpoint")?;
+    let generator = Generator::load_on(ckpt, a.adapter.as_deref(), None, &a.device.device()?)
+        .context("--checkpoint")?;
     let pb = anvil_data::progress::bar(problems.len() as u64, "generating", false);
     let (rows, report) = if generator.model.config.diffusion.is_some() {
         // A denoiser writes each body as a span after the prompt, in --steps steps.
@@ -519,7 +523,7 @@ fn perplexity(a: PerplexityArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let device = burn::tensor::Device::default();
+    let device = a.device.device()?;
     let weights = anvil_infer::load_weights(&a.checkpoint, a.adapter.as_deref(), &device)?;
     let tok_path = a
         .tokenizer

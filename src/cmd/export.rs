@@ -125,7 +125,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
     {
         bail!("{}: no such tokenizer file", t.display());
     }
-    let weights = load::load_weights(&a.checkpoint, a.adapter.as_deref(), &Device::default())?;
+    let weights = load::load_weights(&a.checkpoint, a.adapter.as_deref(), &Device::flex())?;
     if a.format == ExportFormat::Peft {
         return write_peft(&a, &weights);
     }

@@ -109,6 +109,8 @@ pub struct GenerateArgs {
     /// Write timings (prefill and decode tokens/s) as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    #[command(flatten)]
+    device: super::DeviceArgs,
     /// Worker threads for tensor work (default: every core).
     #[arg(long)]
     threads: Option<usize>,
@@ -129,8 +131,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         bail!("--beam must be at most {MAX_BEAMS} beams, got {b}");
     }
     let stop: Vec<String> = a.stop.iter().map(|s| super::unescape(s)).collect();
-    let generator =
-        Generator::load_adapted(&a.checkpoint, a.adapter.as_deref(), a.tokenizer.as_deref())?;
+    let device = a.device.device()?;
+    let generator = Generator::load_on(
+        &a.checkpoint,
+        a.adapter.as_deref(),
+        a.tokenizer.as_deref(),
+        &device,
+    )?;
     if generator.model.config.diffusion.is_some() {
         return diffuse(&a, &generator, &prompt);
     }
@@ -321,8 +328,8 @@ fn fallback(
     suffix: &str,
     seed: u64,
 ) -> Result<String> {
-    let ar =
-        Generator::load(ckpt, None).with_context(|| format!("--fallback {}", ckpt.display()))?;
+    let ar = Generator::load_on(ckpt, None, None, &a.device.device()?)
+        .with_context(|| format!("--fallback {}", ckpt.display()))?;
     if ar.model.config.diffusion.is_some() {
         bail!(
             "--fallback {}: a diffusion denoiser; the fallback must be autoregressive",

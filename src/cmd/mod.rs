@@ -73,3 +73,18 @@ pub fn parent_folder(out: &std::path::Path) -> anyhow::Result<std::path::PathBuf
     }
     Ok(parent)
 }
+
+/// `--device`: where a command runs its model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Where the model runs: cpu, wgpu or cuda (the GPU backends need their cargo feature and a
+    /// driver; docs/gpu.md).
+    #[arg(long, default_value = "cpu")]
+    pub device: anvil_models::device::DeviceKind,
+}
+
+impl DeviceArgs {
+    pub fn device(&self) -> anyhow::Result<burn::tensor::Device> {
+        anvil_models::device::select(self.device).map_err(|e| anyhow::anyhow!("--device: {e}"))
+    }
+}

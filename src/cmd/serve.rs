@@ -52,6 +52,8 @@ pub struct ServeArgs {
     /// Threads for the tensor math (default: every core).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    device: super::DeviceArgs,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -81,7 +83,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         &a.checkpoint,
         a.adapter.as_deref(),
         a.tokenizer.as_deref(),
-        &Default::default(),
+        &a.device.device()?,
     )?;
     // A model the decoder cannot run is refused before the server answers anything.
     anvil_infer::generate::check_decodable(&loaded.model.config)?;

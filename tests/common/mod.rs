@@ -204,7 +204,7 @@ pub fn tiny_checkpoint(dir: &Path, vocab: usize) -> PathBuf {
         ..Default::default()
     };
     std::fs::create_dir_all(dir).unwrap();
-    let model = c.init(&burn::tensor::Device::default());
+    let model = c.init(&burn::tensor::Device::flex());
     anvil_models::store::save(&model, dir).unwrap();
     dir.to_path_buf()
 }

@@ -283,7 +283,7 @@ mod tests {
 
     /// Parameters and moments after three AdamW steps on a small model, as raw bits.
     fn three_steps(fused_on: bool) -> Vec<Vec<u32>> {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         device.seed(11);
         let config = LlamaConfig {
             vocab_size: 50,

@@ -174,6 +174,9 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Worker threads for tensor work; 0 uses every core.
     pub threads: usize,
+    /// Where the model trains: `cpu`, `wgpu` or `cuda` (GPU backends need their cargo feature;
+    /// docs/gpu.md).
+    pub device: anvil_models::device::DeviceKind,
 }
 
 impl Default for TrainConfig {
@@ -185,6 +188,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             log_every: 10,
             threads: 0,
+            device: anvil_models::device::DeviceKind::Cpu,
         }
     }
 }
@@ -320,6 +324,11 @@ impl Recipe {
                 message,
             })?;
         let t = &self.train;
+        // Before any data is built: a device this binary cannot drive is one line up front.
+        anvil_models::device::select(t.device).map_err(|e| RecipeError {
+            key: "train.device".into(),
+            message: e.to_string(),
+        })?;
         for (key, v) in [
             ("train.max_steps", t.max_steps),
             ("train.batch_size", t.batch_size),

@@ -278,7 +278,8 @@ impl Trainer {
             data,
         } = staged;
         let world = opts.world.clone();
-        let device = Device::default();
+        let device = anvil_models::device::select(recipe.train.device)
+            .map_err(|e| TrainError::Recipe(format!("`train.device`: {e}")))?;
         let manifest = anvil_data::tokenize::read_manifest(&data.tokens)?;
         resolve_model_shape(&mut recipe.model, &manifest)?;
         // Before anything is allocated: a model that cannot fit is one line, not an abort in
@@ -648,7 +649,8 @@ fn stage(mut recipe: Recipe, opts: &RunOptions) -> Result<Staged, TrainError> {
         (Some(dir), true) => Some(open_resume(dir, &recipe, &opts.world)?),
         _ => None,
     };
-    let device = Device::default();
+    let device = anvil_models::device::select(recipe.train.device)
+        .map_err(|e| TrainError::Recipe(format!("`train.device`: {e}")))?;
     // The pretrained model starts a new run; a LoRA run also needs its frozen base again
     // when it resumes (its checkpoints hold only the adapters).
     let pretrained = match (recipe.model.init_from.clone(), &opts.resume) {

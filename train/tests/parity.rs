@@ -58,7 +58,7 @@ fn check(name: &str) {
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
 
-    let device = Device::default().autodiff();
+    let device = Device::flex().autodiff();
     let mut model = hf::import(&dir, &device).unwrap();
     let mut opt = AdamW::new(optim.clone());
     let per_step = batch * seq;

@@ -258,6 +258,8 @@ pub struct DataParallel {
     m: Vec<f32>,
     v: Vec<f32>,
     stats: CommStats,
+    /// Where the model lives: optimizer state rebuilt from host values goes there.
+    device: Device,
 }
 
 impl DataParallel {
@@ -280,7 +282,13 @@ impl DataParallel {
         let own = shards[world.rank()].1 - shards[world.rank()].0;
         let zero = cfg.zero == 1;
         world.set_timeout(cfg.timeout);
+        let device = model
+            .devices()
+            .into_iter()
+            .next()
+            .map_or_else(anvil_models::device::cpu, Device::without_autodiff);
         DataParallel {
+            device,
             world,
             zero,
             layout,
@@ -440,7 +448,7 @@ impl DataParallel {
             self.comm().broadcast_f32(&mut m);
             self.comm().broadcast_f32(&mut v);
             if !self.world.is_root() {
-                let device = Device::default();
+                let device = self.device.clone();
                 opt.state.clear();
                 for (s, _) in self.layout.slots.iter().zip(&have).filter(|(_, h)| **h) {
                     let t = |x: &[f32]| {
@@ -576,7 +584,7 @@ impl DataParallel {
         self.comm().gather_f32(&self.m, &mut m, &n);
         self.comm().gather_f32(&self.v, &mut v, &n);
         if self.world.is_root() {
-            let device = Device::default();
+            let device = self.device.clone();
             for s in &self.layout.slots {
                 let t =
                     |x: &[f32]| Tensor::from_data(TensorData::new(x.to_vec(), [s.len]), &device);

@@ -310,7 +310,7 @@ mod tests {
     /// d loss / d log π(c_i) = −β·σ(−z_i) / 2.
     #[test]
     fn sigmoid_loss_by_hand() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let t =
             |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [2]), &device).require_grad();
         let (chosen, rejected) = (t(vec![-3.0, -6.0]), t(vec![-7.0, -4.0]));

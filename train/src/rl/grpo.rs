@@ -429,7 +429,7 @@ mod tests {
     /// two completions of 2 tokens, one ratio inside the clip range, one above it, one below.
     #[test]
     fn loss_and_gradient_by_hand() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let old = [0.0f32, -1.0, -2.0, -0.5];
         // ratios: e^0.1 (inside), e^0.5 (above 1.28), e^-0.5 (below 0.8), e^0 = 1
         let now = [0.1f32, -0.5, -2.5, -0.5];
@@ -476,7 +476,7 @@ mod tests {
     /// normalizers are the batch's, computed before.
     #[test]
     fn skipping_rows_without_signal_is_exact() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let c = cfg(0.0);
         let old = [-0.5f32, -1.0, -0.7, -0.2];
         let now = [-0.4f32, -1.1, -0.9, -0.1];
@@ -515,7 +515,7 @@ mod tests {
     /// k3 KL: 0 where the policy equals the reference, and its gradient −exp(ref − logp) + 1.
     #[test]
     fn kl_term() {
-        let device = Device::default().autodiff();
+        let device = Device::flex().autodiff();
         let now = [-1.0f32, -2.0];
         let reference = [-1.0f32, -1.5];
         let c = cfg(0.5);

@@ -30,7 +30,7 @@ use anvil_models::memory::{self, Workload};
 use anvil_models::{Llama, TokenBatch, lora};
 use anvil_tracking::RunLock;
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -276,7 +276,8 @@ impl RlTrainer {
             (Some(dir), true) => Some(open_resume(dir, &recipe, &world)?),
             _ => None,
         };
-        let device = Device::default();
+        let device = anvil_models::device::select(recipe.train.device)
+            .map_err(|e| TrainError::Recipe(format!("`train.device`: {e}")))?;
         let from = recipe.model.init_from.clone().expect("validated");
         let loaded = load_pretrained(&mut recipe, &from, &device)?;
         if loaded.model.config.tree.is_some() {
