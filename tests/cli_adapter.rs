@@ -16,11 +16,8 @@ use burn::module::Param;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 const PROMPT: &str = "def add(a, b):";
 
@@ -561,52 +558,12 @@ fn bad_adapters_are_refused_in_one_line_naming_the_key() {
 fn serve_with_an_adapter_answers_as_generate_does() {
     let f = fixture();
     let (_, want) = greedy(&["--checkpoint", p(&f.base), "--adapter", p(&f.ad)]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_anvil"))
-        .args(["serve", "--checkpoint", p(&f.base), "--adapter", p(&f.ad)])
-        .args(["--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn anvil serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let res = (|| {
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| format!("no address printed: {line:?}"))?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        let body = serde_json::json!({
-            "prompt": PROMPT, "max_tokens": 16, "temperature": 0, "ignore_eos": true,
-        });
-        let mut r = agent
-            .post(format!("{base}/v1/completions"))
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-        let models: Value = serde_json::from_str(
-            &agent
-                .get(format!("{base}/v1/models"))
-                .call()
-                .map_err(|e| e.to_string())?
-                .body_mut()
-                .read_to_string()
-                .unwrap(),
-        )
-        .unwrap();
-        Ok::<_, String>((v, models))
-    })();
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let (v, models) = res.unwrap_or_else(|e| panic!("{e}; stderr: {}", stderr(&out)));
+    let body = serde_json::json!({
+        "prompt": PROMPT, "max_tokens": 16, "temperature": 0, "ignore_eos": true,
+    });
+    let (v, models, err) = serve_once(&["--checkpoint", p(&f.base), "--adapter", p(&f.ad)], &body);
     assert_eq!(v["choices"][0]["text"], want.as_str(), "{v}");
     // The model is named after the adapter.
     assert_eq!(models["data"][0]["id"], "ad", "{models}");
-    assert!(stderr(&out).contains("LoRA adapter"), "{}", stderr(&out));
+    assert!(err.contains("LoRA adapter"), "{err}");
 }

@@ -148,7 +148,11 @@ fn a_tree_model_trains_resumes_and_is_evaluated() {
         "--syntax",
         "python",
     ]));
-    let served = serve_once(&ckpt, "def f(x):\n    return", 12);
+    let body = serde_json::json!({
+        "prompt": "def f(x):\n    return", "max_tokens": 12, "temperature": 0, "ignore_eos": true,
+    });
+    let (served, _, _) = serve_once(&["--checkpoint", ckpt.to_str().unwrap()], &body);
+    let served = served["choices"][0]["text"].as_str().unwrap().to_string();
     assert_eq!(
         served,
         v["text"].as_str().unwrap(),
@@ -272,49 +276,4 @@ fn decoding_places_tokens_as_the_shards_did(ckpt: &Path, tokens: &Path) {
         checked >= 2,
         "only {checked} documents start inside a validation row"
     );
-}
-
-/// `anvil serve` on loopback: one greedy completion of `prompt`.
-fn serve_once(ckpt: &Path, prompt: &str, max_tokens: usize) -> String {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_anvil"))
-        .args(["serve", "--checkpoint", ckpt.to_str().unwrap()])
-        .args(["--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn anvil serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let res = (|| {
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .ok_or_else(|| format!("no address printed: {line:?}"))?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(60)))
-            .build()
-            .into();
-        let body = serde_json::json!({
-            "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true,
-        });
-        let mut r = agent
-            .post(format!("{base}/v1/completions"))
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .map_err(|e| e.to_string())?;
-        let v: serde_json::Value =
-            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-        Ok::<_, String>(v)
-    })();
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let v = res.unwrap_or_else(|e| panic!("{e}; stderr: {}", stderr(&out)));
-    v["choices"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{v}"))
-        .to_string()
 }

@@ -40,19 +40,12 @@ common=(--problems "$out/synth/heldout.jsonl" --n-samples 1 --temperature 0 --ma
 "$anvil" --quiet eval pass-at-k "${common[@]}" --checkpoint "$ar" \
   --samples "$out/ar.jsonl" > "$out/ar.log"
 python3 - "$out" "$steps" <<'PY'
-import ast, json, pathlib, re, sys, warnings
-warnings.simplefilter("ignore")
+import json, pathlib, re, sys
 out, steps = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 prompts = {json.loads(l)["task_id"]: json.loads(l)["prompt"]
            for l in (out / "synth" / "heldout.jsonl").read_text().splitlines()}
-def parses(code):
-    try:
-        ast.parse(code)
-        return True
-    except (SyntaxError, ValueError):
-        return False
-def has_code(c):
-    return any(l.split("#", 1)[0].strip() for l in c.splitlines())
+sys.path.insert(0, "scripts/bench")  # run from the repository root (cd above)
+from python_parses import has_code, parses
 print("| model | samples | parses | with code | code that parses | pass@1 | tokens/s | steps/s |")
 print("|---|---|---|---|---|---|---|---|")
 for name in ["diffusion", "ar"]:

@@ -63,23 +63,15 @@ for variant in $variants; do
   done
 done
 python3 - "$out" "$variants" "$seeds" <<'PY'
-import ast, json, pathlib, statistics, sys, warnings
-warnings.simplefilter("ignore")
+import json, pathlib, statistics, sys
 out, variants, seeds = pathlib.Path(sys.argv[1]), sys.argv[2].split(), sys.argv[3].split()
 prompts = {}
 for f in [out / "humaneval.jsonl", out / "synth" / "heldout.jsonl"]:
     for line in f.read_text().splitlines():
         p = json.loads(line)
         prompts[p["task_id"]] = p["prompt"]
-def parses(code):
-    try:
-        ast.parse(code)
-        return True
-    except (SyntaxError, ValueError):
-        return False
-def has_code(completion):
-    # Anything but comments and blank lines (a model stuck in comment lines "parses" trivially).
-    return any(l.split("#", 1)[0].strip() for l in completion.splitlines())
+sys.path.insert(0, "scripts/bench")  # run from the repository root (cd above)
+from python_parses import has_code, parses
 print("| model | set | parse, seeds " + " / ".join(seeds) + " | mean | with code | code that parses | pass@1 |")
 print("|---|---|---|---|---|---|---|")
 for v in variants:

@@ -298,3 +298,52 @@ dir = {runs:?}
     std::fs::write(&recipe, text).unwrap();
     recipe
 }
+
+/// `anvil serve ARGS… --addr 127.0.0.1:0`, asked one `POST /v1/completions` with `body` and one
+/// `GET /v1/models`, then killed: both answers as JSON and the server's stderr.
+pub fn serve_once(
+    args: &[&str],
+    body: &serde_json::Value,
+) -> (serde_json::Value, serde_json::Value, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_anvil"))
+        .arg("serve")
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn anvil serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let res = (|| {
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("no address printed: {line:?}"))?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .into();
+        let json = |mut r: ureq::http::Response<ureq::Body>| -> serde_json::Value {
+            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+        };
+        let completion = agent
+            .post(format!("{base}/v1/completions"))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .map_err(|e| e.to_string())?;
+        let models = agent
+            .get(format!("{base}/v1/models"))
+            .call()
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((json(completion), json(models)))
+    })();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let (completion, models) = res.unwrap_or_else(|e| panic!("{e}; stderr: {}", stderr(&out)));
+    (completion, models, stderr(&out))
+}
