@@ -7,7 +7,10 @@ use common::*;
 #[test]
 fn missing_backends_are_one_line_naming_the_feature() {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = tiny_recipe(dir.path(), "[train]\nmax_steps = 1\nbatch_size = 2\n\n[schedule]\nwarmup_steps = 0\n");
+    let recipe = tiny_recipe(
+        dir.path(),
+        "[train]\nmax_steps = 1\nbatch_size = 2\n\n[schedule]\nwarmup_steps = 0\n",
+    );
     let r = recipe.to_str().unwrap();
     if !cfg!(feature = "wgpu") {
         let e = one_line_error(&anvil(&["train", "run", r, "train.device=\"wgpu\""]));
