@@ -102,6 +102,23 @@ pub fn vocab_mismatch(tokenizer: usize, model: usize) -> Option<String> {
     }
 }
 
+/// `model` with every parameter drawn now, in parameter order, on the device it was built on.
+/// Burn initializes parameters lazily — on first use, on whatever device the parameter has
+/// moved to by then — so a model built on the CPU and moved to a GPU would otherwise draw its
+/// weights from the GPU's generator, and in the order the forward pass first touches them.
+pub fn materialized<M: burn::module::Module>(model: M) -> M {
+    struct Draw;
+    impl burn::module::ModuleMapper for Draw {
+        fn map_float<const D: usize>(
+            &mut self,
+            p: burn::module::Param<burn::tensor::Tensor<D>>,
+        ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+            p.map(|t| t)
+        }
+    }
+    model.map(&mut Draw)
+}
+
 /// `model` with every float parameter tracked by autodiff (on an autodiff device): a model
 /// loaded for inference and moved there with `fork` would otherwise train nothing.
 pub fn trainable<M: burn::module::Module>(model: M) -> M {

@@ -332,7 +332,7 @@ impl Trainer {
             let (m, base, n) = make_trainable(loaded, recipe.lora.as_ref(), &train_device);
             (base_ref, start, parameters) = (base, Some(m), Some(n));
         }
-        let model = start.unwrap_or_else(|| recipe.model.init(&train_device));
+        let model = start.unwrap_or_else(|| init_model(&recipe.model, &device, recipe.train.seed));
         let (model, run_dir, log, lock) = open_run(
             &recipe,
             &opts,
@@ -757,6 +757,16 @@ pub(crate) fn load_pretrained(
 /// with LoRA, adapters are attached last and the base frozen, and with QLoRA the base's
 /// projections are then quantized, after its fingerprint (the f32 base's) is taken. Returns it
 /// with the base's (absolute folder, fingerprint) under LoRA, and its parameter count.
+/// A fresh model for training on `device`: its weights are drawn on the CPU, in parameter order,
+/// from `seed`, whatever the device (a GPU backend's generator is not the CPU's), so a seed gives
+/// the same initial model on every device.
+fn init_model(config: &LlamaConfig, device: &Device, seed: u64) -> Llama {
+    let cpu = anvil_models::device::cpu();
+    cpu.seed(seed);
+    let model = anvil_models::materialized(config.init(&cpu));
+    anvil_models::trainable(model.fork(&device.clone().autodiff()))
+}
+
 pub(crate) fn make_trainable(
     loaded: anvil_infer::Loaded,
     lora: Option<&lora::LoraConfig>,
