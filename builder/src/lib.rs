@@ -194,7 +194,14 @@ impl Builder<'_> {
             let diffusion_valid = valid(&body);
             let (body, path_taken) = match (&self.fallback, diffusion_valid) {
                 (Some((ar, _)), false) => {
-                    let text = ar_infill(ar, &prefix, suffix, length, params.seed)
+                    // Greedy from the span's seed, as the denoiser's text was.
+                    let sampling = anvil_infer::SamplingParams {
+                        temperature: 0.0,
+                        seed: params.seed,
+                        ..Default::default()
+                    };
+                    let text = ar
+                        .fill_hole(&prefix, suffix, length, sampling, false)
                         .map_err(|e| format!("{}: fallback: {e}", span.target))?;
                     (fit_body(lang, &text, original), Writer::Fallback)
                 }
@@ -307,41 +314,6 @@ fn fit_body(lang: Lang, generated: &str, original: &str) -> String {
     let trail = &original[original.trim_end().len()..];
     body.push_str(trail);
     body
-}
-
-/// The fallback's text for the hole: fill-in-the-middle, greedy from the seed.
-fn ar_infill(
-    ar: &Generator,
-    prefix: &str,
-    suffix: &str,
-    max_tokens: usize,
-    seed: u64,
-) -> Result<String, anvil_infer::InferError> {
-    let ids = ar.fim_prompt(prefix, suffix)?;
-    // Keep the prompt's end (nearest the hole) when it is longer than the context allows.
-    let ctx = ar.context_length();
-    let room = ctx.saturating_sub(max_tokens.min(ctx / 2)).max(1);
-    let ids = if ids.len() > room {
-        ids[ids.len() - room..].to_vec()
-    } else {
-        ids
-    };
-    let params = anvil_infer::GenerateParams {
-        max_new_tokens: max_tokens.min(ctx / 2),
-        sampling: anvil_infer::SamplingParams {
-            temperature: 0.0,
-            seed,
-            ..Default::default()
-        },
-        token_healing: false,
-        ..Default::default()
-    };
-    let g = ar.generate(&ids, &params)?;
-    Ok(g.completions
-        .into_iter()
-        .next()
-        .map(|c| c.text)
-        .unwrap_or_default())
 }
 
 /// Plans from a JSONL file, highest priority first (stable); a bad line is an error naming it.

@@ -230,6 +230,11 @@ impl Generator {
     /// A fill-in-the-middle prompt in PSM order, as the data pipeline trains it:
     /// `<|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>`; the model writes the middle.
     pub fn fim_prompt(&self, prefix: &str, suffix: &str) -> Result<Vec<u32>, InferError> {
+        self.fim_ids(&self.encode(prefix)?, &self.encode(suffix)?)
+    }
+
+    /// [`Self::fim_prompt`] of already encoded parts.
+    fn fim_ids(&self, prefix: &[u32], suffix: &[u32]) -> Result<Vec<u32>, InferError> {
         use anvil_data::tokenizer::{FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX};
         let id = |s: &str| {
             self.tokenizer.token_to_id(s).ok_or_else(|| {
@@ -237,11 +242,50 @@ impl Generator {
             })
         };
         let mut ids = vec![id(FIM_PREFIX)?];
-        ids.extend(self.encode(prefix)?);
+        ids.extend_from_slice(prefix);
         ids.push(id(FIM_SUFFIX)?);
-        ids.extend(self.encode(suffix)?);
+        ids.extend_from_slice(suffix);
         ids.push(id(FIM_MIDDLE)?);
         Ok(ids)
+    }
+
+    /// The text this autoregressive model writes into the hole between `prefix` and `suffix`
+    /// (fill-in-the-middle; a continuation when `suffix` is empty), at most `max_tokens` (and
+    /// half the context), the context cut nearest the hole when it does not fit: the fallback of
+    /// diffusion infills and of the Builder.
+    pub fn fill_hole(
+        &self,
+        prefix: &str,
+        suffix: &str,
+        max_tokens: usize,
+        sampling: SamplingParams,
+        token_healing: bool,
+    ) -> Result<String, InferError> {
+        let ctx = self.context_length();
+        let max_new = max_tokens.min(ctx / 2).max(1);
+        let room = ctx - max_new;
+        let pre = self.encode(prefix)?;
+        let ids = if suffix.is_empty() {
+            pre[pre.len().saturating_sub(room)..].to_vec()
+        } else {
+            let suf = self.encode(suffix)?;
+            let room = room.saturating_sub(3);
+            let keep_suf = suf.len().min(room / 3);
+            let keep_pre = pre.len().min(room - keep_suf);
+            self.fim_ids(&pre[pre.len() - keep_pre..], &suf[..keep_suf])?
+        };
+        let params = GenerateParams {
+            max_new_tokens: max_new,
+            sampling,
+            token_healing: token_healing && suffix.is_empty(),
+            ..GenerateParams::default()
+        };
+        let g = self.generate(&ids, &params)?;
+        Ok(g.completions
+            .into_iter()
+            .next()
+            .map(|c| c.text)
+            .unwrap_or_default())
     }
 
     /// Checks `prompt` and returns how many tokens may be generated after it.

@@ -336,28 +336,15 @@ fn fallback(
             ckpt.display()
         );
     }
-    let ids = match suffix.is_empty() {
-        true => ar.encode(prompt)?,
-        false => ar.fim_prompt(prompt, suffix)?,
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty,
+        seed,
     };
-    let params = GenerateParams {
-        max_new_tokens: a.max_tokens,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            repetition_penalty: a.repetition_penalty,
-            seed,
-        },
-        token_healing: suffix.is_empty() && ar.token_healing(a.no_token_healing),
-        ..GenerateParams::default()
-    };
-    let g = ar.generate(&ids, &params)?;
-    Ok(g.completions
-        .into_iter()
-        .next()
-        .map(|c| c.text)
-        .unwrap_or_default())
+    let healing = ar.token_healing(a.no_token_healing);
+    Ok(ar.fill_hole(prompt, suffix, a.max_tokens, sampling, healing)?)
 }
 
 /// Refuses `rows` sequences of up to `tokens` tokens whose KV caches and logits would not fit in
