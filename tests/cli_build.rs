@@ -1,5 +1,5 @@
 //! `anvil build` end to end with a tiny trained denoiser: a plan becomes a patch that `git apply
-//! --check` accepts (Python and Rust files), a JSONL batch goes on past a failing plan (its
+//! --check` accepts (Python, Rust, JavaScript and Go files), a JSONL batch goes on past a failing plan (its
 //! patch empty, its JSON saying why) and exits non-zero, the fallback writes exactly the spans
 //! whose regeneration does not parse, and `--apply` writes the file only under `--max-risk`.
 
@@ -40,6 +40,8 @@ fn git(repo: &Path, args: &[&str]) -> std::process::Output {
 
 const PY: &str = "import os\n\n\ndef area(w, h):\n    \"\"\"Area of a rectangle.\"\"\"\n    return w * h\n\n\nclass Shape:\n    def name(self):\n        return \"shape\"\n";
 const RS: &str = "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\nfn main() {\n    println!(\"{}\", add(1, 2));\n}\n";
+const JS: &str = "export function add(a, b) {\n  return a + b;\n}\n\nclass Box {\n  size() {\n    return 1;\n  }\n}\n";
+const GO: &str = "package geo\n\nfunc Area(w, h int) int {\n\treturn w * h\n}\n\ntype Sq struct{ s int }\n\nfunc (q *Sq) Side() int {\n\treturn q.s\n}\n";
 
 #[test]
 fn plans_become_patches_that_apply() {
@@ -61,7 +63,49 @@ fn plans_become_patches_that_apply() {
     std::fs::create_dir_all(&repo).unwrap();
     std::fs::write(repo.join("shapes.py"), PY).unwrap();
     std::fs::write(repo.join("main.rs"), RS).unwrap();
+    std::fs::write(repo.join("box.js"), JS).unwrap();
+    std::fs::write(repo.join("geo.go"), GO).unwrap();
     assert!(git(&repo, &["init", "-q"]).status.success());
+
+    // JavaScript and Go too: every patch applies.
+    for (file, targets) in [
+        ("box.js", ["add", "Box.size"]),
+        ("geo.go", ["Area", "Sq.Side"]),
+    ] {
+        let out = dir.path().join(format!("out-{file}"));
+        let path = repo.join(file);
+        let mut args = vec![
+            "build",
+            "--checkpoint",
+            p(&denoiser),
+            "--file",
+            p(&path),
+            "--intent",
+            "keep it",
+            "--out",
+            p(&out),
+            "--root",
+            p(&repo),
+            "--steps",
+            "4",
+            "--target",
+        ];
+        args.extend_from_slice(&targets);
+        ok(anvil(&args));
+        let patch = out.join(format!("000-{file}.patch"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(format!("000-{file}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(v["spans"].as_array().unwrap().len(), 2, "{v}");
+        if !std::fs::read_to_string(&patch).unwrap().is_empty() {
+            let check = git(&repo, &["apply", "--check", p(&patch)]);
+            assert!(
+                check.status.success(),
+                "{file}: {}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+        }
+    }
 
     // One plan on the command line: a Python function's body.
     let out = dir.path().join("out1");
