@@ -75,6 +75,13 @@ impl TreeConfig {
                 return bad(key, format!("must be in 1..={max}, got {v}"));
             }
         }
+        // Recorded from the shards (≤ their own limit); a hand-edited model.json must not make
+        // every decode step allocate `keys × ast_max_path` levels per row unchecked.
+        if let Some(m) = self.ast_max_path
+            && !(1..=1024).contains(&m)
+        {
+            return bad("ast_max_path", format!("must be in 1..=1024, got {m}"));
+        }
         if self.bias.is_empty() || !n_layers.is_multiple_of(self.bias.len()) {
             return bad(
                 "bias",
