@@ -4,6 +4,7 @@
 use crate::blocks::Rope;
 use crate::fused;
 use crate::lora::LoraLinear;
+use crate::precision;
 use crate::tree::TreeBias;
 use burn::module::Module;
 use burn::tensor::module::attention;
@@ -258,8 +259,14 @@ impl SelfAttention {
             v = expand(v);
         }
         let mask = mask.expand([b, h, t, n_key]);
-        let bias = bias.map(|b| b.dense());
+        let bias = bias.map(|b| precision::lower(b.dense()));
+        let (q, k, v) = (
+            precision::lower(q),
+            precision::lower(k),
+            precision::lower(v),
+        );
         let out = attention(q, k, v, Some(mask), bias, AttentionModuleOptions::default());
+        let out = precision::raise(out);
         self.o_proj
             .forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }

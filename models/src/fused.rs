@@ -110,8 +110,12 @@ pub trait FusedOps: Backend {
 // ---- The tensor-level API -------------------------------------------------------------------------
 
 /// Whether the model uses the fused kernels on this device: on `flex` (with or without autodiff),
-/// unless `ANVIL_FUSED=0` or [`set_enabled`] asks for Burn's composed ops (to compare the two).
+/// unless `ANVIL_FUSED=0` or [`set_enabled`] asks for Burn's composed ops (to compare the two),
+/// or mixed precision is on ([`crate::precision`]: these are f32 kernels).
 pub fn enabled(device: &Device) -> bool {
+    if crate::precision::compute_dtype().is_some() {
+        return false;
+    }
     use std::sync::atomic::Ordering::Relaxed;
     let on = match SWITCH.load(Relaxed) {
         UNSET => {

@@ -21,6 +21,7 @@ pub mod loss;
 pub mod memory;
 pub mod moe;
 pub mod peft;
+pub mod precision;
 pub mod quant;
 pub mod store;
 pub mod store_quant;
@@ -33,6 +34,7 @@ pub use llama::{Llama, LlamaConfig};
 pub use lora::{LoraConfig, LoraLinear};
 pub use loss::{LmOutput, TokenBatch, TokenLogprobs};
 pub use moe::MoeConfig;
+pub use precision::Precision;
 pub use tree::{TreeConfig, TreePositions};
 
 /// What trainers need from an architecture: its tag, build from config, the loss on a batch of

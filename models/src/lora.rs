@@ -15,6 +15,7 @@ use crate::blocks::linear;
 use crate::fused;
 use crate::kernels::qmatmul::QuantMatrix;
 use crate::llama::Llama;
+use crate::precision;
 use crate::quant::GgmlType;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Tensor};
@@ -238,7 +239,7 @@ impl LoraAdapter {
             if fused_on {
                 fused::linear(x, w)
             } else {
-                burn::tensor::module::linear(x, w, None)
+                precision::linear(x, w)
             }
         };
         let h = mm(self.dropout(x), self.lora_a.val());
@@ -316,7 +317,7 @@ impl LoraLinear {
         } else {
             let w = self.weight.val();
             debug_assert_eq!(x.dims()[D - 1], w.dims()[0], "linear: input width");
-            burn::tensor::module::linear(x, w, None)
+            precision::linear(x, w)
         }
     }
 

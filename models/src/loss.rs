@@ -1,6 +1,7 @@
 //! The causal language-modelling loss on packed rows, shared by every decoder.
 
 use crate::fused;
+use crate::precision;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -199,12 +200,14 @@ fn per_token(
         let (logp, ent) = fused::lm_head_logprobs(h, head, targets, entropy);
         return (logp, ent.map(host));
     }
+    // Mixed precision: the products in the compute dtype, log-softmax in f32.
+    let (h, head) = (precision::lower(h), precision::lower(head));
     let mut parts = Vec::new();
     let mut entropies = entropy.then(|| Vec::with_capacity(n));
     let mut start = 0;
     while start < n {
         let rows = CHUNK_ROWS.min(n - start);
-        let logits = h.clone().narrow(0, start, rows).matmul(head.clone());
+        let logits = precision::raise(h.clone().narrow(0, start, rows).matmul(head.clone()));
         let logp = log_softmax(logits, 1);
         let w = &weights[start..start + rows];
         if let Some(all) = &mut entropies {
@@ -257,11 +260,13 @@ fn nll(h: Tensor<2>, head: Tensor<2>, targets: &[i64], weights: &[f32]) -> Tenso
         let w = Tensor::<1>::from_data(TensorData::new(weights.to_vec(), [n]), &device);
         return (logp * w).sum().neg();
     }
+    // Mixed precision: the products in the compute dtype, log-softmax in f32.
+    let (h, head) = (precision::lower(h), precision::lower(head));
     let mut total: Option<Tensor<1>> = None;
     let mut start = 0;
     while start < n {
         let rows = CHUNK_ROWS.min(n - start);
-        let logits = h.clone().narrow(0, start, rows).matmul(head.clone());
+        let logits = precision::raise(h.clone().narrow(0, start, rows).matmul(head.clone()));
         let logp = log_softmax(logits, 1);
         let tgt = Tensor::<2, Int>::from_data(
             TensorData::new(targets[start..start + rows].to_vec(), [rows, 1]),

@@ -65,6 +65,10 @@ pub struct TrainerState {
     /// step's rows are split by rank.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub world_size: Option<usize>,
+    /// f16 runs: the loss scale and its clean-step count, so a resume scales as the run would
+    /// have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<anvil_models::precision::LossScaler>,
 }
 
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";

@@ -110,6 +110,13 @@ impl GradAccumulator {
         norm
     }
 
+    /// Multiplies every gradient by `factor` (unscaling a scaled loss's gradients).
+    pub fn scale(&mut self, factor: f64) {
+        for g in self.grads.values_mut() {
+            *g = g.clone() * factor;
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.grads.is_empty()
     }

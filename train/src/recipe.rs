@@ -177,6 +177,9 @@ pub struct TrainConfig {
     /// Where the model trains: `cpu`, `wgpu` or `cuda` (GPU backends need their cargo feature;
     /// docs/gpu.md).
     pub device: anvil_models::device::DeviceKind,
+    /// `f32`, or mixed precision: `bf16` / `f16` matrix products with f32 master weights (f16
+    /// with dynamic loss scaling); docs/gpu.md.
+    pub precision: anvil_models::Precision,
 }
 
 impl Default for TrainConfig {
@@ -189,6 +192,7 @@ impl Default for TrainConfig {
             log_every: 10,
             threads: 0,
             device: anvil_models::device::DeviceKind::Cpu,
+            precision: anvil_models::Precision::F32,
         }
     }
 }
@@ -325,9 +329,13 @@ impl Recipe {
             })?;
         let t = &self.train;
         // Before any data is built: a device this binary cannot drive is one line up front.
-        anvil_models::device::select(t.device).map_err(|e| RecipeError {
+        let device = anvil_models::device::select(t.device).map_err(|e| RecipeError {
             key: "train.device".into(),
             message: e.to_string(),
+        })?;
+        t.precision.check(&device).map_err(|message| RecipeError {
+            key: "train.precision".into(),
+            message,
         })?;
         for (key, v) in [
             ("train.max_steps", t.max_steps),

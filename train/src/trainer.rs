@@ -2,7 +2,7 @@
 //! accumulate) → clip → AdamW → log / validate / checkpoint, until `train.max_steps`.
 
 use crate::checkpoint::{self, TrainerState, Weights};
-use crate::dist::{DataParallel, World, optimizer_step};
+use crate::dist::{DataParallel, World, optimizer_step, scaled};
 use crate::loader::{RowStream, TokenRows};
 use crate::optim::{AdamW, GradAccumulator, lr_at};
 use crate::recipe::Recipe;
@@ -175,6 +175,8 @@ pub fn run(recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
         return crate::rl::run(recipe, opts);
     }
     let (mut t, mut model) = Trainer::setup(recipe, opts)?;
+    // Training and validation forward passes alike run in the recipe's precision.
+    let _cast = anvil_models::precision::autocast(t.recipe.train.precision);
     signals::install();
     loop {
         let step;
@@ -416,7 +418,10 @@ impl Trainer {
                 loss = loss + aux * share;
             }
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            grads.add(&model, &loss.backward());
+            grads.add(
+                &model,
+                &scaled(loss, self.state.loss_scaler.as_ref()).backward(),
+            );
             expert_load = out.expert_load;
         }
         let lr = lr_at(
@@ -434,12 +439,19 @@ impl Trainer {
             (loss_sum, interrupted) = (s[0], s[1] > 0.0);
         }
         let clip = self.recipe.optim.grad_clip;
-        let (model, grad_norm) =
-            optimizer_step(self.dp.as_mut(), &mut self.opt, model, &mut grads, lr, clip);
+        let (model, grad_norm) = optimizer_step(
+            self.dp.as_mut(),
+            &mut self.opt,
+            model,
+            &mut grads,
+            (lr, clip),
+            self.state.loss_scaler.as_mut(),
+        );
         self.state.step += 1;
         self.state.optimizer_step = self.opt.step;
         self.state.position = self.stream.position;
         // Throughput counts input tokens (rows × length, all ranks'), as PyTorch benchmarks do.
+        let t = &self.recipe.train;
         let step_tokens = (t.grad_accum * t.batch_size * ranks * self.train_rows.seq_len) as u64;
         self.state.tokens_seen += step_tokens;
         self.trained_tokens += step_tokens;
@@ -524,6 +536,10 @@ impl Trainer {
                 self.state.tokens_seen as f64,
             ),
         ];
+        if let Some(s) = &self.state.loss_scaler {
+            metrics.push(("train/loss_scale".into(), s.scale));
+            metrics.push(("train/skipped_steps".into(), s.skipped as f64));
+        }
         for (layer, load) in step.expert_load.iter().enumerate() {
             for (e, f) in load.iter().enumerate() {
                 metrics.push((format!("moe/layer{layer}/expert{e}"), *f as f64));
@@ -813,6 +829,12 @@ pub(crate) fn open_run(
             lock,
         }) => {
             *state = s;
+            // A resumed f16 run keeps its scale; one switched to or from f16 drops or starts it.
+            if !recipe.train.precision.scales_loss() {
+                state.loss_scaler = None;
+            } else if state.loss_scaler.is_none() {
+                state.loss_scaler = Some(Default::default());
+            }
             let model = match base_ref {
                 Some((_, fingerprint)) => {
                     let bad = |e: peft::PeftError| TrainError::Recipe(e.to_string());
@@ -827,6 +849,9 @@ pub(crate) fn open_run(
             Ok((model, dir, Some(log), Some(lock)))
         }
         None => {
+            if recipe.train.precision.scales_loss() {
+                state.loss_scaler = Some(Default::default());
+            }
             let dir = new_run_dir(recipe, opts);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;

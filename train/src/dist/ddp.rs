@@ -12,6 +12,7 @@ use super::{Collectives, World};
 use crate::optim::{AdamW, GradAccumulator, Moments, Paths, adamw_step, decays};
 use crate::recipe::{OptimConfig, RecipeError};
 use anvil_models::kernels;
+use anvil_models::precision::LossScaler;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -216,16 +217,40 @@ fn write_params<M: Module>(model: M, layout: &Layout, flat: &[f32]) -> M {
     })
 }
 
+/// The loss a trainer differentiates: `loss` times an f16 run's loss scale (see
+/// [`optimizer_step`]), itself otherwise.
+pub fn scaled(loss: Tensor<1>, scaler: Option<&LossScaler>) -> Tensor<1> {
+    match scaler {
+        Some(s) => loss * s.scale,
+        None => loss,
+    }
+}
+
 /// The optimizer step after a trainer accumulated `grads`: clip and AdamW in this process, or,
 /// with `dp`, the exchange across ranks first (ZeRO-1: the sharded step).
+///
+/// With f16's loss scaling (`scaler`), the gradients are first divided by the scale; when they
+/// overflowed on any rank the step is skipped on all of them — no update, the norm reported as
+/// infinite — and the scale halves, as PyTorch's `GradScaler` does.
 pub fn optimizer_step<M: Module>(
     dp: Option<&mut DataParallel>,
     opt: &mut AdamW,
     model: M,
     grads: &mut GradAccumulator,
-    lr: f64,
-    max_norm: f64,
+    (lr, max_norm): (f64, f64),
+    scaler: Option<&mut LossScaler>,
 ) -> (M, f64) {
+    if let Some(scaler) = scaler {
+        grads.scale(1.0 / scaler.scale);
+        let mut finite = grads.global_norm().is_finite();
+        if let Some(dp) = &dp {
+            finite = dp.world.sum(&[f64::from(u8::from(!finite))])[0] == 0.0;
+        }
+        scaler.update(finite);
+        if !finite {
+            return (model, f64::INFINITY);
+        }
+    }
     match dp {
         Some(dp) => dp.step(model, opt, grads, lr, max_norm),
         None => {
@@ -489,11 +514,7 @@ impl DataParallel {
             .map(|s| f64::from(u8::from(grads.grads.contains_key(&s.path))))
             .collect();
         let present: Vec<bool> = self.world.sum(&had).iter().map(|&n| n > 0.0).collect();
-        let device = grads
-            .grads
-            .values()
-            .next()
-            .map_or_else(Device::default, |g| g.device());
+        let device = self.device.clone();
         let mut flat = vec![0f32; self.layout.total];
         for s in &self.layout.slots {
             if let Some(g) = grads.grads.remove(&s.path) {
@@ -601,5 +622,88 @@ impl DataParallel {
         let out = f(opt);
         opt.state.clear();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anvil_models::{LlamaConfig, TokenBatch};
+
+    fn values<M: Module>(model: &M) -> Vec<Vec<u32>> {
+        struct Values(Vec<Vec<u32>>);
+        impl ModuleVisitor for Values {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                let v = p.val().into_data().try_into_vec::<f32>().unwrap();
+                self.0.push(v.iter().map(|x| x.to_bits()).collect());
+            }
+        }
+        let mut v = Values(Vec::new());
+        model.visit(&mut v);
+        v.0
+    }
+
+    /// A scaled loss's unscaled gradients make the same update as the loss's own (the scale is a
+    /// power of two: exact); gradients that overflowed skip the step and halve the scale.
+    #[test]
+    fn loss_scaling_unscales_exactly_and_skips_overflowed_steps() {
+        let device = anvil_models::device::cpu().autodiff();
+        let config = LlamaConfig {
+            vocab_size: 50,
+            d_model: 16,
+            n_layers: 1,
+            n_heads: 2,
+            ..Default::default()
+        };
+        let model = anvil_models::materialized(config.init(&device));
+        let batch = TokenBatch {
+            input_ids: (0..40).map(|i| (i * 7 % 50) as u32).collect(),
+            segment_ids: None,
+            loss_mask: None,
+            batch: 2,
+            seq_len: 20,
+            tree: None,
+            position_targets: None,
+        };
+        let optim = OptimConfig::default();
+        let step = |scaler: Option<&mut LossScaler>, overflow: bool| {
+            let mut opt = AdamW::new(optim.clone());
+            let mut grads = GradAccumulator::default();
+            let loss = scaled(model.loss(&batch).nll_sum, scaler.as_deref());
+            grads.add(&model, &loss.backward());
+            if overflow {
+                let (_, g) = grads.grads.iter_mut().next().unwrap();
+                *g = g.clone() * f64::INFINITY;
+            }
+            let (m, norm) = optimizer_step(
+                None,
+                &mut opt,
+                model.clone(),
+                &mut grads,
+                (1e-2, 1.0),
+                scaler,
+            );
+            (values(&m), norm, opt.step)
+        };
+        let (plain, plain_norm, _) = step(None, false);
+        let mut scaler = LossScaler::default();
+        let (unscaled, norm, steps) = step(Some(&mut scaler), false);
+        assert!(unscaled == plain && norm == plain_norm && steps == 1);
+        assert_eq!(
+            (scaler.scale, scaler.good_steps, scaler.skipped),
+            (65536.0, 1, 0)
+        );
+        assert_ne!(unscaled, values(&model), "the step changed nothing");
+
+        let (skipped, norm, steps) = step(Some(&mut scaler), true);
+        assert!(
+            skipped == values(&model),
+            "an overflowed step updated the weights"
+        );
+        assert!(norm.is_infinite() && steps == 0, "{norm} {steps}");
+        assert_eq!(
+            (scaler.scale, scaler.good_steps, scaler.skipped),
+            (32768.0, 0, 1)
+        );
     }
 }

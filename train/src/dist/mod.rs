@@ -14,7 +14,7 @@ mod ddp;
 #[cfg(feature = "mpi")]
 mod mpi_world;
 
-pub use ddp::{DataParallel, DistConfig, optimizer_step};
+pub use ddp::{DataParallel, DistConfig, optimizer_step, scaled};
 
 use crate::TrainError;
 use std::rc::Rc;

@@ -10,7 +10,7 @@
 use super::rollout;
 use super::trainer::RlTrainer;
 use crate::TrainError;
-use crate::dist::optimizer_step;
+use crate::dist::{optimizer_step, scaled};
 use crate::optim::{GradAccumulator, lr_at};
 use anvil_models::{Llama, TokenBatch};
 use burn::tensor::activation::log_sigmoid;
@@ -249,13 +249,22 @@ impl RlTrainer {
                     &reference[n..],
                     total_pairs,
                 );
-                grads.add(&model, &loss.backward());
+                grads.add(
+                    &model,
+                    &scaled(loss, self.state.loss_scaler.as_ref()).backward(),
+                );
                 stats.add(&s);
                 step_tokens += (b.batch * b.seq_len) as u64;
             }
             let clip = self.recipe.optim.grad_clip;
-            (model, grad_norm) =
-                optimizer_step(self.dp.as_mut(), &mut self.opt, model, &mut grads, lr, clip);
+            (model, grad_norm) = optimizer_step(
+                self.dp.as_mut(),
+                &mut self.opt,
+                model,
+                &mut grads,
+                (lr, clip),
+                self.state.loss_scaler.as_mut(),
+            );
         }
         if self.world.is_distributed() {
             let s = self.world.sum(&[

@@ -19,7 +19,7 @@ use super::config::{LossType, RlConfig, ScaleRewards};
 use super::rollout;
 use super::trainer::{RlTrainer, host};
 use crate::TrainError;
-use crate::dist::optimizer_step;
+use crate::dist::{optimizer_step, scaled};
 use crate::optim::{GradAccumulator, lr_at};
 use anvil_models::{Llama, TokenBatch};
 use burn::tensor::{Tensor, TensorData};
@@ -330,7 +330,10 @@ impl RlTrainer {
                     weights: &w,
                 };
                 let (loss, s) = loss(&cfg, out.logprobs, &values, &rows);
-                grads.add(&model, &loss.backward());
+                grads.add(
+                    &model,
+                    &scaled(loss, self.state.loss_scaler.as_ref()).backward(),
+                );
                 if it == 0 {
                     first.add(&s);
                 }
@@ -338,8 +341,14 @@ impl RlTrainer {
                 step_tokens += (b.batch * b.seq_len) as u64;
             }
             let clip = self.recipe.optim.grad_clip;
-            (model, grad_norm) =
-                optimizer_step(self.dp.as_mut(), &mut self.opt, model, &mut grads, lr, clip);
+            (model, grad_norm) = optimizer_step(
+                self.dp.as_mut(),
+                &mut self.opt,
+                model,
+                &mut grads,
+                (lr, clip),
+                self.state.loss_scaler.as_mut(),
+            );
         }
         if self.world.is_distributed() {
             let mut sums = vec![step_tokens as f64, entropy.0, entropy.1 as f64];

@@ -54,6 +54,8 @@ const PLOTTED: [&str; 6] = [
 /// Runs (or resumes) an RL recipe to the end, or until interrupted.
 pub fn run(recipe: Recipe, opts: RunOptions) -> Result<RunSummary, TrainError> {
     let (mut t, mut model) = RlTrainer::setup(recipe, opts)?;
+    // Rollouts, rewards' forward passes and updates alike run in the recipe's precision.
+    let _cast = anvil_models::precision::autocast(t.recipe.train.precision);
     signals::install();
     if t.state.step == 0 && !t.world.any(signals::interrupted()) {
         // The starting point's held-out pass@1, in the same run as the rest of the curve.
