@@ -9,6 +9,8 @@
 //!   measured on lavapipe: 8.5e-8): the same initial weights — drawn on the CPU whatever the
 //!   device — and the same updates up to summation order.
 //! - Checkpoints move between devices: trained on `wgpu`, generated from on `cpu`.
+//! - Mixed precision (`train.precision`) follows f32 where the device has the dtype, and is
+//!   refused in one line where it has not.
 #![cfg(feature = "wgpu")]
 
 mod common;
@@ -107,5 +109,47 @@ fn wgpu_matches_cpu_and_checkpoints_move_between_devices() {
         ]));
         let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
         assert_eq!(v["token_ids"].as_array().unwrap().len(), 8, "{device}: {v}");
+    }
+}
+
+/// Mixed precision on the device: where it has the dtype, a bf16/f16 run follows the f32 run's
+/// losses (within 2e-3 relative a step); where it has not, the recipe is refused in one line
+/// naming `train.precision` before any work.
+#[test]
+fn wgpu_mixed_precision_follows_f32_or_is_refused() {
+    use anvil_models::Precision;
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(dir.path(), RUN);
+    let r = recipe.to_str().unwrap();
+    let run = |name: &str, precision: Precision| {
+        anvil(&[
+            "train",
+            "run",
+            r,
+            &format!("output.name={name}"),
+            "train.device=\"wgpu\"",
+            &format!("train.precision=\"{precision}\""),
+        ])
+    };
+    ok(run("f32", Precision::F32));
+    let runs = dir.path().join("runs");
+    let reference = losses(&runs.join("f32"));
+    let device = select(DeviceKind::Wgpu).unwrap();
+    for p in [Precision::Bf16, Precision::F16] {
+        if p.check(&device).is_err() {
+            let line = one_line_error(&run(p.name(), p));
+            assert!(line.contains("train.precision"), "{line}");
+            println!("{p}: not supported by this device, refused: {line}");
+            continue;
+        }
+        ok(run(p.name(), p));
+        let l = losses(&runs.join(p.name()));
+        let worst = l
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| ((a - b) / b).abs())
+            .fold(0f64, f64::max);
+        println!("{p} on wgpu: losses {l:?}, f32 {reference:?}: worst relative gap {worst:.2e}");
+        assert!(worst < 2e-3, "{p}: {l:?} vs f32 {reference:?}");
     }
 }

@@ -5,7 +5,8 @@
 //! - `wgpu`: Burn's cubecl backend on wgpu — Vulkan, Metal or DX12 (cargo feature `wgpu`). The
 //!   model runs Burn's own ops there (the fused CPU kernels are `flex`-only).
 //! - `cuda`: Burn's CUDA backend (cargo feature `cuda`). Burn 0.22 downloads an LLVM bundle while
-//!   building it, so it builds only with internet access; its path is `wgpu`'s but for the device.
+//!   building it (`scripts/build_cuda.sh` checks for it first); its path is `wgpu`'s but for the
+//!   device.
 //!
 //! Never `Device::default()`: with a GPU feature compiled in, Burn's default becomes that GPU.
 
@@ -95,8 +96,9 @@ fn cuda() -> Result<Device, DeviceError> {
 fn cuda() -> Result<Device, DeviceError> {
     Err(DeviceError(
         "device `cuda`: this binary was built without the `cuda` feature; build it with \
-         `cargo build --release --features cuda` on a machine with the CUDA toolkit and internet \
-         access (Burn 0.22's CUDA backend downloads an LLVM bundle while building)"
+         `scripts/build_cuda.sh` (`cargo build --release --features cuda` once Burn 0.22's CUDA \
+         backend can fetch its LLVM bundle, which the script checks first), and run it with an \
+         NVIDIA driver"
             .into(),
     ))
 }

@@ -60,7 +60,8 @@ impl Precision {
     pub fn check(self, device: &Device) -> Result<(), String> {
         match self.compute_dtype() {
             Some(dt) if !device.supports_dtype(dt) => Err(format!(
-                "precision `{self}`: this device ({device:?}) has no {self} arithmetic; use `f32`{}",
+                "precision `{self}`: the device has no {self} arithmetic (its backend says so); \
+                 use `f32`{}",
                 match self {
                     Precision::Bf16 => " or `f16`",
                     _ => " or `bf16`",

@@ -1,7 +1,7 @@
 //! Mixed precision on the CPU backend: under bf16 and f16 autocast the model's loss and every
 //! parameter's gradient stay near the f32 run's, the gradients come back as f32 (the master
-//! weights' dtype), the products really ran in the lower dtype (the loss is not the f32 one to
-//! the bit), and dropping the guard gives the f32 run back exactly.
+//! weights' dtype), the products really ran in the lower dtype (the gradients are not the f32
+//! ones to the bit), and dropping the guard gives the f32 run back exactly.
 
 use anvil_models::precision::{Precision, autocast};
 use anvil_models::{Llama, LlamaConfig, TokenBatch, materialized};
@@ -72,8 +72,9 @@ fn mixed_precision_follows_f32() {
             ((l - l32) / l32).abs() < tolerance,
             "{precision}: loss {l} vs f32 {l32}"
         );
-        assert_ne!(
-            l, l32,
+        // The loss of a small random model can round to the same f32; its gradients cannot.
+        assert!(
+            g != g32,
             "{precision}: the products did not run in {precision}"
         );
         assert_eq!(g.len(), g32.len());

@@ -21,13 +21,16 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     tok = Tokenizer.from_file(f"{a.model}/tokenizer.json")
     tok.encode_special_tokens = True
     ids = tok.encode(open(a.prompt_file).read(), add_special_tokens=False).ids
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
-    x = torch.tensor([ids])
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval().to(a.device)
+    x = torch.tensor([ids]).to(a.device)
+    # GPU work is asynchronous: every timing ends when the device is done.
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
 
     def gen(n):
         return model.generate(
@@ -44,14 +47,18 @@ def main():
     with torch.inference_mode():
         gen(4)  # warm-up
         for _ in range(a.reps):
+            sync()
             t = time.perf_counter()
             model(x, use_cache=True)
+            sync()
             prefill = time.perf_counter() - t
             t = time.perf_counter()
             gen(1)
+            sync()
             one = time.perf_counter() - t
             t = time.perf_counter()
             out = gen(a.max_tokens)
+            sync()
             full = time.perf_counter() - t
             best["prefill"] = max(best["prefill"], len(ids) / prefill)
             best["decode"] = max(best["decode"], (a.max_tokens - 1) / (full - one))
@@ -59,6 +66,7 @@ def main():
         json.dumps(
             {
                 "prompt_tokens": len(ids),
+                "device": a.device,
                 "prefill_tokens_per_second": best["prefill"],
                 "decode_tokens_per_second": best["decode"],
                 "token_ids": out[0, len(ids):].tolist(),

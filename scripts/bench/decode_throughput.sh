@@ -6,7 +6,7 @@
 #
 # Usage: scripts/bench/decode_throughput.sh --checkpoint CKPT_OR_RUN [--threads N] [--tokens N]
 #                                           [--prompt-bytes N] [--reps N] [--anvil PATH]
-#                                           [--python PATH]
+#                                           [--python PATH] [--device D]
 #   --checkpoint   an Anvil checkpoint or run folder (e.g. the quickstart's run folder)
 #   --threads N    threads for both (default: nproc)
 #   --tokens N     new tokens per generation (default 128)
@@ -16,6 +16,8 @@
 #                  option repeats): the projections stay in their blocks and the int8 kernels run
 #   --anvil PATH   use this binary instead of `cargo build --release`
 #   --python PATH  a python3 with torch and transformers (default: ~/.cache/anvil/torchvenv)
+#   --device D     cpu (default), wgpu or cuda: Anvil's --device; HF runs on cuda for either GPU
+#                  device (the binary needs the matching cargo feature: --anvil)
 #
 # Token healing is off: HF reads the prompt as it is tokenized, and the tokens must compare.
 # Anvil's decode figure is generated tokens / time after the prefill (the first token's sampling
@@ -23,7 +25,7 @@
 # Prefill is one forward over the prompt in both.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-threads="$(nproc)" tokens=128 prompt_bytes=380 reps=3 anvil="" ckpt="" quants=""
+threads="$(nproc)" tokens=128 prompt_bytes=380 reps=3 anvil="" ckpt="" quants="" device=cpu
 python="$HOME/.cache/anvil/torchvenv/bin/python"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --quant) quants="$quants $2"; shift 2 ;;
     --anvil) anvil="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
+    --device) device="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -58,6 +61,7 @@ anvil_best() {
   for _ in $(seq "$reps"); do
     "$anvil" generate --checkpoint "$1" --prompt-file "$work/prompt.txt" --max-tokens "$tokens" \
       --ignore-eos --no-token-healing --json --threads "$threads" --report "$work/anvil.json" \
+      --device "$device" \
       > "$work/anvil.out" 2>/dev/null
     read -r d p < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["decode_tokens_per_second"], r["prefill_tokens_per_second"])' "$work/anvil.json")
     best=$(python3 -c "print(max($best, $d))"); best_prefill=$(python3 -c "print(max($best_prefill, $p))")
@@ -72,7 +76,8 @@ done
 # Last, so that anvil.out holds the f32 tokens compared with HF's below.
 read -r best best_prefill < <(anvil_best "$ckpt")
 "$python" scripts/bench/decode_throughput.py --model "$work/hf" --prompt-file "$work/prompt.txt" \
-  --max-tokens "$tokens" --threads "$threads" --reps "$reps" 2>/dev/null > "$work/hf.json"
+  --max-tokens "$tokens" --threads "$threads" --reps "$reps" \
+  --device "$([ "$device" = cpu ] && echo cpu || echo cuda)" 2>/dev/null > "$work/hf.json"
 
 python3 - "$work" "$best" "$best_prefill" "$threads" "$tokens" <<'PY'
 import json, sys
@@ -80,7 +85,7 @@ work, dec, pre, threads, tokens = sys.argv[1], float(sys.argv[2]), float(sys.arg
 hf = json.load(open(f"{work}/hf.json"))
 ours = json.loads(open(f"{work}/anvil.out").readline())["token_ids"]
 agree = next((i for i, (a, b) in enumerate(zip(ours, hf["token_ids"])) if a != b), min(len(ours), len(hf["token_ids"])))
-print(f"prompt {hf['prompt_tokens']} tokens, {tokens} new tokens, batch 1, greedy, {threads} threads")
+print(f"prompt {hf['prompt_tokens']} tokens, {tokens} new tokens, batch 1, greedy, {threads} threads, HF on {hf['device']}")
 print(f"{'':16}{'prefill tok/s':>14}{'decode tok/s':>14}")
 print(f"{'Anvil':16}{pre:14.0f}{dec:14.1f}")
 print(f"{'HF transformers':16}{hf['prefill_tokens_per_second']:14.0f}{hf['decode_tokens_per_second']:14.1f}")

@@ -6,8 +6,12 @@
 # docs/BENCHMARKS.md.
 #
 # Usage: scripts/bench/train_throughput.sh [--threads N] [--steps N] [--reps N] [--anvil PATH]
-#                                          [--python PATH] [--markdown]
+#                                          [--python PATH] [--precision P] [--device D] [--markdown]
 #   --threads N   threads for both (default: nproc)
+#   --precision P f32 (default), bf16 or f16: Anvil's train.precision, PyTorch's torch.autocast
+#                 (f16 with GradScaler)
+#   --device D    cpu (default), wgpu or cuda: Anvil's train.device; PyTorch runs on cuda for
+#                 either GPU device (the binary needs the matching cargo feature: --anvil)
 #   --steps N     timed steps per run (default 30, after 5 untimed)
 #   --reps N      runs of each, alternating (default 2); the best of each is reported
 #   --anvil PATH  use this binary instead of `cargo build --release`
@@ -22,6 +26,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 threads="$(nproc)" steps=30 reps=2 anvil="" python="$HOME/.cache/anvil/torchvenv/bin/python" markdown=0
+precision=f32 device=cpu
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
@@ -29,6 +34,8 @@ while [ $# -gt 0 ]; do
     --reps) reps="$2"; shift 2 ;;
     --anvil) anvil="$2"; shift 2 ;;
     --python) python="$2"; shift 2 ;;
+    --precision) precision="$2"; shift 2 ;;
+    --device) device="$2"; shift 2 ;;
     --markdown) markdown=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -60,6 +67,7 @@ for rep in $(seq 1 "$reps"); do
   rss "$anvil" --quiet train run recipes/quickstart.toml --threads "$threads" \
       train.max_steps=$total train.log_every=5 schedule.warmup_steps=2 eval.every=0 eval.batches=1 \
       checkpoint.every=0 output.dir="$work/runs" output.name="$name" \
+      train.precision="\"$precision\"" train.device="\"$device\"" \
     | python3 -c '
 import json, sys
 r = json.load(sys.stdin); run = sys.argv[1]
@@ -68,14 +76,16 @@ tps = [x["value"] for x in m if x["key"] == "train/tokens_per_s" and x["step"] >
 s = json.load(open(run + "/summary.json"))
 print(json.dumps({"impl": "anvil", "tokens_per_s": sum(tps) / len(tps), "peak_rss_mb": r["peak_rss_mb"], "params": s["parameters"]}))
 ' "$work/runs/$name" >> "$results"
+  torch_device=cpu; [ "$device" = cpu ] || torch_device=cuda
   rss "$python" scripts/bench/train_throughput.py --threads "$threads" --steps "$steps" --warmup 5 \
+      --precision "$precision" --device "$torch_device" \
     | python3 -c '
 import json, sys
 r = json.load(sys.stdin); d = json.loads(r["stdout"]); d["peak_rss_mb"] = r["peak_rss_mb"]; print(json.dumps(d))
 ' >> "$results"
 done
 
-python3 - "$results" "$threads" "$markdown" <<'PY'
+python3 - "$results" "$threads" "$markdown" "$precision" "$device" <<'PY'
 import json, sys, platform, datetime, subprocess
 rows = [json.loads(l) for l in open(sys.argv[1])]
 best = {}
@@ -84,7 +94,7 @@ for r in rows:
         best[r["impl"]] = r
 a, p = best["anvil"], best["pytorch"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-print(f"threads {sys.argv[2]}, {cpu}, {datetime.date.today()}")
+print(f"threads {sys.argv[2]}, {cpu}, {datetime.date.today()}, precision {sys.argv[4]}, device {sys.argv[5]}")
 for r in rows:
     print(f"  {r['impl']:8} {r['tokens_per_s']:8.0f} tokens/s  peak RSS {r['peak_rss_mb']:6.0f} MB")
 print(f"best: anvil {a['tokens_per_s']:.0f} tokens/s, pytorch {p['tokens_per_s']:.0f} tokens/s "

@@ -135,6 +135,19 @@ fn prepare(a: RunArgs, world: &World) -> Result<(Recipe, RunOptions)> {
     recipe
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", recipe_file.display()))?;
+    let t = &recipe.train;
+    if world.is_root()
+        && t.device == anvil_models::device::DeviceKind::Cpu
+        && t.precision != anvil_models::Precision::F32
+    {
+        // Measured (docs/gpu.md): 0.41x (bf16) and 0.21x (f16) of f32's tokens/s on the CPU.
+        eprintln!(
+            "note: train.precision = {} on the cpu emulates the GPU's arithmetic: Burn's flex \
+             converts its {0} products through f32 and Anvil's fused f32 kernels stand aside, so \
+             it trains slower than f32 (docs/gpu.md)",
+            t.precision
+        );
+    }
     match (a.threads, recipe.train.threads, world.default_threads()) {
         (Some(t), _, _) => super::set_threads(Some(t), "--threads")?,
         (None, 0, Some(t)) => super::set_threads(Some(t), "cores per rank")?,
