@@ -237,8 +237,8 @@ fn dpo_with_execution_pairs_learns() {
     assert!(values(&m, "rl/pairs").iter().any(|&p| p > 0.0));
 }
 
-/// DPO from a file of pairs, and GRPO with LoRA (reference = adapters off): both run, and the
-/// LoRA run checkpoints only its adapter.
+/// DPO from a file of pairs (also in f16, with loss scaling), and GRPO with LoRA (reference =
+/// adapters off): they run, and the LoRA run checkpoints only its adapter.
 #[test]
 fn dpo_from_file_and_grpo_with_lora_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,6 +267,38 @@ fn dpo_from_file_and_grpo_with_lora_run() {
         "policy = reference at step 1: {loss:?}"
     );
     assert!(loss[2] < loss[0], "{loss:?}");
+    // The same in f16. DPO's per-pair gradients overflow f16 at GradScaler's first scale
+    // (2^16): those steps are skipped and the scale halves until they fit (measured: three),
+    // then the steps apply and the loss falls; the checkpoint carries the scale.
+    ok(run(
+        &r,
+        &[
+            "output.name=dpof16",
+            "train.max_steps=8",
+            "train.precision=\"f16\"",
+        ],
+    ));
+    let run16 = dir.path().join("runs/dpof16");
+    let m16 = metrics_by_key(&run16);
+    let (loss16, norms) = (values(&m16, "rl/loss"), values(&m16, "rl/grad_norm"));
+    let skipped = norms.iter().take_while(|n| n.is_infinite()).count();
+    assert!(
+        skipped < 8 && norms[skipped..].iter().all(|n| n.is_finite()),
+        "{norms:?}"
+    );
+    assert!(
+        (loss16[0] - std::f64::consts::LN_2).abs() < 1e-3,
+        "{loss16:?}"
+    );
+    assert!(loss16[7] < loss16[0] - 0.1, "{loss16:?}");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run16.join("checkpoints/step-000008/state.json")).unwrap(),
+    )
+    .unwrap();
+    let s = &state["loss_scaler"];
+    assert_eq!(s["skipped"], skipped, "{state}");
+    assert_eq!(s["good_steps"], 8 - skipped, "{state}");
+    assert_eq!(s["scale"], 65536.0 / f64::from(1 << skipped), "{state}");
 
     let r = recipe(dir.path(), &model, &problems, "beta = 0.1");
     let lora = [

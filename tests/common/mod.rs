@@ -252,9 +252,18 @@ pub fn metrics_by_key(run: &Path) -> std::collections::BTreeMap<String, Vec<(u64
         .lines()
     {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        // Non-finite values are written as MLflow's strings.
+        let value = v["value"]
+            .as_f64()
+            .unwrap_or_else(|| match v["value"].as_str() {
+                Some("Infinity") => f64::INFINITY,
+                Some("-Infinity") => f64::NEG_INFINITY,
+                Some("NaN") => f64::NAN,
+                _ => panic!("not a metric value: {line}"),
+            });
         out.entry(v["key"].as_str().unwrap().to_string())
             .or_default()
-            .push((v["step"].as_u64().unwrap(), v["value"].as_f64().unwrap()));
+            .push((v["step"].as_u64().unwrap(), value));
     }
     out
 }
