@@ -38,6 +38,17 @@ pub struct PositionTargets {
 }
 
 impl TokenBatch {
+    /// `batch` unpacked rows of `seq_len` tokens (row-major), every next token a target.
+    pub fn rows(input_ids: Vec<u32>, batch: usize, seq_len: usize) -> TokenBatch {
+        assert_eq!(input_ids.len(), batch * seq_len, "rows × length tokens");
+        TokenBatch {
+            input_ids,
+            batch,
+            seq_len,
+            ..TokenBatch::default()
+        }
+    }
+
     /// For every position, the next token and whether it is a target: the next position must
     /// exist, belong to the same (non-padding) document and be in the loss mask. Returns
     /// `(targets, weights, count)`.

@@ -44,15 +44,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 #[test]
 fn mixed_precision_follows_f32() {
     let (batch, seq, vocab) = (2, 40, 101);
-    let tokens = TokenBatch {
-        input_ids: (0..batch * seq).map(|i| (i * 37 % vocab) as u32).collect(),
-        segment_ids: None,
-        loss_mask: None,
+    let tokens = TokenBatch::rows(
+        (0..batch * seq).map(|i| (i * 37 % vocab) as u32).collect(),
         batch,
-        seq_len: seq,
-        tree: None,
-        position_targets: None,
-    };
+        seq,
+    );
     let config = LlamaConfig {
         vocab_size: vocab,
         d_model: 64,

@@ -304,15 +304,7 @@ mod tests {
             lr: 1e-2,
             ..Default::default()
         });
-        let batch = TokenBatch {
-            input_ids: (0..40).map(|i| (i * 7 % 50) as u32).collect(),
-            segment_ids: None,
-            loss_mask: None,
-            batch: 2,
-            seq_len: 20,
-            tree: None,
-            position_targets: None,
-        };
+        let batch = TokenBatch::rows((0..40).map(|i| (i * 7 % 50) as u32).collect(), 2, 20);
         for _ in 0..3 {
             let mut grads = GradAccumulator::default();
             grads.add(&model, &model.loss(&batch).nll_sum.backward());

@@ -36,15 +36,7 @@ fn loss_scaling_unscales_exactly_and_skips_overflowed_steps() {
         ..Default::default()
     };
     let model = anvil_models::materialized(config.init(&device));
-    let batch = TokenBatch {
-        input_ids: (0..40).map(|i| (i * 7 % 50) as u32).collect(),
-        segment_ids: None,
-        loss_mask: None,
-        batch: 2,
-        seq_len: 20,
-        tree: None,
-        position_targets: None,
-    };
+    let batch = TokenBatch::rows((0..40).map(|i| (i * 7 % 50) as u32).collect(), 2, 20);
     let step = |scaler: Option<&mut LossScaler>| {
         let mut opt = AdamW::new(OptimConfig::default());
         let mut grads = GradAccumulator::default();
