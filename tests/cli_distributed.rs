@@ -385,7 +385,7 @@ fn setup_errors_are_one_line_from_rank_0() {
 }
 
 /// LoRA on a frozen base: the adapter after two ranks × one micro-batch is the adapter after one
-/// process × two, bit for bit (the frozen base is neither exchanged nor updated).
+/// process × two, bit for bit (the frozen base is neither exchanged nor updated); in f16 as well.
 #[test]
 fn lora_runs_data_parallel() {
     let f = Fixture::new();
@@ -407,4 +407,25 @@ fn lora_runs_data_parallel() {
         safetensors(&newest(&f.run_dir("two")), file),
     );
     assert_bit_identical("LoRA adapter", &a, &b);
+
+    // In f16 too: both ranks unscale and agree on every step (the loss scale with them).
+    let f16 = "train.precision=\"f16\"";
+    one.push(f16);
+    let mut two = lora.to_vec();
+    two.push(f16);
+    ok(f.train("one16", &one));
+    ok(f.mpirun(2, "two16", &two));
+    let (c1, c2) = (newest(&f.run_dir("one16")), newest(&f.run_dir("two16")));
+    assert_bit_identical(
+        "LoRA adapter in f16",
+        &safetensors(&c1, file),
+        &safetensors(&c2, file),
+    );
+    let scaler = |c: &Path| {
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(c.join("state.json")).unwrap()).unwrap();
+        s["loss_scaler"].clone()
+    };
+    assert!(scaler(&c1).is_object(), "{}", scaler(&c1));
+    assert_eq!(scaler(&c1), scaler(&c2));
 }
