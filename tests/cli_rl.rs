@@ -131,8 +131,15 @@ fn grpo_learns_a_learnable_reward() {
     let m = metrics_by_key(&rund);
     let reward = values(&m, "rl/reward_mean");
     assert_eq!(reward.len(), 12);
+    // The median of the last six steps, not their mean: GRPO's gradients differ in their last
+    // digits from process to process (measured: the step-1 gradient norm in its 6th digit, with
+    // identical samples, on one thread too; Burn's autodiff keeps its graph in hash maps whose
+    // order is per process, the likely cause), and over 12 sampled steps that can flip a
+    // rollout and leave one bad step among good ones (CI saw 0.3125 amid 0.94–1.0).
     let first: f64 = reward[..3].iter().sum::<f64>() / 3.0;
-    let last: f64 = reward[9..].iter().sum::<f64>() / 3.0;
+    let mut last = reward[6..].to_vec();
+    last.sort_by(f64::total_cmp);
+    let last = (last[2] + last[3]) / 2.0;
     assert!(
         first < 0.8 && last > 0.9 && last > first + 0.2,
         "reward did not rise: {reward:?}"
