@@ -102,9 +102,7 @@ impl GradAccumulator {
         if max_norm > 0.0 {
             let coef = (max_norm / (norm + 1e-6)).min(1.0);
             if coef < 1.0 {
-                for g in self.grads.values_mut() {
-                    *g = g.clone() * coef;
-                }
+                self.scale(coef);
             }
         }
         norm

@@ -182,6 +182,16 @@ pub struct TrainConfig {
     pub precision: anvil_models::Precision,
 }
 
+impl TrainConfig {
+    /// The device `train.device` names, or why this binary cannot drive it.
+    pub fn device(&self) -> Result<burn::tensor::Device, RecipeError> {
+        anvil_models::device::select(self.device).map_err(|e| RecipeError {
+            key: "train.device".into(),
+            message: e.to_string(),
+        })
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -329,10 +339,7 @@ impl Recipe {
             })?;
         let t = &self.train;
         // Before any data is built: a device this binary cannot drive is one line up front.
-        let device = anvil_models::device::select(t.device).map_err(|e| RecipeError {
-            key: "train.device".into(),
-            message: e.to_string(),
-        })?;
+        let device = t.device()?;
         t.precision.check(&device).map_err(|message| RecipeError {
             key: "train.precision".into(),
             message,

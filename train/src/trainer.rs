@@ -280,8 +280,7 @@ impl Trainer {
             data,
         } = staged;
         let world = opts.world.clone();
-        let device = anvil_models::device::select(recipe.train.device)
-            .map_err(|e| TrainError::Recipe(format!("`train.device`: {e}")))?;
+        let device = recipe.train.device()?;
         let manifest = anvil_data::tokenize::read_manifest(&data.tokens)?;
         resolve_model_shape(&mut recipe.model, &manifest)?;
         // Before anything is allocated: a model that cannot fit is one line, not an abort in
@@ -665,8 +664,7 @@ fn stage(mut recipe: Recipe, opts: &RunOptions) -> Result<Staged, TrainError> {
         (Some(dir), true) => Some(open_resume(dir, &recipe, &opts.world)?),
         _ => None,
     };
-    let device = anvil_models::device::select(recipe.train.device)
-        .map_err(|e| TrainError::Recipe(format!("`train.device`: {e}")))?;
+    let device = recipe.train.device()?;
     // The pretrained model starts a new run; a LoRA run also needs its frozen base again
     // when it resumes (its checkpoints hold only the adapters).
     let pretrained = match (recipe.model.init_from.clone(), &opts.resume) {
@@ -769,10 +767,6 @@ pub(crate) fn load_pretrained(
     })
 }
 
-/// A pretrained model (loaded for inference) moved onto the autodiff `device` and made trainable;
-/// with LoRA, adapters are attached last and the base frozen, and with QLoRA the base's
-/// projections are then quantized, after its fingerprint (the f32 base's) is taken. Returns it
-/// with the base's (absolute folder, fingerprint) under LoRA, and its parameter count.
 /// A fresh model for training on `device`: its weights are drawn on the CPU, in parameter order,
 /// from `seed`, whatever the device (a GPU backend's generator is not the CPU's), so a seed gives
 /// the same initial model on every device.
@@ -783,6 +777,10 @@ fn init_model(config: &LlamaConfig, device: &Device, seed: u64) -> Llama {
     anvil_models::trainable(model.fork(&device.clone().autodiff()))
 }
 
+/// A pretrained model (loaded for inference) moved onto the autodiff `device` and made trainable;
+/// with LoRA, adapters are attached last and the base frozen, and with QLoRA the base's
+/// projections are then quantized, after its fingerprint (the f32 base's) is taken. Returns it
+/// with the base's (absolute folder, fingerprint) under LoRA, and its parameter count.
 pub(crate) fn make_trainable(
     loaded: anvil_infer::Loaded,
     lora: Option<&lora::LoraConfig>,
@@ -830,11 +828,8 @@ pub(crate) fn open_run(
         }) => {
             *state = s;
             // A resumed f16 run keeps its scale; one switched to or from f16 drops or starts it.
-            if !recipe.train.precision.scales_loss() {
-                state.loss_scaler = None;
-            } else if state.loss_scaler.is_none() {
-                state.loss_scaler = Some(Default::default());
-            }
+            state.loss_scaler = (recipe.train.precision.scales_loss())
+                .then(|| state.loss_scaler.unwrap_or_default());
             let model = match base_ref {
                 Some((_, fingerprint)) => {
                     let bad = |e: peft::PeftError| TrainError::Recipe(e.to_string());
@@ -849,9 +844,7 @@ pub(crate) fn open_run(
             Ok((model, dir, Some(log), Some(lock)))
         }
         None => {
-            if recipe.train.precision.scales_loss() {
-                state.loss_scaler = Some(Default::default());
-            }
+            state.loss_scaler = recipe.train.precision.scales_loss().then(Default::default);
             let dir = new_run_dir(recipe, opts);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| anvil_tracking::TrackingError::io(&dir, e))?;

@@ -278,8 +278,7 @@ impl RlTrainer {
             (Some(dir), true) => Some(open_resume(dir, &recipe, &world)?),
             _ => None,
         };
-        let device = anvil_models::device::select(recipe.train.device)
-            .map_err(|e| TrainError::Recipe(format!("`train.device`: {e}")))?;
+        let device = recipe.train.device()?;
         let from = recipe.model.init_from.clone().expect("validated");
         let loaded = load_pretrained(&mut recipe, &from, &device)?;
         if loaded.model.config.tree.is_some() {
